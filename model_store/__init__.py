@@ -1,0 +1,1 @@
+"""The artifact format shared by training (writer) and the service (reader); torch-free."""

@@ -1,0 +1,150 @@
+"""Turn sentences and sentence pairs into BERT inputs, identically offline and online.
+
+Training and serving must tokenize the same way or the served model silently differs
+from the trained one, so this is the one place that does it, torch-free so that the
+service can use it. Pairs are cross-encoded as `[CLS] a [SEP] b [SEP]` with
+token_type_ids 0 for the first segment and 1 for the second; inputs longer than
+`max_seq_len` are cut longest-first (the longer segment loses tokens first) and flagged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+from tokenizers.implementations import BertWordPieceTokenizer
+
+TOKENIZER_FILE = "tokenizer.json"
+VOCAB_FILE = "vocab.txt"
+DEFAULT_MAX_SEQ_LEN = 128
+_MIN_SEQ_LEN = 3  # [CLS] x [SEP]: anything shorter cannot hold a single token of text
+
+
+class TokenizerError(ValueError):
+    """A tokenizer directory or file that cannot be used."""
+
+
+@dataclass(frozen=True)
+class EncodedRow:
+    """One unpadded input row."""
+
+    input_ids: np.ndarray  # int64 [length]
+    token_type_ids: np.ndarray  # int64 [length]
+    truncated: bool
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """Rows padded to the longest one: the three model inputs plus truncation flags."""
+
+    input_ids: np.ndarray  # int64 [batch, seq]
+    attention_mask: np.ndarray  # int64 [batch, seq]
+    token_type_ids: np.ndarray  # int64 [batch, seq]
+    truncated: np.ndarray  # bool [batch]
+
+
+class PairTokenizer:
+    """A WordPiece tokenizer with the truncation policy the models were trained with."""
+
+    def __init__(self, tokenizer: Tokenizer, source: Path, max_seq_len: int) -> None:
+        if max_seq_len < _MIN_SEQ_LEN:
+            raise TokenizerError(f"max_seq_len must be at least {_MIN_SEQ_LEN}, got {max_seq_len}")
+        pad_id = tokenizer.token_to_id("[PAD]")
+        if pad_id is None:
+            raise TokenizerError(f"{source} has no [PAD] token: not a BERT tokenizer")
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_seq_len, strategy="longest_first")
+        self._tokenizer = tokenizer
+        self.source = source
+        self.max_seq_len = max_seq_len
+        self.pad_id = pad_id
+
+    @classmethod
+    def from_dir(
+        cls, directory: str | Path, max_seq_len: int = DEFAULT_MAX_SEQ_LEN
+    ) -> PairTokenizer:
+        """Load tokenizer.json from a checkpoint or store directory; fall back to vocab.txt."""
+        directory = Path(directory)
+        if (directory / TOKENIZER_FILE).is_file():
+            return cls.from_file(directory / TOKENIZER_FILE, max_seq_len)
+        vocab = directory / VOCAB_FILE
+        if vocab.is_file():
+            lowercase = _lowercase_setting(directory)
+            try:
+                wordpiece = BertWordPieceTokenizer(str(vocab), lowercase=lowercase)
+            except Exception as err:  # the library raises plain Exceptions for bad vocabularies
+                raise TokenizerError(f"cannot read {vocab}: {err}") from err
+            return cls(wordpiece._tokenizer, vocab, max_seq_len)
+        raise TokenizerError(f"{directory} has neither {TOKENIZER_FILE} nor {VOCAB_FILE}")
+
+    @classmethod
+    def from_file(cls, path: str | Path, max_seq_len: int = DEFAULT_MAX_SEQ_LEN) -> PairTokenizer:
+        path = Path(path)
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as err:  # the library raises plain Exceptions for unreadable files
+            raise TokenizerError(f"cannot read tokenizer {path}: {err}") from err
+        return cls(tokenizer, path, max_seq_len)
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the tokenizer definition, recorded so branches can be checked for a match."""
+        return hashlib.sha256(self.source.read_bytes()).hexdigest()
+
+    def encode(
+        self, texts_a: Sequence[str], texts_b: Sequence[str] | None = None
+    ) -> list[EncodedRow]:
+        """Tokenize single sentences, or pairs when `texts_b` is given, without padding."""
+        if texts_b is None:
+            encodings = self._tokenizer.encode_batch(list(texts_a))
+        else:
+            if len(texts_a) != len(texts_b):
+                raise ValueError(f"{len(texts_a)} first sentences but {len(texts_b)} second")
+            encodings = self._tokenizer.encode_batch(list(zip(texts_a, texts_b, strict=True)))
+        return [
+            EncodedRow(
+                input_ids=np.asarray(enc.ids, dtype=np.int64),
+                token_type_ids=np.asarray(enc.type_ids, dtype=np.int64),
+                truncated=bool(enc.overflowing),
+            )
+            for enc in encodings
+        ]
+
+    def pad(self, rows: Sequence[EncodedRow]) -> EncodedBatch:
+        """Pad rows to the longest among them (right padding, mask 0 on padding)."""
+        if not rows:
+            raise ValueError("cannot pad an empty batch")
+        width = max(len(row) for row in rows)
+        input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        token_type_ids = np.zeros((len(rows), width), dtype=np.int64)
+        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = row.input_ids
+            token_type_ids[i, : len(row)] = row.token_type_ids
+            attention_mask[i, : len(row)] = 1
+        truncated = np.array([row.truncated for row in rows], dtype=bool)
+        return EncodedBatch(input_ids, attention_mask, token_type_ids, truncated)
+
+    def encode_batch(
+        self, texts_a: Sequence[str], texts_b: Sequence[str] | None = None
+    ) -> EncodedBatch:
+        return self.pad(self.encode(texts_a, texts_b))
+
+
+def _lowercase_setting(directory: Path) -> bool:
+    """Read do_lower_case from tokenizer_config.json; uncased is the BERT default."""
+    config = directory / "tokenizer_config.json"
+    if config.is_file():
+        try:
+            return bool(json.loads(config.read_text(encoding="utf-8")).get("do_lower_case", True))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise TokenizerError(f"{config} is not valid JSON: {err}") from err
+    return True
