@@ -1,0 +1,161 @@
+"""Training a branch: it learns, it leaves the trunk untouched, it is reproducible,
+and what it saves reloads into exactly the model that was trained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from model_store.atomic import ArtifactExistsError, atomic_directory
+from training.base_model import load_base_model
+from training.branch import BRANCH_META, BRANCH_WEIGHTS, BranchError, load_branch, save_branch
+from training.data import Example
+from training.task_model import TaskModel
+from training.tasks import TASKS
+from training.trainer import TrainConfig, encode_examples, labels_of, predict, score, train_branch
+from training.trunk_cache import TrunkStates
+
+from .samples import pair_rows, sentiment_rows
+
+FAST = {"epochs": 3, "batch_size": 16, "lr": 5e-4, "head_lr": 5e-3, "warmup": 0.0}
+
+
+def sentiment_examples(count: int, seed: int = 0) -> list[Example]:
+    return [Example(t, None, float(y), i) for i, (t, y) in enumerate(sentiment_rows(count, seed))]
+
+
+def similarity_examples(count: int, seed: int = 0) -> list[Example]:
+    return [Example(a, b, s, i) for i, (a, b, s) in enumerate(pair_rows(count, seed))]
+
+
+def _loss_on(model: TaskModel, tokenizer, examples: list[Example]) -> float:
+    rows = encode_examples(tokenizer, model.spec, examples)
+    outputs = predict(model, TrunkStates(model, tokenizer, rows, 0), len(rows), 32)
+    return score(model.spec, outputs, labels_of(examples))[0]
+
+
+@pytest.fixture(scope="module")
+def trained(base, tokenizer):
+    """One tiny run shared by the tests below: 64 examples, 3 epochs of 4 steps."""
+    spec = TASKS["sentiment"]
+    train, val = sentiment_examples(64), sentiment_examples(16, seed=1)
+    config = TrainConfig(layers=1, seed=3, **FAST)
+    torch.manual_seed(config.seed)  # the same initialisation train_branch starts from
+    untrained = TaskModel(base.encoder, spec, config.layers, config.pooling)
+    before = _loss_on(untrained, tokenizer, train)
+    result = train_branch(base.encoder, tokenizer, spec, train, val, config, progress=False)
+    return result, before, train, config
+
+
+def test_tiny_run_lowers_the_training_loss(trained, tokenizer) -> None:
+    result, before, train, _ = trained
+    assert _loss_on(result.model, tokenizer, train) < before * 0.8
+    assert len(result.history) == 3
+    assert result.best.val_metric == max(stats.val_metric for stats in result.history)
+
+
+def test_trunk_and_embeddings_stay_bit_identical(trained, base) -> None:
+    result, *_ = trained
+    pristine = load_base_model().encoder.state_dict()
+    for key, tensor in base.encoder.state_dict().items():
+        assert torch.equal(tensor, pristine[key]), key
+    # ...while the branch's copy of the top layer did change.
+    top = base.encoder.num_layers - 1
+    tuned = result.model.branch_state()[f"encoder.layer.{top}.output.dense.weight"]
+    assert not torch.equal(tuned, pristine[f"encoder.layer.{top}.output.dense.weight"])
+
+
+def test_saved_branch_reloads_into_the_same_model(trained, base, tokenizer, tmp_path: Path) -> None:
+    result, _, train, _ = trained
+    path = save_branch(result.model, base, tokenizer, tmp_path, {"metric": "accuracy"}, {"x": 1})
+    assert path.parent == tmp_path / "sentiment"
+    keys = set(load_file(str(path / BRANCH_WEIGHTS)))
+    assert {k.split(".")[2] for k in keys if k.startswith("encoder.layer.")} == {"5"}
+    assert any(k.startswith("head.") for k in keys)
+    meta = json.loads((path / BRANCH_META).read_text())
+    assert meta["task"] == "sentiment" and meta["layers"] == 1 and meta["first_layer"] == 5
+    assert meta["base_model"]["sha256"] == base.weights_sha256
+    assert meta["tokenizer_sha256"] == tokenizer.sha256 and meta["max_seq_len"] == 32
+    assert meta["version"] == path.name and meta["label_names"][0] == "negative"
+
+    reloaded, info = load_branch(path, base)
+    assert info.version == path.name
+    batch = tokenizer.encode_batch([example.text_a for example in train[:8]])
+    inputs = [
+        torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.token_type_ids)
+    ]
+    with torch.no_grad():
+        assert torch.equal(reloaded(*inputs), result.model(*inputs))
+
+
+def test_same_seed_gives_the_same_branch(base, tokenizer) -> None:
+    spec = TASKS["similarity"]
+    train, val = similarity_examples(32), similarity_examples(8, seed=1)
+
+    def run(seed: int) -> dict[str, torch.Tensor]:
+        config = TrainConfig(layers=2, seed=seed, **{**FAST, "epochs": 1})
+        return train_branch(
+            base.encoder, tokenizer, spec, train, val, config, progress=False
+        ).model.branch_state()
+
+    first, again, other = run(7), run(7), run(8)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_trunk_cache_matches_recomputation_within_budget(base, tokenizer) -> None:
+    model = TaskModel(base.encoder, TASKS["similarity"], 2, "mean")
+    examples = similarity_examples(40)
+    rows = encode_examples(tokenizer, model.spec, examples)
+    everything = TrunkStates(model, tokenizer, rows, budget_bytes=1 << 30)
+    nothing = TrunkStates(model, tokenizer, rows, budget_bytes=0)
+    half_budget = sum(len(row) for row in rows[:20]) * 384 * 4
+    half = TrunkStates(model, tokenizer, rows, budget_bytes=half_budget)
+    fp16 = TrunkStates(model, tokenizer, rows, budget_bytes=1 << 30, dtype=torch.float16)
+    assert (everything.cached_count, nothing.cached_count, half.cached_count) == (40, 0, 20)
+    assert half.used_bytes <= half_budget
+
+    indices = [0, 39, 5, 25, 12]  # mixes cached and recomputed rows in the half cache
+    reference = nothing.batch(indices)
+    real = reference.attention_mask.bool()
+    for states, tolerance in ((everything, 1e-5), (half, 1e-5), (fp16, 1e-2)):
+        batch = states.batch(indices)
+        assert torch.equal(batch.attention_mask, reference.attention_mask)
+        difference = (batch.hidden - reference.hidden).abs()[real].max()
+        assert difference <= tolerance
+
+
+def test_branch_from_another_base_or_corrupted_is_refused(
+    trained, base, tokenizer, tmp_path
+) -> None:
+    result, *_ = trained
+    path = save_branch(result.model, base, tokenizer, tmp_path, {}, {})
+    meta = json.loads((path / BRANCH_META).read_text())
+    meta["base_model"]["sha256"] = "0" * 64
+    (path / BRANCH_META).write_text(json.dumps(meta))
+    with pytest.raises(BranchError, match="pass the matching --base-model"):
+        load_branch(path, base)
+
+    path = save_branch(result.model, base, tokenizer, tmp_path / "again", {}, {})
+    data = bytearray((path / BRANCH_WEIGHTS).read_bytes())
+    data[-1] ^= 0xFF
+    (path / BRANCH_WEIGHTS).write_bytes(bytes(data))
+    with pytest.raises(BranchError, match="corrupt branch"):
+        load_branch(path, base)
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    final = tmp_path / "artifact"
+    with pytest.raises(RuntimeError), atomic_directory(final) as staging:
+        (staging / "half.bin").write_bytes(b"partial")
+        raise RuntimeError("disk full")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_directory(final) as staging:
+        (staging / "whole.bin").write_bytes(b"done")
+    assert (final / "whole.bin").read_bytes() == b"done"
+    with pytest.raises(ArtifactExistsError), atomic_directory(final):
+        pass

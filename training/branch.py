@@ -1,0 +1,168 @@
+"""The task-branch artifact: `<out>/<task>/<version>/{branch.safetensors, branch.json}`.
+
+A branch holds only what training changed: the top K layers and the head. Everything
+else comes from the base model, which branch.json identifies by the sha256 of its
+weights, so a branch can be re-attached to its base (evaluation, merging) and refused
+with any other. Versions are never overwritten: each training run writes a new
+directory, atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save
+
+from model_store.atomic import atomic_directory
+from model_store.tokenizer import PairTokenizer
+from training.base_model import BaseModel
+from training.task_model import TaskModel
+from training.tasks import TASKS
+
+BRANCH_WEIGHTS = "branch.safetensors"
+BRANCH_META = "branch.json"
+BRANCH_FORMAT_VERSION = 1
+
+
+class BranchError(ValueError):
+    """A branch directory that is missing, malformed, or does not fit the given base."""
+
+
+@dataclass(frozen=True)
+class BranchInfo:
+    """branch.json, parsed: what a branch is and what it needs to run."""
+
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def task(self) -> str:
+        return self.meta["task"]
+
+    @property
+    def layers(self) -> int:
+        return int(self.meta["layers"])
+
+    @property
+    def version(self) -> str:
+        return self.meta["version"]
+
+    @property
+    def base_sha256(self) -> str:
+        return self.meta["base_model"]["sha256"]
+
+
+def _timestamp(now: datetime) -> str:
+    return now.strftime("%Y%m%dT%H%M%SZ")
+
+
+def save_branch(
+    model: TaskModel,
+    base: BaseModel,
+    tokenizer: PairTokenizer,
+    out_dir: str | Path,
+    validation: dict[str, Any],
+    training_args: dict[str, Any],
+) -> Path:
+    """Write a new version of the branch under `out_dir/<task>/` and return its path.
+
+    The version id is the UTC creation time plus a prefix of the weights' hash: sortable,
+    and two different branches never share one.
+    """
+    now = datetime.now(timezone.utc)
+    state = {key: tensor.detach().contiguous() for key, tensor in model.branch_state().items()}
+    weights = save(state)
+    weights_hash = hashlib.sha256(weights).hexdigest()
+    version = f"{_timestamp(now)}-{weights_hash[:8]}"
+    final = Path(out_dir) / model.spec.name / version
+    with atomic_directory(final) as staging:
+        (staging / BRANCH_WEIGHTS).write_bytes(weights)
+        meta = {
+            "format_version": BRANCH_FORMAT_VERSION,
+            "task": model.spec.name,
+            "kind": model.spec.kind,
+            "label_names": list(model.spec.label_names),
+            "layers": model.branch_depth,
+            "first_layer": model.first_branch_layer,
+            "pooling": model.pooling,
+            "base_model": {
+                "name": base.name,
+                "sha256": base.weights_sha256,
+                "num_layers": base.spec.num_layers,
+                "hidden_size": base.spec.config.hidden_size,
+            },
+            "tokenizer_sha256": tokenizer.sha256,
+            "max_seq_len": tokenizer.max_seq_len,
+            "weights_sha256": weights_hash,
+            "validation": validation,
+            "training_args": training_args,
+            "version": version,
+            "created": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        }
+        (staging / BRANCH_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return final
+
+
+def read_branch_info(path: str | Path) -> BranchInfo:
+    """Parse and sanity-check branch.json without loading any weights."""
+    path = Path(path)
+    meta_path = path / BRANCH_META
+    if not path.is_dir():
+        raise BranchError(f"branch directory {path} does not exist")
+    if not meta_path.is_file() or not (path / BRANCH_WEIGHTS).is_file():
+        raise BranchError(f"{path} is not a branch: it needs {BRANCH_META} and {BRANCH_WEIGHTS}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BranchError(f"{meta_path} is not valid JSON: {err}") from err
+    if meta.get("format_version") != BRANCH_FORMAT_VERSION:
+        raise BranchError(
+            f"{meta_path}: format_version {meta.get('format_version')!r} is not supported "
+            f"(expected {BRANCH_FORMAT_VERSION})"
+        )
+    missing = [
+        key for key in ("task", "layers", "pooling", "base_model", "version") if key not in meta
+    ]
+    if missing:
+        raise BranchError(f"{meta_path} lacks {', '.join(missing)}")
+    if meta["task"] not in TASKS:
+        raise BranchError(f"{meta_path}: unknown task {meta['task']!r}")
+    return BranchInfo(path=path, meta=meta)
+
+
+def load_branch(path: str | Path, base: BaseModel) -> tuple[TaskModel, BranchInfo]:
+    """Rebuild the single-task model of a branch on its base, refusing a different base."""
+    info = read_branch_info(path)
+    if info.base_sha256 != base.weights_sha256:
+        raise BranchError(
+            f"{info.path} was trained on base {info.meta['base_model'].get('name')!r} "
+            f"(sha256 {info.base_sha256[:12]}…), not on {base.name!r} "
+            f"(sha256 {base.weights_sha256[:12]}…): pass the matching --base-model"
+        )
+    model = TaskModel(base.encoder, TASKS[info.task], info.layers, info.meta["pooling"])
+    weights = info.path / BRANCH_WEIGHTS
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    if info.meta.get("weights_sha256") not in (None, digest):
+        raise BranchError(f"{weights} does not match the sha256 in {BRANCH_META}: corrupt branch")
+    try:
+        model.load_branch_state(load_file(str(weights)))
+    except (RuntimeError, ValueError) as err:
+        raise BranchError(f"{weights} does not fit its {BRANCH_META}: {err}") from err
+    model.eval()
+    return model, info
+
+
+def resolve_branch_dir(path: str | Path) -> Path:
+    """Accept a version directory, or a task directory meaning its newest version."""
+    path = Path(path)
+    if (path / BRANCH_META).is_file() or not path.is_dir():
+        return path
+    versions = sorted(p for p in path.iterdir() if (p / BRANCH_META).is_file())
+    if not versions:
+        raise BranchError(f"{path} holds no branch versions")
+    return versions[-1]

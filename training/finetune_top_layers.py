@@ -1,0 +1,202 @@
+"""Fine-tune the top K encoder layers plus a head per task; save each as a task branch.
+
+    python training/finetune_top_layers.py --task all --layers 2
+    python training/finetune_top_layers.py --task similarity --layers 4 \\
+        --base-model /models/bert-base-uncased --epochs 5 --out model_store/branches
+
+The embeddings and layers [0, L-K) stay frozen (and their outputs are cached, so each
+epoch runs only the top K layers); the best epoch on a seeded validation split carved
+from the train file is saved under `<out>/<task>/<version>/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the project importable, not training/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from model_store.tokenizer import DEFAULT_MAX_SEQ_LEN, PairTokenizer
+from training.base_model import BaseModelSpec, load_base_model, read_base_model_spec
+from training.branch import save_branch
+from training.cli import (
+    OneLineArgumentParser,
+    UsageError,
+    add_data_file_arguments,
+    columns_for,
+    run_cli,
+)
+from training.data import SHARED_FILES, read_examples, split_train_val
+from training.task_model import POOLINGS
+from training.tasks import TASKS, TaskSpec
+from training.trainer import TrainConfig, train_branch
+from training.trunk_cache import CACHE_DTYPES
+
+PROG = "finetune_top_layers"
+log = logging.getLogger(PROG)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineArgumentParser(
+        prog=PROG,
+        description="Fine-tune the top K layers of a BERT base per task and save task branches.",
+    )
+    parser.add_argument("--task", required=True, choices=(*TASKS, "all"))
+    parser.add_argument(
+        "--layers", required=True, type=int, metavar="K", help="layers to tune (1..L)"
+    )
+    parser.add_argument(
+        "--base-model",
+        type=Path,
+        metavar="PATH",
+        help="Hugging Face BERT checkpoint directory (default: all-MiniLM-L6-v2, 6 layers)",
+    )
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument(
+        "--train-file",
+        type=Path,
+        help="train on this file instead of the task's file in --data-dir",
+    )
+    parser.add_argument("--out", type=Path, default=Path("model_store/branches"))
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate of the tuned layers")
+    parser.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head")
+    parser.add_argument("--warmup", type=float, default=0.1, help="fraction of steps warming up")
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--max-seq-len", type=int, default=DEFAULT_MAX_SEQ_LEN)
+    parser.add_argument("--pooling", choices=POOLINGS, default="cls")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--limit", type=int, metavar="N", help="use only the first N examples")
+    parser.add_argument(
+        "--no-trunk-cache", action="store_true", help="recompute the trunk per batch"
+    )
+    parser.add_argument("--cache-budget-mb", type=float, default=2048.0)
+    parser.add_argument("--cache-dtype", choices=tuple(CACHE_DTYPES), default="float32")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_data_file_arguments(parser)
+    return parser
+
+
+def check_arguments(args: argparse.Namespace, base: BaseModelSpec) -> None:
+    """Refuse what would fail later, before any weights are loaded or data is read."""
+    depth = base.num_layers
+    if not 1 <= args.layers <= depth:
+        hint = "; for more layers use a deeper --base-model" if args.layers > depth else ""
+        raise UsageError(
+            f"--layers {args.layers}: the base model {base.name} has {depth} layers, "
+            f"so K must be 1..{depth}{hint}"
+        )
+    if not 0 < args.val_fraction < 1:
+        raise UsageError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+    if args.limit is not None and args.limit < 2:
+        raise UsageError(
+            f"--limit must be at least 2 (a train and a validation example), got {args.limit}"
+        )
+    if not 3 <= args.max_seq_len <= base.config.max_position_embeddings:
+        raise UsageError(
+            f"--max-seq-len must be 3..{base.config.max_position_embeddings} for this base, "
+            f"got {args.max_seq_len}"
+        )
+    if args.train_file is not None and args.task == "all":
+        raise UsageError("--train-file needs a single --task, not all")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    try:
+        return TrainConfig(
+            layers=args.layers,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            head_lr=args.head_lr,
+            warmup=args.warmup,
+            weight_decay=args.weight_decay,
+            pooling=args.pooling,
+            seed=args.seed,
+            trunk_cache=not args.no_trunk_cache,
+            cache_budget_mb=args.cache_budget_mb,
+            cache_dtype=args.cache_dtype,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
+def train_task(
+    args: argparse.Namespace, spec: TaskSpec, base, tokenizer, config: TrainConfig
+) -> Path:
+    default_file = SHARED_FILES[spec.name]
+    path = args.train_file or args.data_dir / default_file.filename
+    loaded = read_examples(
+        path,
+        columns_for(args, spec, default_file),
+        spec.parse_label,
+        file_format=args.format,
+        skip_bad_rows=args.skip_bad_rows,
+        limit=args.limit,
+    )
+    if loaded.skipped:
+        log.warning(
+            "%s: skipped %d malformed rows (lines %s)",
+            path,
+            loaded.skipped,
+            ", ".join(map(str, loaded.skipped_lines[:10])),
+        )
+    try:
+        train, val = split_train_val(loaded.examples, args.val_fraction, args.seed)
+    except ValueError as err:
+        raise UsageError(f"{path}: {err}") from err
+    log.info("%s: %d train / %d validation examples from %s", spec.name, len(train), len(val), path)
+    result = train_branch(
+        base.encoder, tokenizer, spec, train, val, config, progress=not args.quiet
+    )
+    validation = result.validation_summary(spec, len(val))
+    validation["train_seconds"] = round(result.seconds, 3)
+    training_args = {
+        **asdict(config),
+        "max_seq_len": args.max_seq_len,
+        "val_fraction": args.val_fraction,
+        "limit": args.limit,
+        "train_file": str(path),
+        "train_examples": len(train),
+        "skipped_rows": loaded.skipped,
+    }
+    out = save_branch(result.model, base, tokenizer, args.out, validation, training_args)
+    print(
+        f"{spec.name}: validation {spec.metric_name} {result.best.val_metric:.4f} "
+        f"(epoch {result.best_epoch}/{config.epochs}, {result.seconds:.1f}s) -> {out}"
+    )
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    spec = read_base_model_spec(args.base_model)
+    check_arguments(args, spec)
+    config = train_config(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    tasks = list(TASKS) if args.task == "all" else [args.task]
+    for task in tasks:  # fail on a missing file before spending minutes on another task
+        if args.train_file is None and not (args.data_dir / SHARED_FILES[task].filename).is_file():
+            raise UsageError(f"{args.data_dir / SHARED_FILES[task].filename} does not exist")
+    base = load_base_model(args.base_model)
+    tokenizer = PairTokenizer.from_dir(base.path, args.max_seq_len)
+    for task in tasks:
+        train_task(args, TASKS[task], base, tokenizer, config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, None, PROG))
