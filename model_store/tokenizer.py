@@ -99,6 +99,10 @@ class PairTokenizer:
         """Hash of the tokenizer definition, recorded so branches can be checked for a match."""
         return hashlib.sha256(self.source.read_bytes()).hexdigest()
 
+    def save(self, path: str | Path) -> None:
+        """Write the tokenizer as tokenizer.json (also when it was built from vocab.txt)."""
+        self._tokenizer.save(str(path))
+
     def encode(
         self, texts_a: Sequence[str], texts_b: Sequence[str] | None = None
     ) -> list[EncodedRow]:

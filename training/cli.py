@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from model_store.atomic import ArtifactExistsError
+from model_store.manifest import StoreError
 from model_store.tokenizer import TokenizerError
 from training.base_model import BaseModelError
 from training.branch import BranchError
@@ -33,6 +34,7 @@ USER_ERRORS = (
     BranchError,
     TokenizerError,
     ArtifactExistsError,
+    StoreError,
 )
 
 
@@ -44,13 +46,16 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def run_cli(
-    main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str
+    main: Callable[[Sequence[str] | None], int],
+    argv: Sequence[str] | None,
+    prog: str,
+    extra_errors: tuple[type[Exception], ...] = (),
 ) -> int:
-    """Run `main`, turning user errors into one line on stderr and exit code 2."""
+    """Run `main`, turning user errors (and `extra_errors`) into one line and exit code 2."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return main(argv)
-    except USER_ERRORS as err:
+    except (*USER_ERRORS, *extra_errors) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return USAGE_EXIT_CODE
     except KeyboardInterrupt:

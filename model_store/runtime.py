@@ -1,0 +1,70 @@
+"""Run a store's merged graph with ONNX Runtime: the one place that knows ORT.
+
+Used by the publish step (to verify a graph before it goes live) and by the service
+(to serve it). Inputs are numpy arrays from `model_store.tokenizer`; outputs are the
+raw per-task head outputs, each holding that task's rows in batch order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from model_store.manifest import Manifest, StoreError
+from model_store.tokenizer import EncodedBatch
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def default_providers() -> list[str]:
+    """CUDA when this onnxruntime build has it (onnxruntime-gpu), then CPU as fallback."""
+    available = ort.get_available_providers()
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+class MultiTaskSession:
+    """An ORT session over one graph variant of a store, with all graph optimizations."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        variant: str = "fp32",
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 0,
+    ) -> None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = inter_op_threads
+        path = manifest.graph_path(variant)
+        try:
+            self._session = ort.InferenceSession(
+                str(path), options, providers=list(providers or default_providers())
+            )
+        except Exception as err:  # ORT raises its own exception types for any load failure
+            raise StoreError(f"ONNX Runtime cannot load {path}: {err}") from err
+        self.manifest = manifest
+        self.variant = variant
+        self._outputs = [task.output for task in manifest.tasks]
+
+    @property
+    def providers(self) -> list[str]:
+        return self._session.get_providers()
+
+    def task_id(self, task: str) -> int:
+        return self.manifest.task(task).task_id
+
+    def run(self, batch: EncodedBatch, task_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw outputs per task name; rows of a task keep their order within the batch."""
+        feeds = {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "token_type_ids": batch.token_type_ids,
+            "task_ids": np.asarray(task_ids, dtype=np.int64),
+        }
+        results = self._session.run(self._outputs, feeds)
+        return {task.name: out for task, out in zip(self.manifest.tasks, results, strict=True)}

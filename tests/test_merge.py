@@ -1,0 +1,269 @@
+"""Merging branches into one shared-trunk graph: parity with the single-task models,
+routing, the ONNX export and its variants, the store format, and task independence.
+
+Branches are trained here in a few steps on template sentences: their quality does not
+matter, only that every transformation preserves what they compute.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model_store.atomic import ArtifactExistsError
+from model_store.manifest import MANIFEST_FILE, StoreError, load_manifest
+from model_store.runtime import CPU, MultiTaskSession
+from model_store.tokenizer import PairTokenizer
+from training import merge
+from training.branch import BRANCH_META, read_branch_info, save_branch
+from training.data import Example
+from training.merge import LoadedBranch, MergeError, check_compatible, load_branches, publish_store
+from training.merged_model import MergedModel
+from training.tasks import TASKS
+from training.trainer import TrainConfig, train_branch
+
+from .samples import pair_rows, sentiment_rows
+
+# Stated tolerances: merged PyTorch vs single-task PyTorch, and ONNX fp32 vs PyTorch.
+MERGE_TOLERANCE = 1e-5
+ONNX_TOLERANCE = 1e-4
+DEPTHS = {"sentiment": 1, "paraphrase": 2, "similarity": 3}
+
+
+def examples_for(task: str, count: int, seed: int) -> list[Example]:
+    if task == "sentiment":
+        return [
+            Example(t, None, float(y), i) for i, (t, y) in enumerate(sentiment_rows(count, seed))
+        ]
+    rows = pair_rows(count, seed)
+    scale = 1 / 5 if task == "paraphrase" else 1
+    return [Example(a, b, s * scale, i) for i, (a, b, s) in enumerate(rows)]
+
+
+def train_and_save(base, tokenizer, task: str, out: Path, seed: int = 0) -> Path:
+    config = TrainConfig(layers=DEPTHS[task], epochs=1, batch_size=16, seed=seed, lr=1e-3)
+    train, val = examples_for(task, 32, seed), examples_for(task, 8, seed + 100)
+    result = train_branch(base.encoder, tokenizer, TASKS[task], train, val, config, progress=False)
+    return save_branch(result.model, base, tokenizer, out, {"metric": "x", "value": 0.0}, {})
+
+
+@pytest.fixture(scope="module")
+def branch_dirs(base, tokenizer, tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("branches")
+    return {task: train_and_save(base, tokenizer, task, out) for task in DEPTHS}
+
+
+@pytest.fixture(scope="module")
+def branches(base, branch_dirs) -> list[LoadedBranch]:
+    return load_branches(list(branch_dirs.values()), base)
+
+
+@pytest.fixture(scope="module")
+def store(base, branches, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stores") / "three"
+    return publish_store(base, branches, out, variants=("fp32", "int8", "fp16"))
+
+
+def mixed_rows(tokenizer: PairTokenizer, order: list[int]):
+    """Unpadded rows of the tasks in `order` (task ids 0, 1, 2), each its own sentence."""
+    rows = []
+    for position, task_id in enumerate(order):
+        if task_id == 0:
+            rows += tokenizer.encode([sentiment_rows(position + 1, seed=5)[-1][0]])
+        else:
+            a, b, _ = pair_rows(position + 1, seed=6)[-1]
+            rows += tokenizer.encode([a], [b])
+    return rows, np.array(order, dtype=np.int64)
+
+
+def mixed_batch(tokenizer: PairTokenizer, order: list[int]):
+    rows, task_ids = mixed_rows(tokenizer, order)
+    return tokenizer.pad(rows), task_ids
+
+
+def as_torch(batch):
+    return [
+        torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.token_type_ids)
+    ]
+
+
+def test_trunk_is_shared_below_the_deepest_branch(base, branches) -> None:
+    merged = MergedModel(base.encoder, [b.model for b in branches])
+    assert merged.trunk_depth == base.encoder.num_layers - max(DEPTHS.values())
+    # each path: the unchanged base layers up to its branch, then its K tuned layers
+    assert [len(merged.paths[t].layers) for t in merged.task_names] == [3, 3, 3]
+
+
+def test_merged_model_equals_each_single_task_model(base, tokenizer, branches) -> None:
+    merged = MergedModel(base.encoder, [b.model for b in branches])
+    batch, task_ids = mixed_batch(tokenizer, [0, 1, 2, 2, 0, 1, 0])
+    inputs = as_torch(batch)
+    with torch.no_grad():
+        outputs = merged(*inputs, torch.from_numpy(task_ids))
+        for task_id, branch in enumerate(branches):
+            rows = torch.from_numpy(np.flatnonzero(task_ids == task_id))
+            single = branch.model(*(tensor[rows] for tensor in inputs))
+            assert outputs[task_id].shape == single.shape
+            assert float((outputs[task_id] - single).abs().max()) <= MERGE_TOLERANCE
+
+
+def test_store_manifest_lists_tasks_files_and_hashes(store, branches) -> None:
+    raw = json.loads((store.directory / MANIFEST_FILE).read_text())
+    assert raw["format_version"] == 1 and raw["opset"] >= 17
+    assert [t["name"] for t in raw["tasks"]] == ["sentiment", "paraphrase", "similarity"]
+    assert [t["layers"] for t in raw["tasks"]] == [1, 2, 3]
+    assert [t["branch_version"] for t in raw["tasks"]] == [b.info.version for b in branches]
+    assert raw["tasks"][0]["label_names"][4] == "positive"
+    assert set(raw["files"]) == {
+        "model.onnx",
+        "model.int8.onnx",
+        "model.fp16.onnx",
+        "tokenizer.json",
+    }
+    assert raw["input_names"] == ["input_ids", "attention_mask", "token_type_ids", "task_ids"]
+    assert raw["base_model"]["sha256"] == branches[0].info.base_sha256
+    assert not list(store.directory.parent.glob(".*"))  # no staging left behind
+
+
+def test_onnx_fp32_matches_pytorch_and_mixed_rows_match_single_task_batches(
+    base, tokenizer, branches, store
+) -> None:
+    merged = MergedModel(base.encoder, [b.model for b in branches])
+    session = MultiTaskSession(store, "fp32", providers=[CPU])
+    rows, task_ids = mixed_rows(tokenizer, [2, 0, 1, 0, 2, 1, 1])
+    batch = tokenizer.pad(rows)
+    mixed = session.run(batch, task_ids)
+    with torch.no_grad():
+        reference = merged(*as_torch(batch), torch.from_numpy(task_ids))
+    for task_id, name in enumerate(merged.task_names):
+        assert np.abs(mixed[name] - reference[task_id].numpy()).max() <= ONNX_TOLERANCE
+        # the same rows alone, padded only to their own length, give the same answers
+        own = np.flatnonzero(task_ids == task_id)
+        alone = session.run(tokenizer.pad([rows[i] for i in own]), np.full(len(own), task_id))
+        assert np.abs(alone[name] - mixed[name]).max() <= ONNX_TOLERANCE
+        assert all(alone[other].shape[0] == 0 for other in merged.task_names if other != name)
+
+
+def test_int8_and_fp16_graphs_run_and_stay_close(tokenizer, store) -> None:
+    batch, task_ids = mixed_batch(tokenizer, [0, 1, 2, 0, 1, 2])
+    fp32 = MultiTaskSession(store, "fp32", providers=[CPU]).run(batch, task_ids)
+    for variant, tolerance in (("int8", 0.5), ("fp16", 5e-2)):
+        other = MultiTaskSession(store, variant, providers=[CPU]).run(batch, task_ids)
+        for name, values in fp32.items():
+            assert other[name].shape == values.shape and other[name].dtype == np.float32
+            assert np.abs(other[name] - values).max() <= tolerance, (variant, name)
+    assert (store.directory / "model.int8.onnx").stat().st_size < 0.5 * (
+        store.directory / "model.onnx"
+    ).stat().st_size
+
+
+def test_replacing_one_branch_leaves_the_others_bit_identical(
+    base, tokenizer, branch_dirs, store, tmp_path
+) -> None:
+    retrained = train_and_save(base, tokenizer, "sentiment", tmp_path / "branches", seed=1)
+    paths = [retrained, branch_dirs["paraphrase"], branch_dirs["similarity"]]
+    updated = publish_store(base, load_branches(paths, base), tmp_path / "updated", ("fp32",))
+    batch, task_ids = mixed_batch(tokenizer, [0, 1, 2, 1, 0, 2, 2])
+    before = MultiTaskSession(store, "fp32", providers=[CPU]).run(batch, task_ids)
+    after = MultiTaskSession(updated, "fp32", providers=[CPU]).run(batch, task_ids)
+    assert np.array_equal(before["paraphrase"], after["paraphrase"])
+    assert np.array_equal(before["similarity"], after["similarity"])
+    assert not np.array_equal(before["sentiment"], after["sentiment"])
+
+
+def _copy_branch(source: Path, target: Path, **changes) -> Path:
+    shutil.copytree(source, target)
+    meta = json.loads((target / BRANCH_META).read_text())
+    for key, value in changes.items():
+        if key == "base_sha256":
+            meta["base_model"]["sha256"] = value
+        else:
+            meta[key] = value
+    (target / BRANCH_META).write_text(json.dumps(meta))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"base_sha256": "f" * 64}, "different base models"),
+        ({"tokenizer_sha256": "e" * 64}, "different tokenizers"),
+        ({"max_seq_len": 64}, "different max sequence lengths"),
+    ],
+)
+def test_mismatched_branches_are_refused(branch_dirs, tmp_path, change, message) -> None:
+    odd = _copy_branch(branch_dirs["paraphrase"], tmp_path / "odd", **change)
+    infos = [read_branch_info(branch_dirs["sentiment"]), read_branch_info(odd)]
+    with pytest.raises(MergeError, match=message):
+        check_compatible(infos)
+
+
+def test_two_branches_for_one_task_are_refused(branch_dirs, tmp_path) -> None:
+    twin = _copy_branch(branch_dirs["sentiment"], tmp_path / "twin")
+    with pytest.raises(MergeError, match="two branches for task sentiment"):
+        check_compatible([read_branch_info(branch_dirs["sentiment"]), read_branch_info(twin)])
+
+
+def test_merge_cli_misuse_is_one_line(branch_dirs, store, tmp_path) -> None:
+    odd = _copy_branch(branch_dirs["paraphrase"], tmp_path / "odd", base_sha256="f" * 64)
+    cases = [
+        (
+            ["--branch", str(branch_dirs["sentiment"]), "--branch", str(odd)],
+            "different base models",
+        ),
+        (["--branch", str(tmp_path / "missing")], "does not exist"),
+    ]
+    for args, fragment in cases:
+        result = subprocess.run(
+            [sys.executable, "-m", "training.merge", *args, "--out", str(tmp_path / "s")],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_existing_store_is_not_overwritten_without_replace(base, branches, store) -> None:
+    stamp = (store.directory / MANIFEST_FILE).read_bytes()
+    with pytest.raises(ArtifactExistsError):
+        publish_store(base, branches, store.directory)
+    assert (store.directory / MANIFEST_FILE).read_bytes() == stamp
+
+
+def test_failed_check_publishes_nothing(base, branches, tmp_path, monkeypatch) -> None:
+    def fail(*_args, **_kwargs):
+        raise MergeError("fp32 graph differs from PyTorch")
+
+    monkeypatch.setattr(merge, "verify_graph", fail)
+    with pytest.raises(MergeError):
+        publish_store(base, branches, tmp_path / "broken", ("fp32",))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_or_missing_store_files_are_clear_errors(store, tmp_path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(store.directory, copy)
+    load_manifest(copy)  # intact copy loads
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=r"model\.onnx is corrupt"):
+        load_manifest(copy)
+    (copy / "model.onnx").unlink()
+    with pytest.raises(StoreError, match=r"model\.onnx is missing"):
+        load_manifest(copy)
+    (copy / MANIFEST_FILE).write_text("{broken")
+    with pytest.raises(StoreError, match="not valid JSON"):
+        load_manifest(copy)
+    with pytest.raises(StoreError, match="does not exist"):
+        load_manifest(tmp_path / "nowhere")
