@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1
+# BERT-MTS service on an NVIDIA GPU (ONNX Runtime CUDA provider; falls back to CPU).
+# onnxruntime-gpu 1.2x wheels on PyPI are built for CUDA 12.x and cuDNN 9: the base
+# image below provides exactly those runtime libraries.
+ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+
+FROM ${CUDA_IMAGE} AS base
+ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/*
+
+# Build stage: a virtual environment with the serving dependencies only (no torch).
+FROM base AS builder
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY service ./service
+COPY model_store/*.py ./model_store/
+COPY training/__init__.py ./training/__init__.py
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir '.[serve,gpu]'
+
+# Runtime stage: the environment, the model store, an unprivileged user.
+FROM base AS runtime
+RUN useradd --create-home --uid 10001 bertmts
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /app
+COPY --chown=bertmts:bertmts model_store ./model_store
+USER bertmts
+ENV PATH=/opt/venv/bin:$PATH \
+    BERT_MTS_HOST=0.0.0.0 \
+    BERT_MTS_PORT=8000 \
+    BERT_MTS_MODEL_DIR=/app/model_store/default
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python3", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=2).status != 200)"]
+CMD ["bert-mts-serve"]

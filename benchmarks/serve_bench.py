@@ -1,0 +1,309 @@
+"""Throughput and latency of the HTTP service, with and without dynamic batching.
+
+    apt-get install wrk        # the load generator: lean, so it leaves the CPU to the server
+    python benchmarks/serve_bench.py --model-dir model_store/default --data-dir ../shared/data
+
+In one run: the service (started here, on loopback) under wrk at several concurrencies,
+for single-task, mixed three-task and 32-text batch requests drawn from the validation
+rows of ../shared/data; the same service with batching off (max_batch_size 1); and the
+offline ONNX Runtime ceiling (same graph and batch sizes, no HTTP). The CPU share of
+the generator and of the server are printed beside the figures, since on a small
+machine the generator's own cost bounds what any server can show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.report import markdown_table, provenance
+from model_store.manifest import load_manifest
+from model_store.runtime import CPU, MultiTaskSession
+from model_store.tokenizer import PairTokenizer
+from service.client import Client
+from training.data import SHARED_FILES, read_examples, split_train_val
+from training.tasks import TASKS
+
+WRK_SCRIPT = r"""
+local requests = {}
+local counter = 0
+init = function(args)
+  for line in io.lines(args[1]) do
+    local path, body = line:match("^(%S+)\t(.*)$")
+    local headers = {["Content-Type"] = "application/json"}
+    requests[#requests + 1] = wrk.format("POST", path, headers, body)
+  end
+end
+request = function()
+  counter = counter % #requests + 1
+  return requests[counter]
+end
+done = function(summary, latency, _)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "status_errors": %d, "other_errors": %d, '
+    .. '"p50_us": %d, "p95_us": %d, "p99_us": %d}\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+
+def validation_texts(data_dir: Path, per_task: int) -> dict[str, list[tuple[str, ...]]]:
+    texts = {}
+    for task, spec in TASKS.items():
+        dataset = SHARED_FILES[task]
+        loaded = read_examples(
+            data_dir / dataset.filename, dataset.columns, spec.parse_label, skip_bad_rows=True
+        )
+        val = split_train_val(loaded.examples, 0.1, seed=0)[1][:per_task]
+        texts[task] = [(e.text_a, e.text_b) if spec.pair else (e.text_a,) for e in val]
+    return texts
+
+
+def request_lines(texts, workload: str) -> list[str]:
+    """wrk request file lines: `path<TAB>json body`."""
+
+    def single(task: str, item: tuple[str, ...]) -> str:
+        if task == "sentiment":
+            return f"/sentiment\t{json.dumps({'text': item[0]})}"
+        return f"/{task}\t{json.dumps({'sentence1': item[0], 'sentence2': item[1]})}"
+
+    if workload == "sentiment":
+        return [single("sentiment", item) for item in texts["sentiment"]]
+    if workload == "mixed":
+        lines = [single(task, item) for task in TASKS for item in texts[task]]
+        random.Random(0).shuffle(lines)
+        return lines
+    sentences = [item[0] for item in texts["sentiment"]]
+    return [
+        f"/sentiment\t{json.dumps({'texts': sentences[i : i + 32]})}"
+        for i in range(0, len(sentences) - 31, 32)
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Server:
+    """The service in a child process, on loopback."""
+
+    def __init__(self, model_dir: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "--model-dir",
+                str(model_dir),
+                "--port",
+                str(self.port),
+                "--provider",
+                "cpu",
+            ],
+            env={**os.environ, "BERT_MTS_LOG_LEVEL": "warning", **env},
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        with Client(self.url, timeout=5) as client:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    if client.ready():
+                        return
+                except Exception:  # not listening yet
+                    time.sleep(0.2)
+        raise RuntimeError("the service did not become ready")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def run_wrk(
+    url: str, lines: list[str], connections: int, seconds: float, workdir: Path, server_pid: int
+) -> dict:
+    script, requests = workdir / "load.lua", workdir / "requests.tsv"
+    script.write_text(WRK_SCRIPT)
+    requests.write_text("\n".join(lines) + "\n")
+    server_cpu = cpu_seconds(server_pid)
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "30s",
+            "-s",
+            str(script),
+            url,
+            "--",
+            str(requests),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    output = process.stdout.read()
+    _, _, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    result = json.loads(output.strip().splitlines()[-1])
+    result["generator_cpu"] = (usage.ru_utime + usage.ru_stime) / wall
+    result["server_cpu"] = (cpu_seconds(server_pid) - server_cpu) / wall
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def offline(model_dir: Path, texts, batch_size: int, repeats: int = 5) -> dict[str, float]:
+    """The ceiling: tokenize + ORT on length-sorted batches; and batch-1 latency."""
+    manifest = load_manifest(model_dir)
+    session = MultiTaskSession(manifest, "fp32", providers=[CPU])
+    tokenizer = PairTokenizer.from_file(manifest.tokenizer_path, manifest.max_seq_len)
+    sentences = [item[0] for item in texts["sentiment"]]
+    task_id = session.task_id("sentiment")
+
+    def batched() -> float:
+        started = time.perf_counter()
+        rows = sorted(tokenizer.encode(sentences), key=len)
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i : i + batch_size]
+            session.run(tokenizer.pad(chunk), np.full(len(chunk), task_id))
+        return len(rows) / (time.perf_counter() - started)
+
+    def one(sentence: str) -> float:
+        started = time.perf_counter()
+        session.run(tokenizer.encode_batch([sentence]), np.array([task_id]))
+        return time.perf_counter() - started
+
+    batched()  # warm-up
+    ceiling = statistics.median(batched() for _ in range(repeats))
+    latencies = [one(s) for s in sentences[:200] * 2]
+    return {"items_per_s": ceiling, "batch1_p50_ms": statistics.median(latencies) * 1e3}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--batch-concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--per-task", type=int, default=400)
+    args = parser.parse_args()
+
+    texts = validation_texts(args.data_dir, args.per_task)
+    ceiling = offline(args.model_dir, texts, batch_size=32)
+    rows, measured = [], {}
+    configs = {"batching on": {}, "batching off": {"BERT_MTS_MAX_BATCH_SIZE": "1"}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for config, env in configs.items():
+            server = Server(args.model_dir, env)
+            try:
+                plan = [(w, c) for w in ("sentiment", "mixed") for c in args.concurrency]
+                plan += [("batch of 32", c) for c in args.batch_concurrency]
+                for workload, connections in plan:
+                    lines = request_lines(texts, workload)
+                    result = run_wrk(
+                        server.url, lines, connections, args.seconds, Path(tmp), server.process.pid
+                    )
+                    items = result["rps"] * (32 if workload == "batch of 32" else 1)
+                    measured[(config, workload, connections)] = result | {"items": items}
+                    rows.append(
+                        (
+                            config,
+                            workload,
+                            connections,
+                            f"{result['rps']:.1f}",
+                            f"{items:.1f}",
+                            f"{result['p50_us'] / 1e3:.1f}",
+                            f"{result['p95_us'] / 1e3:.1f}",
+                            f"{result['p99_us'] / 1e3:.1f}",
+                            result["status_errors"] + result["other_errors"],
+                            f"{result['generator_cpu']:.0%}",
+                            f"{result['server_cpu']:.0%}",
+                        )
+                    )
+            finally:
+                server.stop()
+
+    print(f"## HTTP service under load ({args.seconds:.0f} s per row)\n\n{provenance()}\n")
+    print(
+        markdown_table(
+            [
+                "config",
+                "workload",
+                "concurrency",
+                "req/s",
+                "items/s",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "errors",
+                "generator CPU",
+                "server CPU",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\nOffline ONNX Runtime ceiling (sentiment, length-sorted batches of 32): "
+        f"{ceiling['items_per_s']:.1f} items/s; batch-1 p50 {ceiling['batch1_p50_ms']:.2f} ms\n"
+    )
+    checks = []
+    c32 = 32 if 32 in args.concurrency else max(args.concurrency)
+    on, off = (
+        measured[("batching on", "sentiment", c32)],
+        measured[("batching off", "sentiment", c32)],
+    )
+    checks.append(
+        (
+            f"single-text req/s at concurrency {c32}, batching on / off",
+            f"{on['rps'] / off['rps']:.2f}x",
+            ">= 1.4x",
+        )
+    )
+    if 1 in args.concurrency:
+        p50 = measured[("batching on", "sentiment", 1)]["p50_us"] / 1e3
+        checks.append(
+            (
+                "p50 at concurrency 1 minus offline batch-1 p50",
+                f"{p50 - ceiling['batch1_p50_ms']:.2f} ms",
+                "<= 2 ms",
+            )
+        )
+    best = max(measured[("batching on", "batch of 32", c)]["items"] for c in args.batch_concurrency)
+    checks.append(
+        (
+            "32-text batch requests, items/s / offline ceiling",
+            f"{best / ceiling['items_per_s']:.0%}",
+            ">= 85%",
+        )
+    )
+    print(markdown_table(["check", "measured", "target"], checks))
+
+
+if __name__ == "__main__":
+    main()

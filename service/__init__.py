@@ -1,0 +1,1 @@
+"""Online half of BERT-MTS: the HTTP service over a model store (no torch here)."""

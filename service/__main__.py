@@ -1,0 +1,77 @@
+"""`python -m service` (or `bert-mts-serve`): serve a model store over HTTP.
+
+    python -m service --model-dir model_store/default --port 8000
+
+Every setting can also come from a BERT_MTS_* environment variable (see
+service/settings.py); options given here win. The model is loaded and checked before
+the server starts, so a bad store or setting ends with one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+from pydantic import ValidationError
+
+from model_store.manifest import StoreError
+from model_store.tokenizer import TokenizerError
+from service.app import create_app
+from service.engine import Engine, EngineError
+from service.settings import Settings
+
+PROG = "bert-mts-serve"
+# Seconds uvicorn lets in-flight requests finish after SIGTERM/SIGINT.
+GRACEFUL_SHUTDOWN_S = 30
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--host", help="default 127.0.0.1 (BERT_MTS_HOST)")
+    parser.add_argument("--port", type=int, help="default 8000 (BERT_MTS_PORT)")
+    parser.add_argument("--model-dir", type=Path, help="default model_store/default")
+    parser.add_argument("--graph", choices=("auto", "fp32", "int8", "fp16"))
+    parser.add_argument("--provider", choices=("auto", "cpu", "cuda"))
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as err:
+        first = err.errors()[0]
+        print(f"{PROG}: error: setting {first['loc'][0]}: {first['msg']}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        engine = Engine.load(settings)
+    except (StoreError, TokenizerError, EngineError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    logging.getLogger(PROG).info(
+        "serving %s (%s) on %s with the %s graph",
+        settings.model_dir,
+        ", ".join(engine.tasks),
+        engine.provider,
+        engine.variant,
+    )
+    uvicorn.run(
+        create_app(settings, engine),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""The HTTP layer: routes, input limits, error shapes and request metrics.
+
+No model code here: a request is validated, tokenized by the engine, queued in the
+shared batcher, and answered from its rows' predictions. Every client mistake is a 4xx
+with a JSON `detail`; overload and timeouts are 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service import schemas
+from service.batcher import DynamicBatcher, QueueFull, ShuttingDown
+from service.engine import Engine, Prediction
+from service.metrics import ServiceMetrics
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_SECONDS = "1"
+TASK_ENDPOINTS = ("/sentiment", "/paraphrase", "/similarity")
+_KNOWN_PATHS = {*TASK_ENDPOINTS, "/health", "/ready", "/metrics", "/info"}
+_ERRORS = {
+    413: {"model": schemas.ErrorResponse, "description": "Request body too large"},
+    422: {"model": schemas.ErrorResponse, "description": "Invalid input"},
+    503: {"model": schemas.ErrorResponse, "description": "Overloaded, timed out or not ready"},
+}
+
+
+def _json_error(status: int, detail: str, headers: dict[str, str] | None = None) -> list[dict]:
+    body = json.dumps({"detail": detail}).encode()
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *((k.encode(), v.encode()) for k, v in (headers or {}).items()),
+        ],
+    }
+    return [start, {"type": "http.response.body", "body": body}]
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over `max_bytes` with 413 before anything parses them.
+
+    The body is read here (it is small by construction) and replayed to the app, so an
+    oversized one is cut off at the limit whether or not Content-Length announced it.
+    """
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        too_large = f"request body exceeds the limit of {self.max_bytes} bytes"
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            for message in _json_error(413, too_large):
+                await send(message)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                for message in _json_error(413, too_large):
+                    await send(message)
+                return
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class RequestMetricsMiddleware:
+    """Count requests by endpoint and status, and time them, for every route."""
+
+    def __init__(self, app, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        endpoint = scope["path"] if scope["path"] in _KNOWN_PATHS else "other"
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    """Build the app; the engine is loaded at start-up unless one is passed in."""
+    metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loaded = engine or await run_in_threadpool(Engine.load, settings)
+        app.state.engine = loaded
+        metrics.model_info.info(
+            {
+                "name": loaded.manifest.name,
+                "base_model": str(loaded.manifest.base_model.get("name")),
+                "graph": loaded.variant,
+                "provider": loaded.provider,
+            }
+        )
+        for task in loaded.manifest.tasks:
+            metrics.task_info.labels(task.name, task.branch_version, str(task.layers)).set(1)
+        batcher = DynamicBatcher(
+            loaded.run,
+            metrics,
+            settings.max_batch_size,
+            settings.max_batch_tokens,
+            settings.max_wait_ms,
+            settings.max_queue_items,
+        )
+        batcher.start()
+        app.state.batcher = batcher
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    app = FastAPI(
+        title="BERT-MTS",
+        summary="Sentiment, paraphrase and similarity from one multi-task BERT graph.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.engine = None
+    app.state.batcher = None
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(QueueFull)
+    async def _queue_full(_: Request, err: QueueFull) -> JSONResponse:
+        metrics.shed.inc()
+        return JSONResponse(
+            {"detail": f"overloaded: {err}; retry later"},
+            status_code=503,
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
+
+    @app.exception_handler(ShuttingDown)
+    async def _shutting_down(_: Request, err: ShuttingDown) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, 503, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+    async def predict(
+        request: Request, task: str, texts_a: Sequence[str], texts_b: Sequence[str] | None
+    ) -> tuple[list[Prediction], str]:
+        engine: Engine | None = request.app.state.engine
+        batcher: DynamicBatcher | None = request.app.state.batcher
+        if engine is None or batcher is None:
+            raise HTTPException(503, "model not loaded yet", {"Retry-After": RETRY_AFTER_SECONDS})
+        if task not in engine.tasks:
+            raise HTTPException(404, f"this model does not serve the {task} task")
+        if len(texts_a) > settings.max_items_per_request:
+            raise HTTPException(
+                422,
+                f"batch of {len(texts_a)} items exceeds the limit of "
+                f"{settings.max_items_per_request} per request",
+            )
+        rows = engine.encode(texts_a, texts_b)
+        futures = batcher.submit(rows, [engine.task_id(task)] * len(rows))
+        try:
+            predictions = await asyncio.wait_for(
+                asyncio.gather(*futures), settings.request_timeout_s
+            )
+        except asyncio.TimeoutError:
+            raise HTTPException(
+                503,
+                f"no answer within {settings.request_timeout_s} s; retry later",
+                {"Retry-After": RETRY_AFTER_SECONDS},
+            ) from None
+        metrics.items.labels(task).inc(len(predictions))
+        return predictions, engine.version(task)
+
+    def sentiment_result(prediction: Prediction, version: str) -> schemas.SentimentResponse:
+        engine: Engine = app.state.engine
+        label = int(prediction.values.argmax())
+        return schemas.SentimentResponse(
+            label=label,
+            label_name=engine.tasks["sentiment"].label_names[label],
+            probabilities=[float(p) for p in prediction.values],
+            truncated=prediction.truncated,
+            model_version=version,
+        )
+
+    def paraphrase_result(prediction: Prediction, version: str) -> schemas.ParaphraseResponse:
+        probability = float(prediction.values[0])
+        return schemas.ParaphraseResponse(
+            is_paraphrase=probability >= 0.5,
+            probability=probability,
+            truncated=prediction.truncated,
+            model_version=version,
+        )
+
+    def similarity_result(prediction: Prediction, version: str) -> schemas.SimilarityResponse:
+        return schemas.SimilarityResponse(
+            score=float(prediction.values[0]),
+            truncated=prediction.truncated,
+            model_version=version,
+        )
+
+    @app.post(
+        "/sentiment",
+        response_model=schemas.SentimentResponse | schemas.SentimentBatchResponse,
+        responses=_ERRORS,
+    )
+    async def sentiment(
+        request: Request, body: schemas.SentimentRequest | schemas.SentimentBatchRequest
+    ):
+        """5-class sentiment (0 negative .. 4 positive) of one text or a batch."""
+        texts = [body.text] if isinstance(body, schemas.SentimentRequest) else body.texts
+        predictions, version = await predict(request, "sentiment", texts, None)
+        results = [sentiment_result(p, version) for p in predictions]
+        if isinstance(body, schemas.SentimentRequest):
+            return results[0]
+        return schemas.SentimentBatchResponse(results=results, model_version=version)
+
+    async def pair_endpoint(request: Request, task: str, body, make_result, batch_type):
+        single = isinstance(body, schemas.PairRequest)
+        pairs = [(body.sentence1, body.sentence2)] if single else body.pairs
+        predictions, version = await predict(
+            request, task, [p[0] for p in pairs], [p[1] for p in pairs]
+        )
+        results = [make_result(p, version) for p in predictions]
+        return results[0] if single else batch_type(results=results, model_version=version)
+
+    @app.post(
+        "/paraphrase",
+        response_model=schemas.ParaphraseResponse | schemas.ParaphraseBatchResponse,
+        responses=_ERRORS,
+    )
+    async def paraphrase(request: Request, body: schemas.PairRequest | schemas.PairBatchRequest):
+        """Whether two questions are paraphrases, with the probability that they are."""
+        return await pair_endpoint(
+            request, "paraphrase", body, paraphrase_result, schemas.ParaphraseBatchResponse
+        )
+
+    @app.post(
+        "/similarity",
+        response_model=schemas.SimilarityResponse | schemas.SimilarityBatchResponse,
+        responses=_ERRORS,
+    )
+    async def similarity(request: Request, body: schemas.PairRequest | schemas.PairBatchRequest):
+        """Semantic similarity of two sentences, 0 (unrelated) to 5 (equivalent)."""
+        return await pair_endpoint(
+            request, "similarity", body, similarity_result, schemas.SimilarityBatchResponse
+        )
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """The process is alive (says nothing about the model)."""
+        return {"status": "ok"}
+
+    @app.get("/ready", responses={503: {"model": schemas.ErrorResponse}})
+    async def ready(request: Request):
+        """200 once the model is loaded and the batcher runs; 503 before and while stopping."""
+        batcher: DynamicBatcher | None = request.app.state.batcher
+        if request.app.state.engine is None or batcher is None or not batcher.running:
+            return JSONResponse({"detail": "model not loaded"}, 503)
+        return {"status": "ready"}
+
+    @app.get(
+        "/info",
+        response_model=schemas.ServiceInfo,
+        responses={503: {"model": schemas.ErrorResponse}},
+    )
+    async def info(request: Request):
+        """Tasks and versions, base model, execution provider and batching settings."""
+        engine: Engine | None = request.app.state.engine
+        if engine is None:
+            return JSONResponse({"detail": "model not loaded"}, 503)
+        manifest = engine.manifest
+        return schemas.ServiceInfo(
+            model=manifest.name,
+            base_model=str(manifest.base_model.get("name")),
+            tasks=[
+                schemas.TaskInfo(
+                    name=t.name,
+                    version=t.branch_version,
+                    layers=t.layers,
+                    labels=list(t.label_names),
+                )
+                for t in manifest.tasks
+            ],
+            graph=engine.variant,
+            execution_provider=engine.provider,
+            batching={
+                "max_batch_size": settings.max_batch_size,
+                "max_batch_tokens": settings.max_batch_tokens,
+                "max_wait_ms": settings.max_wait_ms,
+                "max_queue_items": settings.max_queue_items,
+                "max_items_per_request": settings.max_items_per_request,
+            },
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,152 @@
+"""The dynamic batcher in isolation, with a fake engine that records its batches."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from model_store.tokenizer import EncodedRow
+from service.batcher import DynamicBatcher, QueueFull, ShuttingDown
+from service.metrics import ServiceMetrics
+
+
+def row(length: int) -> EncodedRow:
+    ids = np.arange(length, dtype=np.int64)
+    return EncodedRow(ids, np.zeros_like(ids), truncated=False)
+
+
+class FakeEngine:
+    """Answers each row with (task id, length); can be held to let a queue build up."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, int]]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def run(self, rows, task_ids):
+        self.gate.wait(timeout=10)
+        batch = [(task_id, len(r)) for r, task_id in zip(rows, task_ids, strict=True)]
+        self.batches.append(batch)
+        return batch
+
+
+def make(engine: FakeEngine, **limits) -> DynamicBatcher:
+    settings = {
+        "max_batch_size": 4,
+        "max_batch_tokens": 1000,
+        "max_wait_ms": 0,
+        "max_queue_items": 64,
+    }
+    return DynamicBatcher(engine.run, ServiceMetrics(), **{**settings, **limits})
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_rows_of_all_tasks_share_batches_and_get_their_own_answers() -> None:
+    engine = FakeEngine()
+    batcher = make(engine)
+    batcher.start()
+    engine.gate.clear()  # hold the engine so the next submissions queue up together
+    first = batcher.submit([row(3)], [0])
+    await asyncio.sleep(0.05)
+    lengths = [9, 2, 7, 5, 4, 8]
+    futures = batcher.submit([row(n) for n in lengths], [n % 3 for n in lengths])
+    engine.gate.set()
+    answers = await asyncio.gather(*first, *futures)
+    assert answers[1:] == [(n % 3, n) for n in lengths]  # each request gets its own rows
+    later = engine.batches[1:]
+    assert [len(b) for b in later] == [4, 2]  # max_batch_size
+    assert [n for _, n in later[0]] == [2, 4, 5, 7]  # length-sorted to cut padding
+    assert {t for b in later for t, _ in b} == {0, 1, 2}  # tasks mixed in one run
+    await batcher.stop()
+
+
+@pytest.mark.anyio
+async def test_token_budget_closes_a_batch() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, max_batch_size=32, max_batch_tokens=20)
+    engine.gate.clear()
+    batcher.start()
+    futures = batcher.submit([row(n) for n in (5, 5, 5, 5, 10, 10)], [0] * 6)
+    engine.gate.set()
+    await asyncio.gather(*futures)
+    # 4 x 5 = 20 tokens fit; 2 x 10 = 20 fit; never more than 20 padded tokens a batch
+    assert sorted(len(b) for b in engine.batches) == [2, 4]
+    assert all(len(b) * max(n for _, n in b) <= 20 for b in engine.batches)
+    await batcher.stop()
+
+
+@pytest.mark.anyio
+async def test_full_queue_refuses_whole_requests_and_cancelled_rows_cost_nothing() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, max_queue_items=3)
+    batcher.start()
+    engine.gate.clear()
+    running = batcher.submit([row(1)], [0])
+    await asyncio.sleep(0.05)  # that row is now inside the (held) engine
+    waiting = batcher.submit([row(2), row(3)], [0, 0])
+    with pytest.raises(QueueFull):
+        batcher.submit([row(4), row(5)], [0, 0])  # 2 + 2 > 3: all or nothing
+    assert batcher.queue_depth == 2
+    waiting[0].cancel()  # its client went away
+    engine.gate.set()
+    await asyncio.gather(*running, waiting[1])
+    assert [n for b in engine.batches for _, n in b] == [1, 3]
+    await batcher.stop()
+
+
+@pytest.mark.anyio
+async def test_stop_finishes_queued_rows_then_refuses_new_ones() -> None:
+    engine = FakeEngine()
+    batcher = make(engine)
+    batcher.start()
+    engine.gate.clear()
+    futures = batcher.submit([row(n) for n in range(1, 7)], [0] * 6)
+    stopping = asyncio.ensure_future(batcher.stop())
+    await asyncio.sleep(0.05)
+    with pytest.raises(ShuttingDown):
+        batcher.submit([row(1)], [0])
+    engine.gate.set()
+    await stopping
+    assert [f.result()[1] for f in futures] == list(range(1, 7))
+    assert not batcher.running
+
+
+@pytest.mark.anyio
+async def test_wait_window_gathers_rows_that_arrive_while_idle() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, max_wait_ms=200)
+    batcher.start()
+    first = batcher.submit([row(2)], [0])
+    await asyncio.sleep(0.02)
+    second = batcher.submit([row(3)], [1])
+    await asyncio.gather(*first, *second)
+    assert [len(b) for b in engine.batches] == [2]
+    await batcher.stop()
+
+
+@pytest.mark.anyio
+async def test_engine_failure_fails_only_that_batch() -> None:
+    calls = []
+
+    def flaky(rows, task_ids):
+        calls.append(len(rows))
+        if len(calls) == 1:
+            raise RuntimeError("engine broke")
+        return [len(r) for r in rows]
+
+    batcher = DynamicBatcher(flaky, ServiceMetrics(), 4, 1000, 0, 64)
+    batcher.start()
+    (failed,) = batcher.submit([row(2)], [0])
+    with pytest.raises(RuntimeError, match="engine broke"):
+        await failed
+    (fine,) = batcher.submit([row(5)], [0])
+    assert await fine == 5
+    await batcher.stop()

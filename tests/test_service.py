@@ -1,0 +1,281 @@
+"""The HTTP service against its contract, on a tiny store the tests build themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import onnxruntime as ort
+import pytest
+import uvicorn
+
+from service.app import create_app
+from service.client import ApiError, AsyncClient, Client
+from service.engine import Engine
+from service.settings import Settings
+
+from .tiny_store import build_tiny_store
+
+ROOT = Path(__file__).resolve().parents[1]
+LONG_TEXT = " ".join(["word"] * 200)  # far beyond the tiny store's 32 tokens
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return build_tiny_store(tmp_path_factory.mktemp("service"))
+
+
+@pytest.fixture(scope="module")
+def settings(store: Path) -> Settings:
+    return Settings(model_dir=store, provider="cpu", max_items_per_request=8, max_body_bytes=4096)
+
+
+@pytest.fixture(scope="module")
+def engine(settings: Settings) -> Engine:
+    return Engine.load(settings)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def client(settings, engine):
+    app = create_app(settings, engine)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
+
+
+# --- the contract ---------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_sentiment_single_and_batch(client: httpx.AsyncClient, engine: Engine) -> None:
+    single = (await client.post("/sentiment", json={"text": "a fine film"})).json()
+    assert set(single) == {"label", "label_name", "probabilities", "truncated", "model_version"}
+    assert len(single["probabilities"]) == 5
+    assert sum(single["probabilities"]) == pytest.approx(1.0, abs=1e-6)
+    assert single["label"] == max(range(5), key=lambda i: single["probabilities"][i])
+    assert single["label_name"] == engine.tasks["sentiment"].label_names[single["label"]]
+    assert single["model_version"] == engine.version("sentiment")
+    assert single["truncated"] is False
+
+    texts = ["a fine film", LONG_TEXT, "dull"]
+    batch = (await client.post("/sentiment", json={"texts": texts})).json()
+    assert batch["model_version"] == engine.version("sentiment")
+    assert [r["truncated"] for r in batch["results"]] == [False, True, False]
+    assert batch["results"][0]["label"] == single["label"]
+    assert batch["results"][0]["probabilities"] == pytest.approx(single["probabilities"], abs=1e-5)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("endpoint", ["/paraphrase", "/similarity"])
+async def test_pair_endpoints_single_and_batch(client, engine, endpoint: str) -> None:
+    task = endpoint.strip("/")
+    single = (await client.post(endpoint, json={"sentence1": "a b", "sentence2": "a c"})).json()
+    pairs = [["a b", "a c"], [LONG_TEXT, "short"]]
+    batch = (await client.post(endpoint, json={"pairs": pairs})).json()
+    assert single["model_version"] == batch["model_version"] == engine.version(task)
+    assert [r["truncated"] for r in batch["results"]] == [False, True]
+    if task == "paraphrase":
+        assert set(single) == {"is_paraphrase", "probability", "truncated", "model_version"}
+        assert 0 <= single["probability"] <= 1
+        assert single["is_paraphrase"] == (single["probability"] >= 0.5)
+        assert batch["results"][0]["probability"] == pytest.approx(single["probability"], abs=1e-5)
+    else:
+        assert set(single) == {"score", "truncated", "model_version"}
+        assert 0 <= single["score"] <= 5
+        assert batch["results"][0]["score"] == pytest.approx(single["score"], abs=1e-5)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("endpoint", "body", "status", "fragment"),
+    [
+        ("/sentiment", {"text": ""}, 422, "at least 1 character"),
+        ("/sentiment", {"text": "   "}, 422, "at least 1 character"),
+        ("/sentiment", {"text": 5}, 422, "valid string"),
+        ("/sentiment", {}, 422, "Field required"),
+        ("/sentiment", {"texts": []}, 422, "at least 1 item"),
+        ("/sentiment", {"texts": ["ok"] * 9}, 422, "exceeds the limit of 8"),
+        ("/sentiment", {"text": "a", "colour": "red"}, 422, "Extra inputs"),
+        ("/paraphrase", {"sentence1": "only one"}, 422, "Field required"),
+        ("/similarity", {"pairs": [["a", "b", "c"]]}, 422, "at most 2 items"),
+        ("/similarity", {"pairs": [["a", ""]]}, 422, "at least 1 character"),
+        ("/sentiment", {"text": "x" * 5000}, 413, "exceeds the limit of 4096 bytes"),
+    ],
+)
+async def test_bad_input_is_a_4xx_with_a_json_detail(client, endpoint, body, status, fragment):
+    response = await client.post(endpoint, json=body)
+    assert response.status_code == status
+    assert fragment in json.dumps(response.json()["detail"])
+
+
+@pytest.mark.anyio
+async def test_malformed_json_and_wrong_content_type(client) -> None:
+    bad = await client.post(
+        "/sentiment", content=b'{"text": ', headers={"content-type": "application/json"}
+    )
+    assert bad.status_code == 422 and "JSON decode error" in json.dumps(bad.json())
+    plain = await client.post(
+        "/sentiment", content=b"hello", headers={"content-type": "text/plain"}
+    )
+    assert 400 <= plain.status_code < 500 and "detail" in plain.json()
+
+
+@pytest.mark.anyio
+async def test_health_ready_info_metrics_docs(client, engine) -> None:
+    assert (await client.get("/health")).json() == {"status": "ok"}
+    assert (await client.get("/ready")).status_code == 200
+    info = (await client.get("/info")).json()
+    assert [t["name"] for t in info["tasks"]] == ["sentiment", "paraphrase", "similarity"]
+    assert info["execution_provider"] == "CPUExecutionProvider" and info["graph"] == "fp32"
+    assert info["batching"]["max_items_per_request"] == 8
+    await client.post("/sentiment", json={"text": "counted"})
+    metrics = (await client.get("/metrics")).text
+    assert 'bert_mts_requests_total{endpoint="/sentiment",status="200"}' in metrics
+    assert "bert_mts_batch_size_rows_count" in metrics and "bert_mts_queue_depth_rows" in metrics
+    assert f'version="{engine.version("similarity")}"' in metrics
+    assert (await client.get("/docs")).status_code == 200
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert {"/sentiment", "/paraphrase", "/similarity", "/health", "/ready", "/info"} <= set(paths)
+
+
+@pytest.mark.anyio
+async def test_not_ready_before_the_model_is_loaded(settings) -> None:
+    app = create_app(settings, None)  # lifespan not started: nothing loaded
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        assert (await http.get("/health")).status_code == 200
+        assert (await http.get("/ready")).status_code == 503
+        response = await http.post("/sentiment", json={"text": "early"})
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+
+
+# --- a real server under concurrent load ----------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def live_server(settings, engine):
+    """uvicorn on loopback in a thread; stopped (gracefully) after the test."""
+    port = free_port()
+    app = create_app(settings.model_copy(update={"max_items_per_request": 256}), engine)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def _requests() -> list[tuple[str, tuple[str, ...]]]:
+    words = ["good", "bad", "a long and winding story about", "cats", "rain", "the market"]
+    calls = []
+    for i in range(48):
+        a, b = words[i % 6] + f" {i}", words[(i * 5) % 6] + " again"
+        calls.append((("sentiment", "paraphrase", "similarity")[i % 3], (a, b)))
+    return calls
+
+
+def _value(task: str, response) -> list[float]:
+    if task == "sentiment":
+        return response.probabilities
+    return [response.probability if task == "paraphrase" else response.score]
+
+
+def test_concurrent_mixed_load_matches_unbatched_calls(live_server: str) -> None:
+    calls = _requests()
+    with Client(live_server) as client:
+        unbatched = []
+        for task, (a, b) in calls:
+            response = client.sentiment(a) if task == "sentiment" else getattr(client, task)(a, b)
+            unbatched.append(_value(task, response))
+        metrics_before = client.metrics()
+
+    async def hammer():
+        async with AsyncClient(live_server) as client:
+
+            async def one(task, a, b):
+                if task == "sentiment":
+                    return await client.sentiment(a)
+                return await getattr(client, task)(a, b)
+
+            return await asyncio.gather(*(one(task, a, b) for task, (a, b) in calls * 3))
+
+    concurrent = asyncio.run(hammer())
+    for index, response in enumerate(concurrent):
+        task = calls[index % len(calls)][0]
+        assert _value(task, response) == pytest.approx(unbatched[index % len(calls)], abs=1e-5)
+
+    with Client(live_server) as client:
+        metrics = client.metrics()
+        with pytest.raises(ApiError) as error:
+            client.sentiment("")
+        assert error.value.status_code == 422
+
+    def batches_over_one(text: str) -> float:
+        count = float(re.search(r"bert_mts_batch_size_rows_count (\S+)", text).group(1))
+        ones = float(re.search(r'bert_mts_batch_size_rows_bucket\{le="1.0"\} (\S+)', text).group(1))
+        return count - ones
+
+    assert batches_over_one(metrics_before) == 0  # sequential calls: batches of one
+    assert batches_over_one(metrics) > 0  # concurrent calls were batched together
+
+
+# --- process and packaging ------------------------------------------------------------------
+
+
+def test_service_does_not_import_torch() -> None:
+    code = (
+        "import sys, service.app, service.client, service.engine, service.__main__;"
+        "sys.exit('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--model-dir", "/nonexistent/store"], "does not exist"),
+        (["--port", "99999"], "setting port"),
+        pytest.param(
+            ["--provider", "cuda"],
+            "CUDA",
+            marks=pytest.mark.skipif(
+                "CUDAExecutionProvider" in ort.get_available_providers(),
+                reason="this host has a CUDA provider",
+            ),
+        ),
+    ],
+)
+def test_start_up_misuse_is_one_line(store: Path, args: list[str], fragment: str) -> None:
+    full = ["--model-dir", str(store), *args] if "--model-dir" not in args else args
+    result = subprocess.run(
+        [sys.executable, "-m", "service", *full],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr

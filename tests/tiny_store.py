@@ -1,0 +1,59 @@
+"""Build a small servable model store in seconds, for the service tests.
+
+A randomly initialised 2-layer BERT (hidden 32) with the default base's real
+vocabulary and tokenizer.json, and untrained branches for all three tasks: the
+answers are meaningless, but every transformation and the whole serving path are real.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from model_store.tokenizer import PairTokenizer
+from training.base_model import default_base_model_dir, load_base_model
+from training.bert import BertConfig, BertEncoder
+from training.branch import load_branch, save_branch
+from training.merge import LoadedBranch, publish_store
+from training.task_model import TaskModel
+from training.tasks import TASKS
+
+TINY_CONFIG = {
+    "model_type": "bert",
+    "vocab_size": 30522,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "max_position_embeddings": 128,
+}
+
+
+def tiny_base_dir(directory: Path, seed: int = 0) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    encoder = BertEncoder(BertConfig.from_dict(TINY_CONFIG))
+    save_file(
+        {k: v.contiguous() for k, v in encoder.state_dict().items()},
+        str(directory / "model.safetensors"),
+    )
+    (directory / "config.json").write_text(json.dumps(TINY_CONFIG))
+    shutil.copy(default_base_model_dir() / "tokenizer.json", directory / "tokenizer.json")
+    return directory
+
+
+def build_tiny_store(directory: Path, max_seq_len: int = 32, variants=("fp32",)) -> Path:
+    """A store at `directory/store` with sentiment, paraphrase and similarity (K=1)."""
+    base = load_base_model(tiny_base_dir(directory / "base"))
+    tokenizer = PairTokenizer.from_dir(base.path, max_seq_len)
+    branches = []
+    for seed, task in enumerate(TASKS):
+        torch.manual_seed(seed)
+        model = TaskModel(base.encoder, TASKS[task], 1, "cls")
+        path = save_branch(model, base, tokenizer, directory / "branches", {}, {})
+        branches.append(LoadedBranch(*load_branch(path, base)))
+    return publish_store(base, branches, directory / "store", variants).directory
