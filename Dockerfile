@@ -26,7 +26,7 @@ RUN useradd --create-home --uid 10001 bertmts
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 COPY --chown=bertmts:bertmts model_store ./model_store
-USER bertmts
+USER 10001
 ENV PATH=/opt/venv/bin:$PATH \
     BERT_MTS_HOST=0.0.0.0 \
     BERT_MTS_PORT=8000 \

@@ -1,9 +1,13 @@
-# Two entry points on a fresh machine: `make test` and (once the service lands) `make serve`.
+# Two entry points on a fresh machine: `make serve` and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+MODEL_DIR ?= model_store/default
+DATA_DIR ?= ../shared/data
+BRANCHES := runs/default-branches
+TASKS := sentiment paraphrase similarity
 
-.PHONY: install test lint
+.PHONY: install test lint serve model
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,3 +24,15 @@ lint: install
 
 test: lint
 	$(PY) -m pytest -q
+
+# Until a trained default model ships in the repository, the first `make serve` trains
+# one (K = 2 for every task, about 10 minutes on 2 CPU cores) and merges it.
+$(MODEL_DIR)/manifest.json: | install
+	$(PY) training/finetune_top_layers.py --task all --layers 2 --data-dir $(DATA_DIR) \
+		--out $(BRANCHES) --quiet --skip-bad-rows
+	$(PY) -m training.merge $(foreach t,$(TASKS),--branch $(BRANCHES)/$(t)) --out $(MODEL_DIR)
+
+model: $(MODEL_DIR)/manifest.json
+
+serve: install model
+	$(PY) -m service --model-dir $(MODEL_DIR)

@@ -51,7 +51,7 @@ def test_misuse_is_one_line(args: list[str], fragment: str) -> None:
 
 def test_missing_data_file(tmp_path: Path) -> None:
     result = run(FINETUNE, "--task", "paraphrase", "--layers", "1", "--data-dir", str(tmp_path))
-    assert_one_line_error(result, "quora-train.tsv does not exist")
+    assert_one_line_error(result, "quora-train.tsv: file does not exist")
 
 
 def test_malformed_row_names_file_and_line(tmp_path: Path) -> None:
@@ -71,6 +71,17 @@ def test_malformed_row_names_file_and_line(tmp_path: Path) -> None:
         "stars",
     )
     assert_one_line_error(result, "mine.csv:3")
+
+
+def test_a_bad_file_stops_the_run_before_any_training(data_dir: Path, tmp_path: Path) -> None:
+    quora = data_dir / "quora-train.tsv"
+    quora.write_text(quora.read_text() + "99\tq99\tbroken row\tno label\t\n")
+    out = tmp_path / "branches"
+    result = run(
+        FINETUNE, "--task", "all", "--layers", "1", "--data-dir", str(data_dir), "--out", str(out)
+    )
+    assert_one_line_error(result, "quora-train.tsv:82", "is_duplicate")
+    assert not out.exists()  # sentiment, first in line, was not trained either
 
 
 def test_train_all_tasks_then_evaluate(data_dir: Path, tmp_path: Path) -> None:

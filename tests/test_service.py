@@ -163,6 +163,41 @@ async def test_not_ready_before_the_model_is_loaded(settings) -> None:
         assert response.status_code == 503 and response.headers["retry-after"] == "1"
 
 
+class SlowEngine(Engine):
+    """The real engine, made slow enough for queues and timeouts to show."""
+
+    def run(self, rows, task_ids):
+        time.sleep(0.3)
+        return super().run(rows, task_ids)
+
+
+@pytest.mark.anyio
+async def test_overload_and_timeouts_are_503_with_retry_after(settings, engine) -> None:
+    slow = SlowEngine(engine.manifest, engine.session)
+    tight = settings.model_copy(update={"max_queue_items": 2, "request_timeout_s": 5.0})
+    app = create_app(tight, slow)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            busy = asyncio.ensure_future(http.post("/sentiment", json={"text": "first"}))
+            await asyncio.sleep(0.1)  # the first row is now inside the slow engine
+            shed = await http.post("/sentiment", json={"texts": ["a", "b", "c"]})
+            assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
+            assert "overloaded" in shed.json()["detail"]
+            assert (await busy).status_code == 200
+            metrics = (await http.get("/metrics")).text
+            assert "bert_mts_shed_requests_total 1.0" in metrics
+
+    impatient = settings.model_copy(update={"request_timeout_s": 0.05})
+    app = create_app(impatient, slow)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            late = await http.post("/similarity", json={"sentence1": "a", "sentence2": "b"})
+            assert late.status_code == 503 and late.headers["retry-after"] == "1"
+            assert "no answer within 0.05 s" in late.json()["detail"]
+
+
 # --- a real server under concurrent load ----------------------------------------------------
 
 
@@ -279,3 +314,14 @@ def test_start_up_misuse_is_one_line(store: Path, args: list[str], fragment: str
     )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
+
+
+def test_console_script_is_installed_and_refuses_a_missing_store(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "bert-mts-serve"
+    result = subprocess.run(
+        [str(script), "--model-dir", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "does not exist" in result.stderr

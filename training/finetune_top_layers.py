@@ -15,14 +15,14 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the project importable, not training/
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from model_store.tokenizer import DEFAULT_MAX_SEQ_LEN, PairTokenizer
-from training.base_model import BaseModelSpec, load_base_model, read_base_model_spec
+from training.base_model import BaseModel, BaseModelSpec, load_base_model, read_base_model_spec
 from training.branch import save_branch
 from training.cli import (
     OneLineArgumentParser,
@@ -31,7 +31,7 @@ from training.cli import (
     columns_for,
     run_cli,
 )
-from training.data import SHARED_FILES, read_examples, split_train_val
+from training.data import SHARED_FILES, Example, read_examples, split_train_val
 from training.task_model import POOLINGS
 from training.tasks import TASKS, TaskSpec
 from training.trainer import TrainConfig, train_branch
@@ -131,9 +131,17 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         raise UsageError(str(err)) from err
 
 
-def train_task(
-    args: argparse.Namespace, spec: TaskSpec, base, tokenizer, config: TrainConfig
-) -> Path:
+@dataclass(frozen=True)
+class TaskData:
+    path: Path
+    train: list[Example]
+    val: list[Example]
+    skipped: int
+
+
+def load_task_data(args: argparse.Namespace, spec: TaskSpec) -> TaskData:
+    """Read and split one task's file; all tasks are loaded before any training starts,
+    so a malformed file stops the run at once rather than after minutes of training."""
     default_file = SHARED_FILES[spec.name]
     path = args.train_file or args.data_dir / default_file.filename
     loaded = read_examples(
@@ -145,30 +153,43 @@ def train_task(
         limit=args.limit,
     )
     if loaded.skipped:
-        log.warning(
-            "%s: skipped %d malformed rows (lines %s)",
-            path,
-            loaded.skipped,
-            ", ".join(map(str, loaded.skipped_lines[:10])),
-        )
+        lines = ", ".join(map(str, loaded.skipped_lines[:10]))
+        log.warning("%s: skipped %d malformed rows (lines %s)", path, loaded.skipped, lines)
     try:
         train, val = split_train_val(loaded.examples, args.val_fraction, args.seed)
     except ValueError as err:
         raise UsageError(f"{path}: {err}") from err
-    log.info("%s: %d train / %d validation examples from %s", spec.name, len(train), len(val), path)
-    result = train_branch(
-        base.encoder, tokenizer, spec, train, val, config, progress=not args.quiet
+    return TaskData(path, train, val, loaded.skipped)
+
+
+def train_task(
+    args: argparse.Namespace,
+    spec: TaskSpec,
+    data: TaskData,
+    base: BaseModel,
+    tokenizer: PairTokenizer,
+    config: TrainConfig,
+) -> Path:
+    log.info(
+        "%s: %d train / %d validation examples from %s",
+        spec.name,
+        len(data.train),
+        len(data.val),
+        data.path,
     )
-    validation = result.validation_summary(spec, len(val))
+    result = train_branch(
+        base.encoder, tokenizer, spec, data.train, data.val, config, progress=not args.quiet
+    )
+    validation = result.validation_summary(spec, len(data.val))
     validation["train_seconds"] = round(result.seconds, 3)
     training_args = {
         **asdict(config),
         "max_seq_len": args.max_seq_len,
         "val_fraction": args.val_fraction,
         "limit": args.limit,
-        "train_file": str(path),
-        "train_examples": len(train),
-        "skipped_rows": loaded.skipped,
+        "train_file": str(data.path),
+        "train_examples": len(data.train),
+        "skipped_rows": data.skipped,
     }
     out = save_branch(result.model, base, tokenizer, args.out, validation, training_args)
     print(
@@ -180,21 +201,18 @@ def train_task(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    spec = read_base_model_spec(args.base_model)
-    check_arguments(args, spec)
+    check_arguments(args, read_base_model_spec(args.base_model))
     config = train_config(args)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    tasks = list(TASKS) if args.task == "all" else [args.task]
-    for task in tasks:  # fail on a missing file before spending minutes on another task
-        if args.train_file is None and not (args.data_dir / SHARED_FILES[task].filename).is_file():
-            raise UsageError(f"{args.data_dir / SHARED_FILES[task].filename} does not exist")
+    tasks = [TASKS[name] for name in (TASKS if args.task == "all" else [args.task])]
+    data = {spec.name: load_task_data(args, spec) for spec in tasks}
     base = load_base_model(args.base_model)
     tokenizer = PairTokenizer.from_dir(base.path, args.max_seq_len)
-    for task in tasks:
-        train_task(args, TASKS[task], base, tokenizer, config)
+    for spec in tasks:
+        train_task(args, spec, data[spec.name], base, tokenizer, config)
     return 0
 
 
