@@ -8,7 +8,9 @@ for single-task, mixed three-task and 32-text batch requests drawn from the vali
 rows of ../shared/data; the same service with batching off (max_batch_size 1); and the
 offline ONNX Runtime ceiling (same graph and batch sizes, no HTTP). The CPU share of
 the generator and of the server are printed beside the figures, since on a small
-machine the generator's own cost bounds what any server can show.
+machine the generator's own cost bounds what any server can show. The server's own view
+comes from its /metrics, differenced around each row: the share of wall time ONNX
+Runtime was busy, mean rows per batch, and the histogram bucket holding its p99.
 """
 
 from __future__ import annotations
@@ -142,6 +144,46 @@ class Server:
         self.process.wait(timeout=60)
 
 
+def server_counters(url: str) -> dict[str, float]:
+    """Cumulative figures from the server's /metrics, to difference around a run."""
+    task_paths = ('"/sentiment"', '"/paraphrase"', '"/similarity"')
+    counters: dict[str, float] = {}
+    with Client(url) as client:
+        for line in client.metrics().splitlines():
+            if line.startswith("#") or " " not in line:
+                continue
+            name, value = line.rsplit(" ", 1)
+            if name.startswith("bert_mts_request_duration_seconds_bucket"):
+                if any(path in name for path in task_paths):
+                    key = "latency_le_" + name.split('le="')[1].rstrip('"}')
+                    counters[key] = counters.get(key, 0.0) + float(value)
+            elif name in (
+                "bert_mts_inference_duration_seconds_sum",
+                "bert_mts_batch_size_rows_sum",
+                "bert_mts_batch_size_rows_count",
+            ):
+                counters[name] = float(value)
+    return counters
+
+
+def server_view(before: dict[str, float], after: dict[str, float], wall: float) -> dict:
+    """Engine busy share, mean rows per batch, and the server-side p99 bucket bound."""
+    delta = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
+    batches = delta.get("bert_mts_batch_size_rows_count") or 1.0
+    buckets = sorted(
+        (float(key.removeprefix("latency_le_")), count)
+        for key, count in delta.items()
+        if key.startswith("latency_le_")
+    )
+    total = buckets[-1][1] if buckets else 0.0
+    p99 = next((bound for bound, count in buckets if count >= 0.99 * total), float("inf"))
+    return {
+        "engine_busy": delta.get("bert_mts_inference_duration_seconds_sum", 0.0) / wall,
+        "rows_per_batch": delta.get("bert_mts_batch_size_rows_sum", 0.0) / batches,
+        "server_p99_le_ms": p99 * 1e3,
+    }
+
+
 def run_wrk(
     url: str, lines: list[str], connections: int, seconds: float, workdir: Path, server_pid: int
 ) -> dict:
@@ -149,6 +191,7 @@ def run_wrk(
     script.write_text(WRK_SCRIPT)
     requests.write_text("\n".join(lines) + "\n")
     server_cpu = cpu_seconds(server_pid)
+    counters = server_counters(url)
     started = time.perf_counter()
     process = subprocess.Popen(
         [
@@ -173,6 +216,7 @@ def run_wrk(
     result = json.loads(output.strip().splitlines()[-1])
     result["generator_cpu"] = (usage.ru_utime + usage.ru_stime) / wall
     result["server_cpu"] = (cpu_seconds(server_pid) - server_cpu) / wall
+    result.update(server_view(counters, server_counters(url), wall))
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     return result
 
@@ -208,21 +252,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
-    parser.add_argument("--batch-concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--batch-concurrency", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--per-task", type=int, default=400)
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        default=["sentiment", "mixed"],
+        choices=["sentiment", "mixed"],
+        help="single-text workloads to run",
+    )
+    parser.add_argument(
+        "--server-env",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra BERT_MTS_* settings for both configurations",
+    )
     args = parser.parse_args()
 
     texts = validation_texts(args.data_dir, args.per_task)
     ceiling = offline(args.model_dir, texts, batch_size=32)
     rows, measured = [], {}
-    configs = {"batching on": {}, "batching off": {"BERT_MTS_MAX_BATCH_SIZE": "1"}}
+    extra = dict(item.split("=", 1) for item in args.server_env)
+    configs = {
+        "batching on": extra,
+        "batching off": {**extra, "BERT_MTS_MAX_BATCH_SIZE": "1"},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for config, env in configs.items():
             server = Server(args.model_dir, env)
             try:
-                plan = [(w, c) for w in ("sentiment", "mixed") for c in args.concurrency]
+                plan = [(w, c) for w in args.workloads for c in args.concurrency]
                 plan += [("batch of 32", c) for c in args.batch_concurrency]
                 for workload, connections in plan:
                     lines = request_lines(texts, workload)
@@ -241,7 +303,10 @@ def main() -> None:
                             f"{result['p50_us'] / 1e3:.1f}",
                             f"{result['p95_us'] / 1e3:.1f}",
                             f"{result['p99_us'] / 1e3:.1f}",
+                            f"<= {result['server_p99_le_ms']:.0f}",
                             result["status_errors"] + result["other_errors"],
+                            f"{result['rows_per_batch']:.1f}",
+                            f"{result['engine_busy']:.0%}",
                             f"{result['generator_cpu']:.0%}",
                             f"{result['server_cpu']:.0%}",
                         )
@@ -261,7 +326,10 @@ def main() -> None:
                 "p50 ms",
                 "p95 ms",
                 "p99 ms",
+                "server p99 ms",
                 "errors",
+                "rows/batch",
+                "engine busy",
                 "generator CPU",
                 "server CPU",
             ],

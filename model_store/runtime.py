@@ -35,11 +35,17 @@ class MultiTaskSession:
         providers: Sequence[str] | None = None,
         intra_op_threads: int = 0,
         inter_op_threads: int = 0,
+        spin_wait: bool = True,
     ) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
+        # ORT's worker threads busy-wait for the next run by default: fastest for
+        # back-to-back runs, but in a server they take the CPU the HTTP side needs.
+        spin = "1" if spin_wait else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         path = manifest.graph_path(variant)
         try:
             self._session = ort.InferenceSession(

@@ -147,6 +147,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             settings.max_batch_tokens,
             settings.max_wait_ms,
             settings.max_queue_items,
+            settings.batch_overhead_tokens,
         )
         batcher.start()
         app.state.batcher = batcher
@@ -328,6 +329,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                 "max_batch_tokens": settings.max_batch_tokens,
                 "max_wait_ms": settings.max_wait_ms,
                 "max_queue_items": settings.max_queue_items,
+                "batch_overhead_tokens": settings.batch_overhead_tokens,
                 "max_items_per_request": settings.max_items_per_request,
             },
         )

@@ -3,11 +3,12 @@
 Requests put their rows (already tokenized) into one bounded queue and await a future
 per row. One background task owns the queue: when the engine is free it takes what is
 waiting (a FIFO window), sorts it by length so rows of similar length are padded
-together, cuts it into batches that respect `max_batch_size` rows and
-`max_batch_tokens` padded tokens, and runs them one by one in a worker thread, off the
-event loop. Rows whose request has gone (timed out, client disconnected) are dropped
-before they cost compute. With `max_wait_ms` > 0 an idle engine waits that long for a
-fuller batch; at 0 it never waits, and batches form from what queues up meanwhile.
+together, cuts it into the batches that waste least compute on padding (within
+`max_batch_size` rows and `max_batch_tokens` padded tokens), and runs them one by one in
+a worker thread, off the event loop. Rows whose request has gone (timed out, client
+disconnected) are dropped before they cost compute. With `max_wait_ms` > 0 an idle
+engine waits that long for a fuller batch; at 0 it never waits, and batches form from
+what queues up meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from model_store.tokenizer import EncodedRow
 from service.metrics import ServiceMetrics
@@ -54,6 +57,7 @@ class DynamicBatcher:
         max_batch_tokens: int,
         max_wait_ms: float,
         max_queue_items: int,
+        overhead_tokens: int = 32,
     ) -> None:
         self._run_batch = run_batch
         self._metrics = metrics
@@ -61,6 +65,7 @@ class DynamicBatcher:
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_ms / 1000
         self.max_queue_items = max_queue_items
+        self.overhead_tokens = overhead_tokens
         self._queue: deque[_Row] = deque()
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
@@ -132,19 +137,34 @@ class DynamicBatcher:
         return window
 
     def _batches(self, window: list[_Row]) -> list[list[_Row]]:
-        """Length-sorted, then cut at the row and padded-token limits."""
+        """Split the length-sorted window into the batches that cost least.
+
+        Cost of a batch = its padded tokens (rows x longest row) + `overhead_tokens`,
+        the fixed cost of one ONNX Runtime run expressed in tokens. After sorting, the
+        best split into consecutive runs is an exact dynamic programme; each step is
+        vectorised, so a window of 256 rows takes about a millisecond. Batches respect
+        `max_batch_size` rows and `max_batch_tokens` padded tokens (a single row that
+        is longer on its own still runs).
+        """
         window.sort(key=lambda item: len(item.row))
+        lengths = np.array([len(item.row) for item in window], dtype=np.int64)
+        count = len(window)
+        best = np.zeros(count + 1)
+        start_of = np.zeros(count + 1, dtype=np.int64)
+        for end in range(1, count + 1):
+            starts = np.arange(max(0, end - self.max_batch_size), end)
+            rows = end - starts
+            padded = rows * lengths[end - 1]
+            cost = best[starts] + padded + self.overhead_tokens
+            cost[(padded > self.max_batch_tokens) & (rows > 1)] = np.inf
+            choice = int(np.argmin(cost))
+            best[end], start_of[end] = cost[choice], starts[choice]
         batches: list[list[_Row]] = []
-        current: list[_Row] = []
-        for item in window:
-            padded = (len(current) + 1) * len(item.row)  # sorted: this row is the longest
-            if current and (len(current) >= self.max_batch_size or padded > self.max_batch_tokens):
-                batches.append(current)
-                current = []
-            current.append(item)
-        if current:
-            batches.append(current)
-        return batches
+        end = count
+        while end > 0:
+            batches.append(window[start_of[end] : end])
+            end = int(start_of[end])
+        return batches[::-1]
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

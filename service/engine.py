@@ -77,7 +77,12 @@ class Engine:
         if variant == "auto":
             variant = "fp16" if CUDA in providers and "fp16" in manifest.graphs else "fp32"
         session = MultiTaskSession(
-            manifest, variant, providers, settings.intra_op_threads, settings.inter_op_threads
+            manifest,
+            variant,
+            providers,
+            settings.intra_op_threads,
+            settings.inter_op_threads,
+            spin_wait=settings.ort_spin_wait,
         )
         if settings.provider == "cuda" and session.providers[0] != CUDA:
             raise EngineError("provider 'cuda' requested, but ONNX Runtime could not use the GPU")

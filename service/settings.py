@@ -28,11 +28,17 @@ class Settings(BaseSettings):
     provider: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int = Field(0, ge=0, description="0: ONNX Runtime's default")
     inter_op_threads: int = Field(0, ge=0)
+    # Let ONNX Runtime's threads busy-wait between runs (they then compete with the
+    # HTTP side for the CPU; see docs/results.md for the measured effect).
+    ort_spin_wait: bool = True
 
     # Dynamic batching: a batch closes at whichever limit comes first.
     max_batch_size: int = Field(32, ge=1, description="rows per ONNX Runtime run")
     max_batch_tokens: int = Field(16384, ge=1, description="rows x padded length per run")
     max_wait_ms: float = Field(0.0, ge=0, description="wait for more rows when idle")
+    # Fixed cost of one ONNX Runtime run, in tokens of compute: the batcher splits a
+    # window into more, tighter batches when that saves more padding than this.
+    batch_overhead_tokens: int = Field(32, ge=0)
     max_queue_items: int = Field(1024, ge=1, description="rows waiting; beyond: 503")
     request_timeout_s: float = Field(30.0, gt=0)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 
 import numpy as np
 import pytest
 
 from model_store.tokenizer import EncodedRow
-from service.batcher import DynamicBatcher, QueueFull, ShuttingDown
+from service.batcher import DynamicBatcher, QueueFull, ShuttingDown, _Row
 from service.metrics import ServiceMetrics
 
 
@@ -51,7 +52,7 @@ def anyio_backend() -> str:
 @pytest.mark.anyio
 async def test_rows_of_all_tasks_share_batches_and_get_their_own_answers() -> None:
     engine = FakeEngine()
-    batcher = make(engine)
+    batcher = make(engine, overhead_tokens=10_000)  # runs so costly that only the cap splits
     batcher.start()
     engine.gate.clear()  # hold the engine so the next submissions queue up together
     first = batcher.submit([row(3)], [0])
@@ -62,8 +63,8 @@ async def test_rows_of_all_tasks_share_batches_and_get_their_own_answers() -> No
     answers = await asyncio.gather(*first, *futures)
     assert answers[1:] == [(n % 3, n) for n in lengths]  # each request gets its own rows
     later = engine.batches[1:]
-    assert [len(b) for b in later] == [4, 2]  # max_batch_size
-    assert [n for _, n in later[0]] == [2, 4, 5, 7]  # length-sorted to cut padding
+    # two runs either way (max_batch_size 4); [2,4,5]+[7,8,9] pads 42 tokens, [2,4,5,7]+[8,9] 46
+    assert [[n for _, n in b] for b in later] == [[2, 4, 5], [7, 8, 9]]
     assert {t for b in later for t, _ in b} == {0, 1, 2}  # tasks mixed in one run
     await batcher.stop()
 
@@ -71,7 +72,7 @@ async def test_rows_of_all_tasks_share_batches_and_get_their_own_answers() -> No
 @pytest.mark.anyio
 async def test_token_budget_closes_a_batch() -> None:
     engine = FakeEngine()
-    batcher = make(engine, max_batch_size=32, max_batch_tokens=20)
+    batcher = make(engine, max_batch_size=32, max_batch_tokens=20, overhead_tokens=10_000)
     engine.gate.clear()
     batcher.start()
     futures = batcher.submit([row(n) for n in (5, 5, 5, 5, 10, 10)], [0] * 6)
@@ -150,3 +151,46 @@ async def test_engine_failure_fails_only_that_batch() -> None:
     (fine,) = batcher.submit([row(5)], [0])
     assert await fine == 5
     await batcher.stop()
+
+
+def _split_cost(lengths: list[int], cuts: list[list[int]], overhead: int) -> int:
+    return sum(len(batch) * max(batch) + overhead for batch in cuts)
+
+
+def _brute_force(lengths: list[int], overhead: int, max_rows: int) -> int:
+    """Cheapest split of sorted lengths into consecutive batches, by trying them all."""
+    best = {0: 0}
+    for end in range(1, len(lengths) + 1):
+        best[end] = min(
+            best[start] + (end - start) * lengths[end - 1] + overhead
+            for start in range(max(0, end - max_rows), end)
+        )
+    return best[len(lengths)]
+
+
+def test_window_split_trades_padding_against_run_overhead() -> None:
+    rows = [row(n) for n in (3, 40, 3, 3, 40, 3)]
+    cheap_runs = make(FakeEngine(), max_batch_size=8, overhead_tokens=10)
+    costly_runs = make(FakeEngine(), max_batch_size=8, overhead_tokens=1000)
+
+    def lengths_of(batcher):
+        window = [_Row(0, r, asyncio.Future(loop=asyncio.new_event_loop())) for r in rows]
+        return [[len(item.row) for item in batch] for batch in batcher._batches(window)]
+
+    assert lengths_of(cheap_runs) == [[3, 3, 3, 3], [40, 40]]  # padding 3 -> 40 costs more
+    assert lengths_of(costly_runs) == [[3, 3, 3, 3, 40, 40]]  # one run is cheapest
+
+
+def test_window_split_is_optimal() -> None:
+    rng = random.Random(0)
+    for _ in range(200):
+        lengths = sorted(rng.randint(2, 60) for _ in range(rng.randint(1, 9)))
+        overhead, max_rows = rng.choice([0, 8, 32, 100]), rng.randint(1, 5)
+        batcher = make(FakeEngine(), max_batch_size=max_rows, overhead_tokens=overhead)
+        loop = asyncio.new_event_loop()
+        window = [_Row(0, row(n), loop.create_future()) for n in lengths]
+        cuts = [[len(item.row) for item in batch] for batch in batcher._batches(window)]
+        loop.close()
+        assert [n for batch in cuts for n in batch] == lengths
+        assert all(len(batch) <= max_rows for batch in cuts)
+        assert _split_cost(lengths, cuts, overhead) == _brute_force(lengths, overhead, max_rows)
