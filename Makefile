@@ -27,12 +27,15 @@ test: lint
 
 # Until a trained default model ships in the repository, the first `make serve` trains
 # one (K = 2 for every task, about 10 minutes on 2 CPU cores) and merges it.
-$(MODEL_DIR)/manifest.json: | install
+# The model directory is a versioned repository, so tasks can be updated live later
+# (python -m training.store publish ... ; then POST /admin/reload or SIGHUP).
+$(MODEL_DIR)/CURRENT: | install
 	$(PY) training/finetune_top_layers.py --task all --layers 2 --data-dir $(DATA_DIR) \
 		--out $(BRANCHES) --quiet --skip-bad-rows
-	$(PY) -m training.merge $(foreach t,$(TASKS),--branch $(BRANCHES)/$(t)) --out $(MODEL_DIR)
+	$(PY) -m training.store publish --store $(MODEL_DIR) \
+		$(foreach t,$(TASKS),--branch $(BRANCHES)/$(t))
 
-model: $(MODEL_DIR)/manifest.json
+model: $(MODEL_DIR)/CURRENT
 
 serve: install model
 	$(PY) -m service --model-dir $(MODEL_DIR)

@@ -8,21 +8,26 @@ with a JSON `detail`; overload and timeouts are 503 with Retry-After.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
+import signal
 import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
+from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
 
 from service import schemas
-from service.batcher import DynamicBatcher, QueueFull, ShuttingDown
+from service.batcher import QueueFull, ShuttingDown
 from service.engine import Engine, Prediction
 from service.metrics import ServiceMetrics
+from service.reloader import ModelReloader, ReloadRefused
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -122,39 +127,67 @@ class RequestMetricsMiddleware:
             self.metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)
 
 
+# Module level: with postponed annotations FastAPI resolves dependency types by name here.
+BearerCredentials = Annotated[
+    HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))
+]
+
+
+def _on_sighup(loop: asyncio.AbstractEventLoop, models: ModelReloader) -> bool:
+    """Reload on SIGHUP, where signals can be handled (Unix, main thread)."""
+    try:
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: asyncio.ensure_future(models.reload_quietly())
+        )
+    except (AttributeError, NotImplementedError, RuntimeError, ValueError):
+        return False
+    return True
+
+
+def add_admin_routes(app: FastAPI, token: SecretStr, models: ModelReloader) -> None:
+    """Operator endpoints, guarded by a bearer token (compared in constant time)."""
+    expected = token.get_secret_value().encode()
+
+    def authorize(credentials: BearerCredentials) -> None:
+        given = credentials.credentials.encode() if credentials else b""
+        if not hmac.compare_digest(given, expected):
+            raise HTTPException(
+                401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"}
+            )
+
+    @app.post(
+        "/admin/reload",
+        dependencies=[Depends(authorize)],
+        responses={401: {"model": schemas.ErrorResponse}, 409: {"model": schemas.ErrorResponse}},
+    )
+    async def reload_model() -> dict:
+        """Load the model directory's current version and swap it in, without downtime."""
+        try:
+            outcome = await models.reload()
+        except ReloadRefused as err:
+            raise HTTPException(
+                409, f"reload refused, the previous model still serves: {err}"
+            ) from err
+        return {"result": outcome.result, "store": outcome.store, "tasks": outcome.tasks}
+
+
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     """Build the app; the engine is loaded at start-up unless one is passed in."""
     metrics = ServiceMetrics()
 
+    models = ModelReloader(settings, metrics)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        loaded = engine or await run_in_threadpool(Engine.load, settings)
-        app.state.engine = loaded
-        metrics.model_info.info(
-            {
-                "name": loaded.manifest.name,
-                "base_model": str(loaded.manifest.base_model.get("name")),
-                "graph": loaded.variant,
-                "provider": loaded.provider,
-            }
-        )
-        for task in loaded.manifest.tasks:
-            metrics.task_info.labels(task.name, task.branch_version, str(task.layers)).set(1)
-        batcher = DynamicBatcher(
-            loaded.run,
-            metrics,
-            settings.max_batch_size,
-            settings.max_batch_tokens,
-            settings.max_wait_ms,
-            settings.max_queue_items,
-            settings.batch_overhead_tokens,
-        )
-        batcher.start()
-        app.state.batcher = batcher
+        await models.start(engine)
+        loop = asyncio.get_running_loop()
+        hangup = _on_sighup(loop, models)
         try:
             yield
         finally:
-            await batcher.stop()
+            if hangup:
+                loop.remove_signal_handler(signal.SIGHUP)
+            await models.stop()
 
     app = FastAPI(
         title="BERT-MTS",
@@ -164,8 +197,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.engine = None
-    app.state.batcher = None
+    app.state.models = models
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
 
@@ -184,11 +216,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     async def predict(
         request: Request, task: str, texts_a: Sequence[str], texts_b: Sequence[str] | None
-    ) -> tuple[list[Prediction], str]:
-        engine: Engine | None = request.app.state.engine
-        batcher: DynamicBatcher | None = request.app.state.batcher
-        if engine is None or batcher is None:
+    ) -> tuple[list[Prediction], Engine]:
+        live = models.live  # one (engine, batcher) pair for the whole request
+        if live is None:
             raise HTTPException(503, "model not loaded yet", {"Retry-After": RETRY_AFTER_SECONDS})
+        engine, batcher = live.engine, live.batcher
         if task not in engine.tasks:
             raise HTTPException(404, f"this model does not serve the {task} task")
         if len(texts_a) > settings.max_items_per_request:
@@ -210,33 +242,32 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                 {"Retry-After": RETRY_AFTER_SECONDS},
             ) from None
         metrics.items.labels(task).inc(len(predictions))
-        return predictions, engine.version(task)
+        return predictions, engine
 
-    def sentiment_result(prediction: Prediction, version: str) -> schemas.SentimentResponse:
-        engine: Engine = app.state.engine
+    def sentiment_result(prediction: Prediction, engine: Engine) -> schemas.SentimentResponse:
         label = int(prediction.values.argmax())
         return schemas.SentimentResponse(
             label=label,
             label_name=engine.tasks["sentiment"].label_names[label],
             probabilities=[float(p) for p in prediction.values],
             truncated=prediction.truncated,
-            model_version=version,
+            model_version=engine.version("sentiment"),
         )
 
-    def paraphrase_result(prediction: Prediction, version: str) -> schemas.ParaphraseResponse:
+    def paraphrase_result(prediction: Prediction, engine: Engine) -> schemas.ParaphraseResponse:
         probability = float(prediction.values[0])
         return schemas.ParaphraseResponse(
             is_paraphrase=probability >= 0.5,
             probability=probability,
             truncated=prediction.truncated,
-            model_version=version,
+            model_version=engine.version("paraphrase"),
         )
 
-    def similarity_result(prediction: Prediction, version: str) -> schemas.SimilarityResponse:
+    def similarity_result(prediction: Prediction, engine: Engine) -> schemas.SimilarityResponse:
         return schemas.SimilarityResponse(
             score=float(prediction.values[0]),
             truncated=prediction.truncated,
-            model_version=version,
+            model_version=engine.version("similarity"),
         )
 
     @app.post(
@@ -249,20 +280,24 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     ):
         """5-class sentiment (0 negative .. 4 positive) of one text or a batch."""
         texts = [body.text] if isinstance(body, schemas.SentimentRequest) else body.texts
-        predictions, version = await predict(request, "sentiment", texts, None)
-        results = [sentiment_result(p, version) for p in predictions]
+        predictions, engine = await predict(request, "sentiment", texts, None)
+        results = [sentiment_result(p, engine) for p in predictions]
         if isinstance(body, schemas.SentimentRequest):
             return results[0]
-        return schemas.SentimentBatchResponse(results=results, model_version=version)
+        return schemas.SentimentBatchResponse(
+            results=results, model_version=engine.version("sentiment")
+        )
 
     async def pair_endpoint(request: Request, task: str, body, make_result, batch_type):
         single = isinstance(body, schemas.PairRequest)
         pairs = [(body.sentence1, body.sentence2)] if single else body.pairs
-        predictions, version = await predict(
+        predictions, engine = await predict(
             request, task, [p[0] for p in pairs], [p[1] for p in pairs]
         )
-        results = [make_result(p, version) for p in predictions]
-        return results[0] if single else batch_type(results=results, model_version=version)
+        results = [make_result(p, engine) for p in predictions]
+        if single:
+            return results[0]
+        return batch_type(results=results, model_version=engine.version(task))
 
     @app.post(
         "/paraphrase",
@@ -294,8 +329,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     @app.get("/ready", responses={503: {"model": schemas.ErrorResponse}})
     async def ready(request: Request):
         """200 once the model is loaded and the batcher runs; 503 before and while stopping."""
-        batcher: DynamicBatcher | None = request.app.state.batcher
-        if request.app.state.engine is None or batcher is None or not batcher.running:
+        live = models.live
+        if live is None or not live.batcher.running:
             return JSONResponse({"detail": "model not loaded"}, 503)
         return {"status": "ready"}
 
@@ -306,9 +341,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     )
     async def info(request: Request):
         """Tasks and versions, base model, execution provider and batching settings."""
-        engine: Engine | None = request.app.state.engine
-        if engine is None:
+        if models.live is None:
             return JSONResponse({"detail": "model not loaded"}, 503)
+        engine = models.live.engine
         manifest = engine.manifest
         return schemas.ServiceInfo(
             model=manifest.name,
@@ -333,6 +368,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                 "max_items_per_request": settings.max_items_per_request,
             },
         )
+
+    if settings.admin_token is not None:
+        add_admin_routes(app, settings.admin_token, models)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:

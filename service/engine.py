@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from model_store.manifest import Manifest, StoreError, TaskEntry, load_manifest
+from model_store.repository import resolve_store
 from model_store.runtime import CPU, CUDA, MultiTaskSession, default_providers
 from model_store.tokenizer import EncodedRow, PairTokenizer
 from service.settings import Settings
@@ -70,8 +72,13 @@ class Engine:
 
     @classmethod
     def load(cls, settings: Settings) -> Engine:
+        """Load the store (or the repository's current version) that settings name."""
+        return cls.load_store(resolve_store(settings.model_dir), settings)
+
+    @classmethod
+    def load_store(cls, store: Path, settings: Settings) -> Engine:
         """Verify the store's hashes, open the graph, and run one smoke batch."""
-        manifest = load_manifest(settings.model_dir)
+        manifest = load_manifest(store)
         providers = _providers(settings.provider)
         variant = settings.graph
         if variant == "auto":

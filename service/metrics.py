@@ -60,6 +60,12 @@ class ServiceMetrics:
             "Requests refused with 503 because the queue was full",
             registry=self.registry,
         )
+        self.reloads = Counter(
+            f"{PREFIX}_reloads_total",
+            "Model reloads by result (loaded, unchanged, refused)",
+            ["result"],
+            registry=self.registry,
+        )
         self.model_info = Info(f"{PREFIX}_model", "Served model", registry=self.registry)
         self.task_info = Gauge(
             f"{PREFIX}_task_info",

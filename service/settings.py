@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_DIR = Path("model_store/default")
@@ -45,5 +45,8 @@ class Settings(BaseSettings):
     # Client input limits.
     max_items_per_request: int = Field(256, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
+
+    # Bearer token for /admin/* (reload); admin endpoints do not exist without one.
+    admin_token: SecretStr | None = None
 
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"

@@ -277,6 +277,29 @@ def test_concurrent_mixed_load_matches_unbatched_calls(live_server: str) -> None
     assert batches_over_one(metrics) > 0  # concurrent calls were batched together
 
 
+def test_graceful_shutdown_finishes_in_flight_requests(settings, engine) -> None:
+    port = free_port()
+    app = create_app(settings, SlowEngine(engine.manifest, engine.session))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    answers: list[httpx.Response] = []
+    url = f"http://127.0.0.1:{port}/sentiment"
+    request = threading.Thread(
+        target=lambda: answers.append(httpx.post(url, json={"texts": ["a", "b"]}, timeout=30))
+    )
+    request.start()
+    time.sleep(0.1)  # the request is now waiting on the slow engine
+    server.should_exit = True  # what SIGTERM does
+    request.join(timeout=30)
+    thread.join(timeout=30)
+    assert [a.status_code for a in answers] == [200]
+    assert len(answers[0].json()["results"]) == 2
+    assert not thread.is_alive()
+
+
 # --- process and packaging ------------------------------------------------------------------
 
 

@@ -1,0 +1,126 @@
+"""The live model, and replacing it under traffic without losing a request.
+
+A reload builds the new engine off the event loop (hash check, graph load, smoke
+inference) while the old one keeps serving. Only a verified engine is swapped in, with
+a batcher of its own; requests that already queued on the old batcher finish on the
+old graph (it is drained, then stopped). Each request takes the live (engine, batcher)
+pair once, so its rows are encoded and run by the same model. A version that fails
+its checks is refused: the old one keeps serving, and the refusal is logged and
+counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from fastapi.concurrency import run_in_threadpool
+
+from model_store.manifest import StoreError
+from model_store.repository import resolve_store
+from model_store.tokenizer import TokenizerError
+from service.batcher import DynamicBatcher
+from service.engine import Engine, EngineError
+from service.metrics import ServiceMetrics
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ReloadRefused(Exception):
+    """The new version failed its checks; the old one is still serving."""
+
+
+@dataclass(frozen=True)
+class Live:
+    engine: Engine
+    batcher: DynamicBatcher
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    result: str  # "loaded" | "unchanged"
+    store: str
+    tasks: dict[str, str]  # task -> branch version
+
+
+class ModelReloader:
+    def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._lock = asyncio.Lock()
+        self.live: Live | None = None
+
+    def _batcher_for(self, engine: Engine) -> DynamicBatcher:
+        s = self._settings
+        batcher = DynamicBatcher(
+            engine.run,
+            self._metrics,
+            s.max_batch_size,
+            s.max_batch_tokens,
+            s.max_wait_ms,
+            s.max_queue_items,
+            s.batch_overhead_tokens,
+        )
+        batcher.start()
+        return batcher
+
+    def _describe(self, engine: Engine) -> None:
+        manifest = engine.manifest
+        self._metrics.model_info.info(
+            {
+                "name": manifest.name,
+                "base_model": str(manifest.base_model.get("name")),
+                "graph": engine.variant,
+                "provider": engine.provider,
+            }
+        )
+        self._metrics.task_info.clear()
+        for task in manifest.tasks:
+            self._metrics.task_info.labels(task.name, task.branch_version, str(task.layers)).set(1)
+
+    async def start(self, engine: Engine | None = None) -> None:
+        engine = engine or await run_in_threadpool(Engine.load, self._settings)
+        self.live = Live(engine, self._batcher_for(engine))
+        self._describe(engine)
+
+    async def stop(self) -> None:
+        if self.live is not None:
+            await self.live.batcher.stop()
+
+    async def reload(self) -> ReloadOutcome:
+        """Load what the model directory names now; swap it in if it differs."""
+        async with self._lock:
+            assert self.live is not None, "reload before start"
+            try:
+                store = resolve_store(self._settings.model_dir)
+                if store.resolve() == self.live.engine.manifest.directory.resolve():
+                    self._metrics.reloads.labels("unchanged").inc()
+                    return self._outcome("unchanged", self.live.engine)
+                engine = await run_in_threadpool(Engine.load_store, store, self._settings)
+            except (StoreError, TokenizerError, EngineError, OSError) as err:
+                self._metrics.reloads.labels("refused").inc()
+                log.error("reload refused, still serving %s: %s", self._current_store(), err)
+                raise ReloadRefused(str(err)) from err
+            old = self.live
+            self.live = Live(engine, self._batcher_for(engine))  # new requests go here now
+            self._describe(engine)
+            await old.batcher.stop()  # requests already queued finish on the old graph
+            self._metrics.reloads.labels("loaded").inc()
+            log.info("now serving %s", store)
+            return self._outcome("loaded", engine)
+
+    async def reload_quietly(self) -> None:
+        """For signal handlers: a refusal is already logged and counted."""
+        with contextlib.suppress(ReloadRefused):
+            await self.reload()
+
+    def _current_store(self) -> str:
+        return str(self.live.engine.manifest.directory) if self.live else "nothing"
+
+    @staticmethod
+    def _outcome(result: str, engine: Engine) -> ReloadOutcome:
+        tasks = {task.name: task.branch_version for task in engine.manifest.tasks}
+        return ReloadOutcome(result, engine.manifest.directory.name, tasks)

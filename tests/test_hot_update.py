@@ -1,0 +1,267 @@
+"""Updating one task on a live service: publish, reload, roll back, refuse bad versions."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+import uvicorn
+
+from model_store.manifest import load_manifest
+from model_store.repository import list_versions, resolve_store, set_current
+from model_store.tokenizer import PairTokenizer
+from service.app import create_app
+from service.client import AsyncClient, Client
+from service.settings import Settings
+from training import store as store_cli
+from training.base_model import load_base_model
+from training.branch import save_branch
+from training.task_model import TaskModel
+from training.tasks import TASKS
+
+from .tiny_store import tiny_base_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "s3cret-token"
+PROBES = {
+    "sentiment": {"text": "a quiet and moving film"},
+    "paraphrase": {"sentence1": "how do I cook rice", "sentence2": "what is the way to cook rice"},
+    "similarity": {"sentence1": "a man plays guitar", "sentence2": "a man is playing music"},
+}
+
+
+class TinyBranches:
+    """A tiny base and fresh random branches for it, on demand."""
+
+    def __init__(self, directory: Path) -> None:
+        self.base_dir = tiny_base_dir(directory / "base")
+        self.base = load_base_model(self.base_dir)
+        self.tokenizer = PairTokenizer.from_dir(self.base_dir, 32)
+        self.out = directory / "trained"
+
+    def make(self, task: str, seed: int) -> Path:
+        torch.manual_seed(seed)
+        model = TaskModel(self.base.encoder, TASKS[task], 1, "cls")
+        return save_branch(model, self.base, self.tokenizer, self.out, {}, {})
+
+    def publish(self, repository: Path, *branches: Path, activate: bool = True) -> str:
+        args = ["publish", "--store", str(repository), "--base-model", str(self.base_dir)]
+        args += [item for branch in branches for item in ("--branch", str(branch))]
+        assert store_cli.main(args + ([] if activate else ["--no-activate"])) == 0
+        return sorted(v.version for v in list_versions(repository))[-1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> TinyBranches:
+    return TinyBranches(tmp_path_factory.mktemp("hot"))
+
+
+@pytest.fixture
+def repository(tiny: TinyBranches, tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    tiny.publish(repo, *(tiny.make(task, seed) for seed, task in enumerate(TASKS)))
+    return repo
+
+
+def test_publish_replaces_one_task_and_rollback_returns(tiny, repository: Path) -> None:
+    first = resolve_store(repository)
+    before = load_manifest(first)
+    second = tiny.publish(repository, tiny.make("sentiment", 10))
+    after = load_manifest(resolve_store(repository))
+    assert after.directory.name == second != first.name
+    changed = {
+        t.name for t in after.tasks if t.branch_version != before.task(t.name).branch_version
+    }
+    assert changed == {"sentiment"}
+    assert [t.task_id for t in after.tasks] == [t.task_id for t in before.tasks]
+    assert [v.current for v in list_versions(repository)] == [False, True]
+
+    assert store_cli.main(["rollback", "--store", str(repository)]) == 0
+    assert resolve_store(repository) == first
+    assert store_cli.main(["rollback", "--store", str(repository), "--to", second]) == 0
+    assert resolve_store(repository).name == second
+
+
+def test_store_cli_misuse_is_one_line(repository: Path, tmp_path: Path) -> None:
+    plain = resolve_store(repository)  # a single store, not a repository
+    cases = [
+        (["publish", "--store", str(plain), "--branch", str(tmp_path)], "not a repository"),
+        (["rollback", "--store", str(repository)], "no version before the current one"),
+        (["rollback", "--store", str(repository), "--to", "v1999"], "does not exist"),
+        (["list", "--store", str(tmp_path)], "not a model repository"),
+    ]
+    for args, fragment in cases:
+        result = subprocess.run(
+            [sys.executable, "-m", "training.store", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, settings: Settings) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def live(repository: Path):
+    server = LiveServer(Settings(model_dir=repository, provider="cpu", admin_token=TOKEN))
+    yield server
+    server.stop()
+
+
+def probe(client: Client) -> dict[str, dict]:
+    return {task: client._http.post(f"/{task}", json=body).json() for task, body in PROBES.items()}
+
+
+def reload(client: Client, token: str = TOKEN) -> httpx.Response:
+    return client._http.post("/admin/reload", headers={"Authorization": f"Bearer {token}"})
+
+
+def test_swaps_under_load_lose_nothing_and_leave_other_tasks_identical(tiny, repository, live):
+    results: list[int] = []
+    stop = threading.Event()
+
+    async def load() -> None:
+        async with AsyncClient(live.url) as client:
+
+            async def worker(index: int) -> None:
+                task = list(PROBES)[index % 3]
+                while not stop.is_set():
+                    response = await client._http.post(f"/{task}", json=PROBES[task])
+                    results.append(response.status_code)
+
+            await asyncio.gather(*(worker(i) for i in range(6)))
+
+    traffic = threading.Thread(target=lambda: asyncio.run(load()))
+    traffic.start()
+    with Client(live.url) as client:
+        original = probe(client)
+        tiny.publish(repository, tiny.make("sentiment", 20))
+        assert reload(client).json()["result"] == "loaded"
+        first = probe(client)
+        tiny.publish(repository, tiny.make("paraphrase", 21))
+        assert reload(client).json()["result"] == "loaded"
+        second = probe(client)
+        set_current(repository, list_versions(repository)[0].version)  # roll back to the start
+        assert reload(client).json()["result"] == "loaded"
+        back = probe(client)
+        assert reload(client).json()["result"] == "unchanged"
+    stop.set()
+    traffic.join(timeout=60)
+
+    assert len(results) > 50 and set(results) == {200}, set(results)
+    assert first["paraphrase"] == original["paraphrase"]
+    assert first["similarity"] == original["similarity"]
+    assert first["sentiment"]["model_version"] != original["sentiment"]["model_version"]
+    assert (
+        second["sentiment"] == first["sentiment"] and second["similarity"] == original["similarity"]
+    )
+    assert second["paraphrase"]["model_version"] != original["paraphrase"]["model_version"]
+    assert back == original
+
+
+def test_corrupt_version_is_refused_and_the_old_one_keeps_serving(tiny, repository, live):
+    with Client(live.url) as client:
+        before = probe(client)
+        version = tiny.publish(repository, tiny.make("similarity", 30), activate=False)
+        graph = repository / "versions" / version / "model.onnx"
+        graph.write_bytes(graph.read_bytes()[:-100])  # truncated copy
+        set_current(repository, version)
+        refused = reload(client)
+        assert refused.status_code == 409 and "corrupt" in refused.json()["detail"]
+        assert probe(client) == before
+        assert 'bert_mts_reloads_total{result="refused"} 1.0' in client.metrics()
+
+
+def test_admin_endpoints_need_the_token(repository: Path) -> None:
+    closed = LiveServer(Settings(model_dir=repository, provider="cpu"))
+    try:
+        with Client(closed.url) as client:
+            assert reload(client).status_code == 404  # no token configured: no admin routes
+    finally:
+        closed.stop()
+    guarded = LiveServer(Settings(model_dir=repository, provider="cpu", admin_token=TOKEN))
+    try:
+        with Client(guarded.url) as client:
+            assert client._http.post("/admin/reload").status_code == 401
+            wrong = reload(client, "not-the-token")
+            assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+            assert reload(client).json()["result"] == "unchanged"
+    finally:
+        guarded.stop()
+
+
+def test_sighup_reloads_a_running_process(tiny, repository: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "--model-dir",
+            str(repository),
+            "--port",
+            str(port),
+            "--provider",
+            "cpu",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "BERT_MTS_LOG_LEVEL": "warning"},
+    )
+    try:
+        with Client(f"http://127.0.0.1:{port}", timeout=5) as client:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if client.ready():
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            before = {t.name: t.version for t in client.info().tasks}
+            tiny.publish(repository, tiny.make("sentiment", 40))
+            process.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                after = {t.name: t.version for t in client.info().tasks}
+                if after != before:
+                    break
+                time.sleep(0.1)
+        assert after["sentiment"] != before["sentiment"]
+        assert after["paraphrase"] == before["paraphrase"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -1,0 +1,140 @@
+"""Manage a versioned model repository: publish branches, list versions, roll back.
+
+    python -m training.store publish --store model_store/default --branch runs/branches/sentiment
+    python -m training.store list --store model_store/default
+    python -m training.store rollback --store model_store/default [--to VERSION]
+
+`publish` merges the given branches with the current version's other branches (kept
+in the repository) into a new immutable version and makes it current; a running
+service picks it up on reload (POST /admin/reload or SIGHUP). With the same trunk
+depth, the tasks that were not replaced keep bit-identical outputs. On a new
+directory, `publish` creates the repository from the given branches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from model_store.atomic import atomic_directory
+from model_store.manifest import GRAPH_FILES, MANIFEST_FILE, load_manifest
+from model_store.repository import (
+    BRANCHES_DIR,
+    VERSIONS_DIR,
+    is_repository,
+    list_versions,
+    new_version_id,
+    previous_version,
+    resolve_store,
+    set_current,
+)
+from training.base_model import load_base_model
+from training.branch import BranchInfo, read_branch_info, resolve_branch_dir
+from training.cli import OneLineArgumentParser, UsageError, run_cli
+from training.merge import MergeError, check_compatible, load_branches, publish_store
+
+PROG = "store"
+
+
+def _keep_branch(repository: Path, info: BranchInfo) -> Path:
+    """Copy a branch into the repository (once), so later versions can re-merge it."""
+    target = repository / BRANCHES_DIR / info.task / info.version
+    if not target.exists():
+        with atomic_directory(target) as staging:
+            for file in info.path.iterdir():
+                shutil.copy2(file, staging / file.name)
+    return target
+
+
+def _branch_set(repository: Path, new: list[BranchInfo]) -> list[Path]:
+    """The current version's branches, with the given ones replacing or adding tasks."""
+    replacing = {info.task: info for info in new}
+    if len(replacing) != len(new):
+        raise MergeError("two branches given for one task")
+    paths: dict[str, Path] = {}
+    if (repository / "CURRENT").is_file():
+        current = load_manifest(resolve_store(repository), verify=False)
+        for task in current.tasks:
+            kept = repository / BRANCHES_DIR / task.name / task.branch_version
+            if task.name not in replacing and not kept.is_dir():
+                raise UsageError(f"{repository} lacks branch {task.name}/{task.branch_version}")
+            paths[task.name] = kept
+    for task, info in replacing.items():
+        paths[task] = _keep_branch(repository, info)
+    return list(paths.values())
+
+
+def publish(args: argparse.Namespace) -> int:
+    repository: Path = args.store
+    if (repository / MANIFEST_FILE).is_file():
+        raise UsageError(
+            f"{repository} is a single store, not a repository: publish into a new directory"
+        )
+    if repository.exists() and not is_repository(repository) and any(repository.iterdir()):
+        raise UsageError(f"{repository} exists and is not a model repository")
+    new = [read_branch_info(resolve_branch_dir(path)) for path in args.branch]
+    check_compatible(new)
+    (repository / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
+    base = load_base_model(args.base_model)
+    branches = load_branches(_branch_set(repository, new), base)
+    version = new_version_id()
+    manifest = publish_store(
+        base, branches, repository / VERSIONS_DIR / version, ["fp32", *args.variants]
+    )
+    if not args.no_activate:
+        set_current(repository, version)
+    state = "current" if not args.no_activate else "not activated"
+    tasks = ", ".join(f"{t.name} {t.branch_version}" for t in manifest.tasks)
+    print(f"published {version} ({state}): {tasks}")
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    for info in list_versions(args.store):
+        tasks = ", ".join(
+            f"{t.name}={t.branch_version} (K={t.layers})" for t in info.manifest.tasks
+        )
+        print(f"{'*' if info.current else ' '} {info.version}  {info.manifest.created}  {tasks}")
+    return 0
+
+
+def rollback(args: argparse.Namespace) -> int:
+    target = args.to or previous_version(args.store)
+    load_manifest(args.store / VERSIONS_DIR / target)  # refuse a corrupt version up front
+    set_current(args.store, target)
+    print(f"current version of {args.store} is now {target}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    publish_cmd = commands.add_parser("publish", help="merge branches into a new version")
+    publish_cmd.add_argument("--store", required=True, type=Path)
+    publish_cmd.add_argument("--branch", required=True, action="append", type=Path)
+    publish_cmd.add_argument("--base-model", type=Path, metavar="PATH")
+    publish_cmd.add_argument(
+        "--variants", nargs="*", choices=[v for v in GRAPH_FILES if v != "fp32"], default=[]
+    )
+    publish_cmd.add_argument("--no-activate", action="store_true", help="do not make it current")
+    publish_cmd.set_defaults(run=publish)
+    list_cmd = commands.add_parser("list", help="list versions (* = current)")
+    list_cmd.add_argument("--store", required=True, type=Path)
+    list_cmd.set_defaults(run=show)
+    rollback_cmd = commands.add_parser("rollback", help="make an earlier version current")
+    rollback_cmd.add_argument("--store", required=True, type=Path)
+    rollback_cmd.add_argument("--to", metavar="VERSION", help="default: the one before current")
+    rollback_cmd.set_defaults(run=rollback)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, None, PROG, extra_errors=(MergeError,)))
