@@ -35,6 +35,7 @@ RETRY_AFTER_SECONDS = "1"
 TASK_ENDPOINTS = ("/sentiment", "/paraphrase", "/similarity")
 _KNOWN_PATHS = {*TASK_ENDPOINTS, "/health", "/ready", "/metrics", "/info"}
 _ERRORS = {
+    400: {"model": schemas.ErrorResponse, "description": "Body could not be parsed"},
     413: {"model": schemas.ErrorResponse, "description": "Request body too large"},
     422: {"model": schemas.ErrorResponse, "description": "Invalid input"},
     503: {"model": schemas.ErrorResponse, "description": "Overloaded, timed out or not ready"},

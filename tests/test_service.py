@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -348,3 +349,44 @@ def test_console_script_is_installed_and_refuses_a_missing_store(tmp_path: Path)
         timeout=120,
     )
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def _broken_store(store: Path, target: Path, damage: str) -> Path:
+    shutil.copytree(store, target)
+    if damage == "manifest":
+        (target / "manifest.json").write_text('{"format_version": 1, "tasks": [')
+    elif damage == "hash":
+        graph = target / "model.onnx"
+        data = bytearray(graph.read_bytes())
+        data[len(data) // 3] ^= 0x01
+        graph.write_bytes(bytes(data))
+    elif damage == "missing-file":
+        (target / "tokenizer.json").unlink()
+    elif damage == "dangling-current":
+        repository = target.parent / "repository"
+        (repository / "versions").mkdir(parents=True)
+        (repository / "CURRENT").write_text("v20990101T000000000000Z\n")
+        return repository
+    return target
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        ("manifest", "not valid JSON"),
+        ("hash", "model.onnx is corrupt"),
+        ("missing-file", "tokenizer.json is missing"),
+        ("dangling-current", "which does not exist"),
+    ],
+)
+def test_start_up_faults_are_one_line(store: Path, tmp_path: Path, damage: str, fragment: str):
+    broken = _broken_store(store, tmp_path / "store", damage)
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--model-dir", str(broken)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
