@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import re
 import socket
 import statistics
 import subprocess
@@ -42,12 +43,17 @@ from training.tasks import TASKS
 WRK_SCRIPT = r"""
 local requests = {}
 local counter = 0
+local think_ms = 0
 init = function(args)
+  think_ms = tonumber(args[2] or "0")
   for line in io.lines(args[1]) do
     local path, body = line:match("^(%S+)\t(.*)$")
     local headers = {["Content-Type"] = "application/json"}
     requests[#requests + 1] = wrk.format("POST", path, headers, body)
   end
+end
+delay = function()
+  return think_ms
 end
 request = function()
   counter = counter % #requests + 1
@@ -155,7 +161,7 @@ def server_counters(url: str) -> dict[str, float]:
             name, value = line.rsplit(" ", 1)
             if name.startswith("bert_mts_request_duration_seconds_bucket"):
                 if any(path in name for path in task_paths):
-                    key = "latency_le_" + name.split('le="')[1].rstrip('"}')
+                    key = "latency_le_" + re.search(r'le="([^"]+)"', name).group(1)
                     counters[key] = counters.get(key, 0.0) + float(value)
             elif name in (
                 "bert_mts_inference_duration_seconds_sum",
@@ -185,8 +191,15 @@ def server_view(before: dict[str, float], after: dict[str, float], wall: float) 
 
 
 def run_wrk(
-    url: str, lines: list[str], connections: int, seconds: float, workdir: Path, server_pid: int
+    url: str,
+    lines: list[str],
+    connections: int,
+    seconds: float,
+    workdir: Path,
+    server_pid: int,
+    think_ms: float = 0,
 ) -> dict:
+    """Run wrk; with `think_ms` each connection pauses that long between requests."""
     script, requests = workdir / "load.lua", workdir / "requests.tsv"
     script.write_text(WRK_SCRIPT)
     requests.write_text("\n".join(lines) + "\n")
@@ -206,6 +219,7 @@ def run_wrk(
             url,
             "--",
             str(requests),
+            str(int(think_ms)),
         ],
         stdout=subprocess.PIPE,
         text=True,

@@ -100,6 +100,37 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
+class LoadShedMiddleware:
+    """Refuse task requests at once while the queue is full, before reading the body.
+
+    Under overload most requests are refused; doing it here, without parsing,
+    validating and tokenizing them first, leaves the CPU to the requests that were
+    accepted. The batcher still enforces the bound exactly when rows are queued.
+    """
+
+    def __init__(self, app, models: ModelReloader, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.models = models
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        live = self.models.live
+        if (
+            scope["type"] == "http"
+            and scope["path"] in TASK_ENDPOINTS
+            and live is not None
+            and live.batcher.queue_depth >= live.batcher.max_queue_items
+        ):
+            self.metrics.shed.inc()
+            detail = (
+                f"overloaded: queue full ({live.batcher.queue_depth} rows waiting); retry later"
+            )
+            for message in _json_error(503, detail, {"Retry-After": RETRY_AFTER_SECONDS}):
+                await send(message)
+            return
+        await self.app(scope, receive, send)
+
+
 class RequestMetricsMiddleware:
     """Count requests by endpoint and status, and time them, for every route."""
 
@@ -125,7 +156,8 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, record_status)
         finally:
             self.metrics.requests.labels(endpoint, str(status)).inc()
-            self.metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.metrics.request_latency.labels(endpoint, str(status)).observe(elapsed)
 
 
 # Module level: with postponed annotations FastAPI resolves dependency types by name here.
@@ -200,6 +232,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.models = models
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(LoadShedMiddleware, models=models, metrics=metrics)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(QueueFull)

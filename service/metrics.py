@@ -26,8 +26,8 @@ class ServiceMetrics:
         )
         self.request_latency = Histogram(
             f"{PREFIX}_request_duration_seconds",
-            "HTTP request latency by endpoint",
-            ["endpoint"],
+            "HTTP request latency by endpoint and status code",
+            ["endpoint", "status"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )

@@ -4,6 +4,7 @@ and what it saves reloads into exactly the model that was trained."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from model_store.atomic import ArtifactExistsError, atomic_directory
+from training import branch as branch_module
 from training.base_model import load_base_model
 from training.branch import BRANCH_META, BRANCH_WEIGHTS, BranchError, load_branch, save_branch
 from training.data import Example
@@ -146,6 +148,22 @@ def test_branch_from_another_base_or_corrupted_is_refused(
     (path / BRANCH_WEIGHTS).write_bytes(bytes(data))
     with pytest.raises(BranchError, match="corrupt branch"):
         load_branch(path, base)
+
+
+def test_saving_the_same_branch_twice_in_a_second_is_idempotent(
+    trained, base, tokenizer, tmp_path, monkeypatch
+) -> None:
+    class FrozenClock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+    monkeypatch.setattr(branch_module, "datetime", FrozenClock)
+    result, *_ = trained
+    first = save_branch(result.model, base, tokenizer, tmp_path, {}, {})
+    again = save_branch(result.model, base, tokenizer, tmp_path, {}, {})
+    assert again == first
+    assert list((tmp_path / "sentiment").iterdir()) == [first]
 
 
 def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:

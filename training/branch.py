@@ -80,6 +80,10 @@ def save_branch(
     weights_hash = hashlib.sha256(weights).hexdigest()
     version = f"{_timestamp(now)}-{weights_hash[:8]}"
     final = Path(out_dir) / model.spec.name / version
+    if final.is_dir():
+        # Same second, same weights hash: this very branch was saved already (e.g. a
+        # deterministic re-run). Keep the first copy rather than fail.
+        return final
     with atomic_directory(final) as staging:
         (staging / BRANCH_WEIGHTS).write_bytes(weights)
         meta = {
