@@ -267,3 +267,14 @@ def test_corrupt_or_missing_store_files_are_clear_errors(store, tmp_path) -> Non
         load_manifest(copy)
     with pytest.raises(StoreError, match="does not exist"):
         load_manifest(tmp_path / "nowhere")
+
+
+def test_manifest_naming_files_outside_the_store_is_refused(store, tmp_path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(store.directory, copy)
+    (tmp_path / "secret.txt").write_text("not part of any store")
+    raw = json.loads((copy / MANIFEST_FILE).read_text())
+    raw["files"]["../secret.txt"] = "0" * 64
+    (copy / MANIFEST_FILE).write_text(json.dumps(raw))
+    with pytest.raises(StoreError, match="outside the store"):
+        load_manifest(copy)
