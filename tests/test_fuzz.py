@@ -5,46 +5,30 @@ response must match the schema (schemathesis' own checks). Bounded, so it runs i
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from benchmarks.fuzz_bench import fuzz
 from service.app import create_app
 from service.engine import Engine
 from service.settings import Settings
 
+from .servers import ThreadedServer
 from .tiny_store import build_tiny_store
 
 EXAMPLES_PER_OPERATION = 30
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory) -> Iterator[str]:
     store = build_tiny_store(tmp_path_factory.mktemp("fuzz"))
     config = Settings(model_dir=store, provider="cpu", max_body_bytes=65536)
-    port = _free_port()
-    app = create_app(config, Engine.load(config))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    server = ThreadedServer(create_app(config, Engine.load(config)))
+    yield server.url
+    server.stop()
 
 
 def test_no_5xx_and_no_schema_violation(base_url: str) -> None:

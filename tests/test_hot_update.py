@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-import uvicorn
 
 from model_store.manifest import load_manifest
 from model_store.repository import list_versions, resolve_store, set_current
@@ -29,9 +27,10 @@ from training.branch import save_branch
 from training.task_model import TaskModel
 from training.tasks import TASKS
 
+from .commands import ROOT, assert_one_line_error, run
+from .servers import ThreadedServer, free_port
 from .tiny_store import tiny_base_dir
 
-ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token"
 PROBES = {
     "sentiment": {"text": "a quiet and moving film"},
@@ -101,44 +100,14 @@ def test_store_cli_misuse_is_one_line(repository: Path, tmp_path: Path) -> None:
         (["list", "--store", str(tmp_path)], "not a model repository"),
     ]
     for args, fragment in cases:
-        result = subprocess.run(
-            [sys.executable, "-m", "training.store", *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        lines = result.stderr.strip().splitlines()
-        assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class LiveServer:
-    def __init__(self, settings: Settings) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_level="warning"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
+        assert_one_line_error(run("-m", "training.store", *args), fragment)
 
 
 @pytest.fixture
 def live(repository: Path):
-    server = LiveServer(Settings(model_dir=repository, provider="cpu", admin_token=TOKEN))
+    server = ThreadedServer(
+        create_app(Settings(model_dir=repository, provider="cpu", admin_token=TOKEN))
+    )
     yield server
     server.stop()
 
@@ -208,13 +177,15 @@ def test_corrupt_version_is_refused_and_the_old_one_keeps_serving(tiny, reposito
 
 
 def test_admin_endpoints_need_the_token(repository: Path) -> None:
-    closed = LiveServer(Settings(model_dir=repository, provider="cpu"))
+    closed = ThreadedServer(create_app(Settings(model_dir=repository, provider="cpu")))
     try:
         with Client(closed.url) as client:
             assert reload(client).status_code == 404  # no token configured: no admin routes
     finally:
         closed.stop()
-    guarded = LiveServer(Settings(model_dir=repository, provider="cpu", admin_token=TOKEN))
+    guarded = ThreadedServer(
+        create_app(Settings(model_dir=repository, provider="cpu", admin_token=TOKEN))
+    )
     try:
         with Client(guarded.url) as client:
             assert client._http.post("/admin/reload").status_code == 401

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,7 @@ from training.merged_model import MergedModel
 from training.tasks import TASKS
 from training.trainer import TrainConfig, train_branch
 
+from .commands import assert_one_line_error, run
 from .samples import pair_rows, sentiment_rows
 
 # Stated tolerances: merged PyTorch vs single-task PyTorch, and ONNX fp32 vs PyTorch.
@@ -221,15 +220,8 @@ def test_merge_cli_misuse_is_one_line(branch_dirs, store, tmp_path) -> None:
         (["--branch", str(tmp_path / "missing")], "does not exist"),
     ]
     for args, fragment in cases:
-        result = subprocess.run(
-            [sys.executable, "-m", "training.merge", *args, "--out", str(tmp_path / "s")],
-            cwd=Path(__file__).resolve().parents[1],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        lines = result.stderr.strip().splitlines()
-        assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
+        result = run("-m", "training.merge", *args, "--out", str(tmp_path / "s"))
+        assert_one_line_error(result, fragment)
     assert not (tmp_path / "s").exists()
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from service.client import Client
 
+from .servers import free_port
 from .tiny_store import build_tiny_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,9 +28,7 @@ def store(tmp_path_factory) -> Path:
 
 
 def start_server(store: Path, **env: str) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     settings = {f"BERT_MTS_{k.upper()}": v for k, v in env.items()}
     process = subprocess.Popen(
         [

@@ -6,7 +6,6 @@ import asyncio
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -16,16 +15,16 @@ from pathlib import Path
 import httpx
 import onnxruntime as ort
 import pytest
-import uvicorn
 
 from service.app import create_app
 from service.client import ApiError, AsyncClient, Client
 from service.engine import Engine
 from service.settings import Settings
 
+from .commands import ROOT, assert_one_line_error, run
+from .servers import ThreadedServer
 from .tiny_store import build_tiny_store
 
-ROOT = Path(__file__).resolve().parents[1]
 LONG_TEXT = " ".join(["word"] * 200)  # far beyond the tiny store's 32 tokens
 
 
@@ -202,26 +201,14 @@ async def test_overload_and_timeouts_are_503_with_retry_after(settings, engine) 
 # --- a real server under concurrent load ----------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def live_server(settings, engine):
     """uvicorn on loopback in a thread; stopped (gracefully) after the test."""
-    port = free_port()
-    app = create_app(settings.model_copy(update={"max_items_per_request": 256}), engine)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    server = ThreadedServer(
+        create_app(settings.model_copy(update={"max_items_per_request": 256}), engine)
+    )
+    yield server.url
+    server.stop()
 
 
 def _requests() -> list[tuple[str, tuple[str, ...]]]:
@@ -279,26 +266,19 @@ def test_concurrent_mixed_load_matches_unbatched_calls(live_server: str) -> None
 
 
 def test_graceful_shutdown_finishes_in_flight_requests(settings, engine) -> None:
-    port = free_port()
-    app = create_app(settings, SlowEngine(engine.manifest, engine.session))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
+    server = ThreadedServer(create_app(settings, SlowEngine(engine.manifest, engine.session)))
     answers: list[httpx.Response] = []
-    url = f"http://127.0.0.1:{port}/sentiment"
+    url = f"{server.url}/sentiment"
     request = threading.Thread(
         target=lambda: answers.append(httpx.post(url, json={"texts": ["a", "b"]}, timeout=30))
     )
     request.start()
     time.sleep(0.1)  # the request is now waiting on the slow engine
-    server.should_exit = True  # what SIGTERM does
+    server.stop()  # what SIGTERM does
     request.join(timeout=30)
-    thread.join(timeout=30)
     assert [a.status_code for a in answers] == [200]
     assert len(answers[0].json()["results"]) == 2
-    assert not thread.is_alive()
+    assert not server.thread.is_alive()
 
 
 # --- process and packaging ------------------------------------------------------------------
@@ -329,15 +309,7 @@ def test_service_does_not_import_torch() -> None:
 )
 def test_start_up_misuse_is_one_line(store: Path, args: list[str], fragment: str) -> None:
     full = ["--model-dir", str(store), *args] if "--model-dir" not in args else args
-    result = subprocess.run(
-        [sys.executable, "-m", "service", *full],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
+    assert_one_line_error(run("-m", "service", *full), fragment)
 
 
 def test_console_script_is_installed_and_refuses_a_missing_store(tmp_path: Path) -> None:
@@ -381,12 +353,4 @@ def _broken_store(store: Path, target: Path, damage: str) -> Path:
 )
 def test_start_up_faults_are_one_line(store: Path, tmp_path: Path, damage: str, fragment: str):
     broken = _broken_store(store, tmp_path / "store", damage)
-    result = subprocess.run(
-        [sys.executable, "-m", "service", "--model-dir", str(broken)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
+    assert_one_line_error(run("-m", "service", "--model-dir", str(broken)), fragment)
