@@ -1,0 +1,69 @@
+"""Validation metric and training time per branch depth K, per task.
+
+    python benchmarks/k_sweep.py --data-dir ../shared/data --task similarity sentiment
+
+Trains one branch per (task, K) with the training defaults (3 epochs, lr 1e-4 for the
+layers and 1e-3 for the head, batch 32, cached trunk, seed 0) on the seeded 90/10
+split, and prints the best-epoch validation metric and the wall time of each run. This
+is the sweep the method uses to pick K per task; branches are not saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.report import print_report
+from model_store.tokenizer import PairTokenizer
+from training.base_model import load_base_model
+from training.data import SHARED_FILES, read_examples, split_train_val
+from training.tasks import TASKS
+from training.trainer import TrainConfig, train_branch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--task", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+
+    base = load_base_model()
+    tokenizer = PairTokenizer.from_dir(base.path)
+    rows = []
+    for task in args.task:
+        spec, dataset = TASKS[task], SHARED_FILES[task]
+        loaded = read_examples(
+            args.data_dir / dataset.filename,
+            dataset.columns,
+            spec.parse_label,
+            skip_bad_rows=True,
+        )
+        train, val = split_train_val(loaded.examples, 0.1, seed=0)
+        for layers in args.layers:
+            config = TrainConfig(layers=layers, epochs=args.epochs)
+            result = train_branch(base.encoder, tokenizer, spec, train, val, config, progress=False)
+            rows.append(
+                (
+                    task,
+                    layers,
+                    spec.metric_name,
+                    f"{result.best.val_metric:.4f}",
+                    result.best_epoch,
+                    f"{result.seconds / 60:.1f}",
+                )
+            )
+            print(rows[-1], file=sys.stderr, flush=True)
+    print_report(
+        f"K sweep ({base.name}, {args.epochs} epochs, seeded 10% validation split)",
+        ["task", "K", "metric", "validation", "best epoch", "minutes"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
