@@ -65,7 +65,6 @@ def fuzz(base_url: str, examples_per_operation: int) -> FuzzReport:
 
 def main() -> None:
     import argparse
-    import socket
     import sys
     import threading
     import time
@@ -75,6 +74,7 @@ def main() -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.report import print_report
+    from benchmarks.serve_bench import free_port
     from service.app import create_app
     from service.settings import Settings
 
@@ -82,9 +82,7 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--examples", type=int, default=300, help="per operation and mode")
     args = parser.parse_args()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     app = create_app(Settings(model_dir=args.model_dir, provider="cpu"))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)

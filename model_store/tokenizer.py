@@ -9,7 +9,6 @@ token_type_ids 0 for the first segment and 1 for the second; inputs longer than
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
+
+from model_store.manifest import sha256_of
 
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_FILE = "vocab.txt"
@@ -97,7 +98,7 @@ class PairTokenizer:
     @property
     def sha256(self) -> str:
         """Hash of the tokenizer definition, recorded so branches can be checked for a match."""
-        return hashlib.sha256(self.source.read_bytes()).hexdigest()
+        return sha256_of(self.source)
 
     def save(self, path: str | Path) -> None:
         """Write the tokenizer as tokenizer.json (also when it was built from vocab.txt)."""

