@@ -1,11 +1,13 @@
 """Validation metric and training time per branch depth K, per task.
 
     python benchmarks/k_sweep.py --data-dir ../shared/data --task similarity sentiment
+    python benchmarks/k_sweep.py --task sentiment --layers --full   # full fine-tuning only
 
 Trains one branch per (task, K) with the training defaults (3 epochs, lr 1e-4 for the
-layers and 1e-3 for the head, batch 32, cached trunk, seed 0) on the seeded 90/10
-split, and prints the best-epoch validation metric and the wall time of each run. This
-is the sweep the method uses to pick K per task; branches are not saved.
+layers and 1e-3 for the head, batch 32, cached trunk, seed 0; each overridable) on the
+seeded 90/10 split, and prints the best-epoch validation metric and the wall time of
+each run. This is the sweep the method uses to pick K per task. `--full` adds the full
+fine-tuning reference (every layer and the embeddings tuned). Branches are not saved.
 """
 
 from __future__ import annotations
@@ -20,16 +22,23 @@ from benchmarks.report import print_report
 from model_store.tokenizer import PairTokenizer
 from training.base_model import load_base_model
 from training.data import SHARED_FILES, read_examples, split_train_val
+from training.task_model import POOLINGS
 from training.tasks import TASKS
-from training.trainer import TrainConfig, train_branch
+from training.trainer import PAIR_ORDERS, TrainConfig, train_branch
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--task", nargs="+", choices=list(TASKS), default=list(TASKS))
-    parser.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
+    parser.add_argument("--layers", type=int, nargs="*", default=[1, 2, 3, 4, 5, 6])
+    parser.add_argument("--full", action="store_true", help="also run full fine-tuning")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--head-lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=float, default=0.1)
+    parser.add_argument("--pooling", choices=POOLINGS, default="cls")
+    parser.add_argument("--pair-order", choices=PAIR_ORDERS, default="ab")
     args = parser.parse_args()
 
     base = load_base_model()
@@ -44,13 +53,25 @@ def main() -> None:
             skip_bad_rows=True,
         )
         train, val = split_train_val(loaded.examples, 0.1, seed=0)
-        for layers in args.layers:
-            config = TrainConfig(layers=layers, epochs=args.epochs)
+        runs = [(layers, False) for layers in args.layers]
+        if args.full:
+            runs.append((base.encoder.num_layers, True))
+        for layers, full in runs:
+            config = TrainConfig(
+                layers=layers,
+                epochs=args.epochs,
+                lr=args.lr,
+                head_lr=args.head_lr,
+                warmup=args.warmup,
+                pooling=args.pooling,
+                pair_order=args.pair_order,
+                train_embeddings=full,
+            )
             result = train_branch(base.encoder, tokenizer, spec, train, val, config, progress=False)
             rows.append(
                 (
                     task,
-                    layers,
+                    "full" if full else layers,
                     spec.metric_name,
                     f"{result.best.val_metric:.4f}",
                     result.best_epoch,
@@ -59,7 +80,9 @@ def main() -> None:
             )
             print(rows[-1], file=sys.stderr, flush=True)
     print_report(
-        f"K sweep ({base.name}, {args.epochs} epochs, seeded 10% validation split)",
+        f"K sweep ({base.name}, {args.epochs} epochs, lr {args.lr:g}/{args.head_lr:g}, "
+        f"warmup {args.warmup:g}, {args.pooling} pooling, pairs {args.pair_order}; "
+        "seeded 10% validation split)",
         ["task", "K", "metric", "validation", "best epoch", "minutes"],
         rows,
     )

@@ -18,7 +18,15 @@ from training.branch import BRANCH_META, BRANCH_WEIGHTS, BranchError, load_branc
 from training.data import Example
 from training.task_model import TaskModel
 from training.tasks import TASKS
-from training.trainer import TrainConfig, encode_examples, labels_of, predict, score, train_branch
+from training.trainer import (
+    TrainConfig,
+    encode_examples,
+    labels_of,
+    order_pairs,
+    predict,
+    score,
+    train_branch,
+)
 from training.trunk_cache import TrunkStates
 
 from .samples import pair_rows, sentiment_rows
@@ -177,3 +185,33 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
     assert (final / "whole.bin").read_bytes() == b"done"
     with pytest.raises(ArtifactExistsError), atomic_directory(final):
         pass
+
+
+def test_full_fine_tuning_tunes_a_copy_of_the_embeddings(base, tokenizer) -> None:
+    """The full fine-tuning reference changes its own embeddings, never the base's,
+    and is refused as a branch (it has no shared trunk to merge onto)."""
+    spec = TASKS["sentiment"]
+    train, val = sentiment_examples(32), sentiment_examples(8, seed=1)
+    depth = base.encoder.num_layers
+    config = TrainConfig(layers=depth, train_embeddings=True, seed=1, **{**FAST, "epochs": 1})
+    model = train_branch(base.encoder, tokenizer, spec, train, val, config, progress=False).model
+    pristine = load_base_model().encoder.state_dict()
+    for key, tensor in base.encoder.state_dict().items():
+        assert torch.equal(tensor, pristine[key]), key
+    tuned = model.embeddings.word_embeddings.weight
+    assert not torch.equal(tuned, pristine["embeddings.word_embeddings.weight"])
+    with pytest.raises(ValueError, match="not a branch"):
+        model.branch_state()
+    with pytest.raises(ValueError, match="all 6 layers"):
+        TaskModel(base.encoder, spec, 2, "cls", train_embeddings=True)
+
+
+def test_pair_order_swaps_or_doubles_the_training_pairs() -> None:
+    examples = similarity_examples(3)
+    assert order_pairs(examples, "ab") == examples
+    swapped = order_pairs(examples, "ba")
+    assert [(e.text_a, e.text_b) for e in swapped] == [(e.text_b, e.text_a) for e in examples]
+    assert [e.label for e in swapped] == [e.label for e in examples]
+    assert order_pairs(examples, "both") == [*examples, *swapped]
+    with pytest.raises(ValueError, match="pair order"):
+        TrainConfig(layers=1, pair_order="random")

@@ -34,7 +34,7 @@ from training.cli import (
 from training.data import SHARED_FILES, Example, read_examples, split_train_val
 from training.task_model import POOLINGS
 from training.tasks import TASKS, TaskSpec
-from training.trainer import TrainConfig, train_branch
+from training.trainer import PAIR_ORDERS, TrainConfig, train_branch
 from training.trunk_cache import CACHE_DTYPES
 
 PROG = "finetune_top_layers"
@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--max-seq-len", type=int, default=DEFAULT_MAX_SEQ_LEN)
     parser.add_argument("--pooling", choices=POOLINGS, default="cls")
+    parser.add_argument(
+        "--pair-order",
+        choices=PAIR_ORDERS,
+        default="ab",
+        help="sentence order of training pairs: as in the file, swapped, or both",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--limit", type=int, metavar="N", help="use only the first N examples")
@@ -122,6 +128,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
             warmup=args.warmup,
             weight_decay=args.weight_decay,
             pooling=args.pooling,
+            pair_order=args.pair_order,
             seed=args.seed,
             trunk_cache=not args.no_trunk_cache,
             cache_budget_mb=args.cache_budget_mb,

@@ -41,13 +41,33 @@ class TaskHead(nn.Module):
 
 
 class TaskModel(nn.Module):
-    """Base encoder + branch (top K layers, tuned) + head, for one task."""
+    """Base encoder + branch (top K layers, tuned) + head, for one task.
 
-    def __init__(self, base: BertEncoder, spec: TaskSpec, branch_depth: int, pooling: str) -> None:
+    With `train_embeddings=True` (which needs K = L) nothing is frozen: the embeddings are
+    copied and tuned too. That is full fine-tuning, the reference a partial model is
+    judged against; such a model has no shared trunk, so it cannot be saved as a branch.
+    """
+
+    def __init__(
+        self,
+        base: BertEncoder,
+        spec: TaskSpec,
+        branch_depth: int,
+        pooling: str,
+        train_embeddings: bool = False,
+    ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
         self.trunk_depth = base.trunk_depth(branch_depth)
+        if train_embeddings and self.trunk_depth:
+            raise ValueError(
+                f"tuning the embeddings needs all {base.num_layers} layers tuned, "
+                f"not {branch_depth}"
+            )
+        self.embeddings = (
+            copy.deepcopy(base.embeddings).requires_grad_(True) if train_embeddings else None
+        )
         self.spec = spec
         self.pooling = pooling
         # Kept out of the module tree (not a registered submodule) so that
@@ -73,12 +93,24 @@ class TaskModel(nn.Module):
     def first_branch_layer(self) -> int:
         return self.trunk_depth
 
-    @torch.no_grad()
+    @property
+    def trains_embeddings(self) -> bool:
+        return self.embeddings is not None
+
     def run_trunk(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
     ) -> torch.Tensor:
         """Frozen part, always in eval mode (no dropout): its output is a pure function
-        of the input, which is what makes caching it during training exact."""
+        of the input, which is what makes caching it during training exact. Under full
+        fine-tuning it is just the model's own (trainable) embeddings."""
+        if self.embeddings is not None:
+            return self.embeddings(input_ids, token_type_ids)
+        return self._frozen_trunk(input_ids, attention_mask, token_type_ids)
+
+    @torch.no_grad()
+    def _frozen_trunk(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
         if self.base.training:
             self.base.eval()
         return self.base.run_trunk(input_ids, attention_mask, token_type_ids, self.trunk_depth)
@@ -98,6 +130,8 @@ class TaskModel(nn.Module):
     def branch_state(self) -> dict[str, torch.Tensor]:
         """The branch's tensors under checkpoint-style names with absolute layer indices
         (`encoder.layer.{i}.*`, `head.*`), so a saved branch says which layers it replaces."""
+        if self.embeddings is not None:
+            raise ValueError("a fully fine-tuned model is a reference, not a branch: no trunk")
         state: dict[str, torch.Tensor] = {}
         for offset, layer in enumerate(self.branch_layers):
             index = self.first_branch_layer + offset

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # Batches are drawn from windows of this many batches sorted by length: most of the
 # speed of length-sorted batching, with the randomness of a shuffle.
 _BUCKET_WINDOW_BATCHES = 50
+PAIR_ORDERS = ("ab", "ba", "both")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,11 @@ class TrainConfig:
     trunk_cache: bool = True
     cache_budget_mb: float = 2048.0
     cache_dtype: str = "float32"
+    # Sentence pairs: train on (a, b) as given, on (b, a), or on both orders (twice the
+    # examples; the model then cannot lean on which sentence comes first).
+    pair_order: str = "ab"
+    # Full fine-tuning (embeddings too; needs layers = L): the reference, not a branch.
+    train_embeddings: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -57,6 +63,7 @@ class TrainConfig:
             f"cache dtype must be one of {', '.join(CACHE_DTYPES)}": (
                 self.cache_dtype in CACHE_DTYPES
             ),
+            f"pair order must be one of {', '.join(PAIR_ORDERS)}": self.pair_order in PAIR_ORDERS,
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:
@@ -102,6 +109,16 @@ def encode_examples(
         return tokenizer.encode(texts_a)
     texts_b = [example.text_b or "" for example in examples]
     return tokenizer.encode(texts_a, texts_b)
+
+
+def order_pairs(examples: Sequence[Example], pair_order: str) -> list[Example]:
+    """Training examples in the configured sentence order (validation keeps the file's)."""
+    swapped = [replace(e, text_a=e.text_b or "", text_b=e.text_a) for e in examples]
+    if pair_order == "ab":
+        return list(examples)
+    if pair_order == "ba":
+        return swapped
+    return [*examples, *swapped]
 
 
 def labels_of(examples: Sequence[Example]) -> torch.Tensor:
@@ -174,6 +191,8 @@ def build_trunk_states(
 ) -> TrunkStates:
     if budget_bytes is None:
         budget_bytes = int(config.cache_budget_mb * 2**20) if config.trunk_cache else 0
+    if model.trains_embeddings:
+        budget_bytes = 0  # nothing is frozen, so there is nothing to cache
     return TrunkStates(model, tokenizer, rows, budget_bytes, CACHE_DTYPES[config.cache_dtype])
 
 
@@ -190,7 +209,9 @@ def train_branch(
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    model = TaskModel(base, spec, config.layers, config.pooling)
+    model = TaskModel(base, spec, config.layers, config.pooling, config.train_embeddings)
+    if spec.pair:
+        train_examples = order_pairs(train_examples, config.pair_order)
 
     train_rows = encode_examples(tokenizer, spec, train_examples)
     val_rows = encode_examples(tokenizer, spec, val_examples)
