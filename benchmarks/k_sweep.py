@@ -7,7 +7,8 @@ Trains one branch per (task, K) with the training defaults (3 epochs, lr 1e-4 fo
 layers and 1e-3 for the head, batch 32, cached trunk, seed 0; each overridable) on the
 seeded 90/10 split, and prints the best-epoch validation metric and the wall time of
 each run. This is the sweep the method uses to pick K per task. `--full` adds the full
-fine-tuning reference (every layer and the embeddings tuned). Branches are not saved.
+fine-tuning reference (every layer and the embeddings tuned). Branches are not saved;
+`--json` adds the results to the file the accuracy report draws its K chart from.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from benchmarks.report import print_report
 from model_store.tokenizer import PairTokenizer
 from training.base_model import load_base_model
 from training.data import SHARED_FILES, read_examples, split_train_val
+from training.sweep_log import FULL, SweepRecord, record_sweep
 from training.task_model import POOLINGS
 from training.tasks import TASKS
 from training.trainer import PAIR_ORDERS, TrainConfig, train_branch
@@ -39,11 +41,20 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.1)
     parser.add_argument("--pooling", choices=POOLINGS, default="cls")
     parser.add_argument("--pair-order", choices=PAIR_ORDERS, default="ab")
+    parser.add_argument("--json", type=Path, help="add the results to this sweep file")
     args = parser.parse_args()
+    recipe = {
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "head_lr": args.head_lr,
+        "warmup": args.warmup,
+        "pooling": args.pooling,
+        "pair_order": args.pair_order,
+    }
 
     base = load_base_model()
     tokenizer = PairTokenizer.from_dir(base.path)
-    rows = []
+    rows, records = [], []
     for task in args.task:
         spec, dataset = TASKS[task], SHARED_FILES[task]
         loaded = read_examples(
@@ -57,21 +68,25 @@ def main() -> None:
         if args.full:
             runs.append((base.encoder.num_layers, True))
         for layers, full in runs:
-            config = TrainConfig(
-                layers=layers,
-                epochs=args.epochs,
-                lr=args.lr,
-                head_lr=args.head_lr,
-                warmup=args.warmup,
-                pooling=args.pooling,
-                pair_order=args.pair_order,
-                train_embeddings=full,
-            )
+            config = TrainConfig(layers=layers, train_embeddings=full, **recipe)
             result = train_branch(base.encoder, tokenizer, spec, train, val, config, progress=False)
+            records.append(
+                SweepRecord(
+                    task=task,
+                    layers=FULL if full else layers,
+                    metric=spec.metric_name,
+                    value=round(result.best.val_metric, 4),
+                    best_epoch=result.best_epoch,
+                    minutes=round(result.seconds / 60, 2),
+                    recipe=recipe,
+                )
+            )
+            if args.json:
+                record_sweep(args.json, records[-1:])
             rows.append(
                 (
                     task,
-                    "full" if full else layers,
+                    FULL if full else layers,
                     spec.metric_name,
                     f"{result.best.val_metric:.4f}",
                     result.best_epoch,

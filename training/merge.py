@@ -141,12 +141,17 @@ def verify_graph(
     return worst
 
 
+_RECIPE_KEYS = ("epochs", "batch_size", "lr", "head_lr", "warmup", "pair_order", "train_examples")
+
+
 def _validation_entry(info: BranchInfo) -> dict:
     """The branch's validation result, plus how its split was drawn, so that the
-    published graphs can be scored on the very same validation examples."""
+    published graphs can be scored on the very same validation examples, and the recipe
+    that trained it, so reports can say how each task was tuned."""
     validation = {k: v for k, v in info.meta.get("validation", {}).items() if k != "history"}
     args = info.meta.get("training_args", {})
     validation["split"] = {key: args.get(key) for key in ("val_fraction", "seed", "limit")}
+    validation["recipe"] = {key: args[key] for key in _RECIPE_KEYS if key in args}
     return validation
 
 

@@ -39,7 +39,7 @@ from training.merge import MergeError, check_compatible, load_branches, publish_
 PROG = "store"
 
 
-def _keep_branch(repository: Path, info: BranchInfo) -> Path:
+def keep_branch(repository: Path, info: BranchInfo) -> Path:
     """Copy a branch into the repository (once), so later versions can re-merge it."""
     target = repository / BRANCHES_DIR / info.task / info.version
     if not target.exists():
@@ -63,7 +63,7 @@ def _branch_set(repository: Path, new: list[BranchInfo]) -> list[Path]:
                 raise UsageError(f"{repository} lacks branch {task.name}/{task.branch_version}")
             paths[task.name] = kept
     for task, info in replacing.items():
-        paths[task] = _keep_branch(repository, info)
+        paths[task] = keep_branch(repository, info)
     return list(paths.values())
 
 

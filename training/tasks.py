@@ -7,7 +7,7 @@ raw outputs into predictions. Everything task-specific elsewhere reads it from h
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,3 +98,17 @@ TASKS: dict[str, TaskSpec] = {
         parse_label=score_label(*SIMILARITY_RANGE),
     ),
 }
+
+
+def overall_score(metrics: Mapping[str, float]) -> float:
+    """The project's one-number summary over the three tasks:
+    `(sentiment_acc + paraphrase_acc + (similarity_pearson + 1) / 2) / 3`.
+
+    Pearson's r is mapped from [-1, 1] onto [0, 1] so that all three terms share the
+    accuracies' scale.
+    """
+    missing = [task for task in TASKS if task not in metrics]
+    if missing:
+        raise ValueError(f"the overall score needs every task; missing {', '.join(missing)}")
+    similarity = (metrics["similarity"] + 1) / 2
+    return (metrics["sentiment"] + metrics["paraphrase"] + similarity) / 3

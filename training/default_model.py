@@ -1,0 +1,183 @@
+"""The shipped default model: committed fp16 branches, built into a servable store.
+
+    python -m training.default_model build                  # model_store/default, once
+    python -m training.default_model pack --branch runs/tune/sentiment   # ship a new branch
+    python -m training.default_model build --record         # after packing: new checksums
+
+Git holds only what training produced: each task's tuned top layers and head, in fp16
+(`model_store/shipped/<task>/<version>/`). Everything else is derived. The trunk comes
+from the pinned base-model package, whose weights sha256 every branch records and
+checks; the ONNX graphs are exported from the branches deterministically (pinned torch,
+onnx and onnxruntime), and the build is refused unless every built file matches the
+sha256 committed in `model_store/shipped/SHA256SUMS`. So a fresh clone serves exactly
+the model that was evaluated, and a corrupted or tampered file is caught, not served.
+The store is written next to its final place and renamed in only when verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save
+
+from model_store.atomic import atomic_directory
+from model_store.manifest import GRAPH_FILES, TOKENIZER_FILE
+from model_store.repository import VERSIONS_DIR, new_version_id, set_current
+from training.base_model import load_base_model
+from training.branch import (
+    BRANCH_META,
+    BRANCH_WEIGHTS,
+    BranchError,
+    read_branch_info,
+    resolve_branch_dir,
+)
+from training.cli import OneLineArgumentParser, UsageError, run_cli
+from training.merge import MergeError, load_branches, publish_store
+from training.store import keep_branch
+from training.tasks import TASKS
+
+PROG = "default_model"
+PROG_MODULE = "training.default_model"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_DIR = PROJECT_ROOT / "model_store" / "shipped"
+DEFAULT_STORE = Path("model_store/default")
+CHECKSUMS = "SHA256SUMS"
+VARIANTS = ("fp32", "int8", "fp16")
+CHECKED_FILES = (*(GRAPH_FILES[v] for v in VARIANTS), TOKENIZER_FILE)
+
+
+class ChecksumError(ValueError):
+    """A built file differs from the committed checksum: not the released model."""
+
+
+def shipped_branch_dirs(shipped: Path) -> list[Path]:
+    """The one committed version per task, in the tasks' canonical order."""
+    missing = [task for task in TASKS if not (shipped / task).is_dir()]
+    if missing:
+        raise UsageError(f"{shipped} has no shipped branch for {', '.join(missing)}")
+    return [resolve_branch_dir(shipped / task) for task in TASKS]
+
+
+def read_checksums(path: Path) -> dict[str, str]:
+    """`sha256sum` format: '<hex>  <file name>' per line."""
+    if not path.is_file():
+        raise UsageError(f"{path} is missing: run `python -m {PROG_MODULE} build --record`")
+    sums: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            sums[name.strip()] = digest
+    return sums
+
+
+def write_checksums(path: Path, files: dict[str, str]) -> None:
+    lines = "".join(f"{files[name]}  {name}\n" for name in CHECKED_FILES)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(lines)
+    os.replace(temporary, path)
+
+
+def verify_checksums(built: dict[str, str], expected: dict[str, str]) -> None:
+    for name in CHECKED_FILES:
+        if built.get(name) != expected.get(name):
+            raise ChecksumError(
+                f"built {name} has sha256 {built.get(name, '?')[:12]}…, the shipped "
+                f"{CHECKSUMS} says {expected.get(name, '?')[:12]}…: this build does not "
+                "reproduce the released model (are torch, onnx and onnxruntime the versions "
+                "pinned in pyproject.toml?)"
+            )
+
+
+def build(shipped: Path, out: Path, record: bool = False) -> tuple[Path, dict[str, str]]:
+    """Merge the shipped branches into a model repository at `out`, verified by hash.
+
+    With `record`, write the built files' hashes to the shipped SHA256SUMS instead of
+    checking them (after deliberately shipping new branches), and build nothing at `out`.
+    """
+    if not record and out.exists():
+        raise UsageError(f"{out} already exists: remove it to rebuild")
+    expected = None if record else read_checksums(shipped / CHECKSUMS)
+    base = load_base_model()
+    branches = load_branches(shipped_branch_dirs(shipped), base)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        version = new_version_id()
+        (staging / VERSIONS_DIR).mkdir()
+        manifest = publish_store(base, branches, staging / VERSIONS_DIR / version, VARIANTS)
+        files = {name: manifest.files[name] for name in CHECKED_FILES}
+        if record:
+            write_checksums(shipped / CHECKSUMS, files)
+            shutil.rmtree(staging)
+            return shipped / CHECKSUMS, files
+        verify_checksums(files, expected or {})
+        for branch in branches:
+            keep_branch(staging, branch.info)  # later publishes re-merge the untouched tasks
+        set_current(staging, version)
+        os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out, files
+
+
+def pack_branch(source: Path, shipped: Path) -> Path:
+    """Copy a trained branch into `shipped` with its float tensors in fp16 (half the
+    bytes in git), replacing the task's previous shipped version."""
+    info = read_branch_info(resolve_branch_dir(source))
+    state = load_file(str(info.path / BRANCH_WEIGHTS))
+    half = {
+        key: tensor.to(torch.float16) if tensor.is_floating_point() else tensor
+        for key, tensor in state.items()
+    }
+    weights = save(half)
+    digest = hashlib.sha256(weights).hexdigest()
+    meta = dict(info.meta)
+    meta["version"] = f"{info.version.split('-')[0]}-{digest[:8]}"
+    meta["weights_sha256"] = digest
+    meta["weights_dtype"] = "float16"
+    meta["packed_from"] = {"version": info.version, "weights_sha256": info.meta["weights_sha256"]}
+    final = shipped / info.task / meta["version"]
+    with atomic_directory(final) as staging:
+        (staging / BRANCH_WEIGHTS).write_bytes(weights)
+        (staging / BRANCH_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    for other in (shipped / info.task).iterdir():
+        if other != final and (other / BRANCH_META).is_file():
+            shutil.rmtree(other)
+    return final
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = OneLineArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    build_cmd = commands.add_parser("build", help="build the default store from the branches")
+    build_cmd.add_argument("--out", type=Path, default=DEFAULT_STORE)
+    build_cmd.add_argument("--shipped", type=Path, default=SHIPPED_DIR)
+    build_cmd.add_argument(
+        "--record", action="store_true", help=f"write {CHECKSUMS} from this build"
+    )
+    pack_cmd = commands.add_parser("pack", help="ship trained branches (stored in fp16)")
+    pack_cmd.add_argument("--branch", required=True, action="append", type=Path)
+    pack_cmd.add_argument("--shipped", type=Path, default=SHIPPED_DIR)
+    args = parser.parse_args(argv)
+    if args.command == "pack":
+        for branch in args.branch:
+            print(f"packed {pack_branch(branch, args.shipped)}")
+        print("now record the new checksums: python -m training.default_model build --record")
+        return 0
+    path, _ = build(args.shipped, args.out, args.record)
+    print(f"{'recorded' if args.record else 'built and verified'} {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, None, PROG, extra_errors=(MergeError, BranchError, ChecksumError)))

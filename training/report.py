@@ -1,0 +1,326 @@
+"""Write the accuracy report of a published model: one HTML page and its PNG plots.
+
+    python -m training.report --store model_store/default --data-dir ../shared/data \\
+        --sweep docs/report/k_sweep.json --out docs/report
+
+Every figure of the shipped model is computed here, from the store's ONNX graphs run
+by ONNX Runtime on each task's own validation split (drawn exactly as in training),
+not copied from training logs. The K chart and the full fine-tuning reference come
+from the sweep file that `benchmarks/k_sweep.py --json` writes. The output directory is
+replaced as a whole, or left as it was if anything fails.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model_store.manifest import Manifest, load_manifest
+from model_store.repository import resolve_store
+from model_store.runtime import CPU, MultiTaskSession
+from model_store.tokenizer import PairTokenizer
+from training import report_plots
+from training.cli import OneLineArgumentParser, UsageError, run_cli
+from training.evaluate_store import task_outputs, validation_examples
+from training.sweep_log import FULL, SweepRecord, load_sweep
+from training.tasks import TASKS, overall_score
+
+PROG = "report"
+INDEX = "index.html"
+SWEEP_COPY = "k_sweep.json"
+
+# Published dev-set figures this method comes from (bert-base, full Quora), and the
+# BERT-MTS report's merged partial model: for reference beside ours.
+LITERATURE_BERT_BASE = {
+    "sentiment": "0.52-0.53",
+    "paraphrase": "0.874-0.888",
+    "similarity": "0.85-0.877",
+}
+LITERATURE_BERT_MTS = {"sentiment": 0.525, "paraphrase": 0.885, "similarity": 0.862}
+VARIANT_ORDER = ("fp32", "int8", "fp16")
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One task's validation labels and the served graph's raw outputs, per variant."""
+
+    name: str
+    labels: np.ndarray
+    outputs: dict[str, np.ndarray]
+
+    def metric(self, variant: str) -> float:
+        return TASKS[self.name].metric(self.outputs[variant], self.labels)
+
+
+def run_store(manifest: Manifest, data_dir: Path, variants: Sequence[str]) -> list[TaskResult]:
+    tokenizer = PairTokenizer.from_file(manifest.tokenizer_path, manifest.max_seq_len)
+    examples = {task.name: validation_examples(task, data_dir) for task in manifest.tasks}
+    outputs: dict[str, dict[str, np.ndarray]] = {task.name: {} for task in manifest.tasks}
+    for variant in variants:
+        session = MultiTaskSession(manifest, variant, providers=[CPU])
+        for task in manifest.tasks:
+            outputs[task.name][variant] = task_outputs(
+                session, tokenizer, task, examples[task.name]
+            )
+    return [
+        TaskResult(
+            name=task.name,
+            labels=np.array([e.label for e in examples[task.name]], dtype=np.float32),
+            outputs=outputs[task.name],
+        )
+        for task in manifest.tasks
+    ]
+
+
+def draw_plots(
+    results: list[TaskResult],
+    manifest: Manifest,
+    sweep: list[SweepRecord],
+    out: Path,
+) -> dict[str, str]:
+    """The four figures, from the fp32 graph's outputs; returns {figure: file name}."""
+    by_task = {result.name: result for result in results}
+    files: dict[str, str] = {}
+    if "sentiment" in by_task:
+        result = by_task["sentiment"]
+        matrix = report_plots.confusion_matrix(
+            result.labels, result.outputs["fp32"].argmax(axis=1), TASKS["sentiment"].num_outputs
+        )
+        files["sentiment"] = "sentiment_confusion.png"
+        names = TASKS["sentiment"].label_names
+        report_plots.plot_confusion(matrix, names, out / files["sentiment"])
+    if "similarity" in by_task:
+        result = by_task["similarity"]
+        files["similarity"] = "similarity_residuals.png"
+        report_plots.plot_residuals(
+            result.labels, result.outputs["fp32"][:, 0], out / files["similarity"]
+        )
+    if "paraphrase" in by_task:
+        result = by_task["paraphrase"]
+        probabilities = 1 / (1 + np.exp(-result.outputs["fp32"][:, 0].astype(np.float64)))
+        files["paraphrase"] = "paraphrase_calibration.png"
+        report_plots.plot_calibration(probabilities, result.labels, out / files["paraphrase"])
+    shipped = {
+        task.name: (task.layers, by_task[task.name].metric("fp32")) for task in manifest.tasks
+    }
+    files["k_sweep"] = "k_sweep.png"
+    report_plots.plot_k_sweep(sweep, shipped, out / files["k_sweep"])
+    return files
+
+
+def _cell(value: float | str | None, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return html.escape(value)
+    return f"{value:.{digits}f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def full_references(sweep: list[SweepRecord]) -> dict[str, SweepRecord]:
+    """The best full fine-tuning run per task (over the recipes tried)."""
+    best: dict[str, SweepRecord] = {}
+    for record in sweep:
+        if record.layers == FULL and (
+            record.task not in best or record.value > best[record.task].value
+        ):
+            best[record.task] = record
+    return best
+
+
+def summary_rows(
+    results: list[TaskResult], manifest: Manifest, sweep: list[SweepRecord], variants: list[str]
+) -> tuple[list[list[str]], dict[str, float]]:
+    """Per-task rows and the overall scores (per variant, and of full fine-tuning)."""
+    full = full_references(sweep)
+    entries = {task.name: task for task in manifest.tasks}
+    rows: list[list[str]] = []
+    for result in results:
+        entry = entries[result.name]
+        reference = full.get(result.name)
+        minutes = entry.validation.get("train_seconds")
+        rows.append(
+            [
+                html.escape(result.name),
+                html.escape(TASKS[result.name].metric_name),
+                str(entry.layers),
+                *(_cell(result.metric(v)) for v in variants),
+                _cell(reference.value if reference else None),
+                _cell(LITERATURE_BERT_BASE.get(result.name)),
+                _cell(LITERATURE_BERT_MTS.get(result.name), 3),
+                _cell(minutes / 60 if minutes else None, 1),
+            ]
+        )
+    overall: dict[str, float] = {}
+    if {result.name for result in results} == set(TASKS):
+        for variant in variants:
+            overall[variant] = overall_score({r.name: r.metric(variant) for r in results})
+        if set(full) == set(TASKS):
+            overall["full fine-tuning"] = overall_score({t: r.value for t, r in full.items()})
+        overall["BERT-MTS report (bert-base)"] = overall_score(LITERATURE_BERT_MTS)
+    return rows, overall
+
+
+def render_html(
+    manifest: Manifest,
+    rows: list[list[str]],
+    overall: dict[str, float],
+    variants: list[str],
+    sweep: list[SweepRecord],
+    figures: dict[str, str],
+) -> str:
+    header = [
+        "task",
+        "metric",
+        "K",
+        *(f"shipped {v}" for v in variants),
+        "full fine-tuning",
+        "bert-base (literature)",
+        "BERT-MTS merged (literature)",
+        "training minutes",
+    ]
+    overall_rows = [[html.escape(name), _cell(value)] for name, value in overall.items()]
+    if "full fine-tuning" in overall:
+        for variant in variants:
+            share = overall[variant] / overall["full fine-tuning"]
+            overall_rows.append([f"shipped {variant} / full fine-tuning", f"{share:.1%}"])
+    sweep_rows = [
+        [
+            html.escape(r.task),
+            html.escape(str(r.layers)),
+            html.escape(r.metric),
+            _cell(r.value),
+            str(r.best_epoch),
+            _cell(r.minutes, 1),
+            html.escape(", ".join(f"{k} {v}" for k, v in sorted(r.recipe.items()))),
+        ]
+        for r in sweep
+    ]
+    recipes = [
+        [
+            html.escape(task.name),
+            str(task.layers),
+            html.escape(task.pooling),
+            html.escape(
+                ", ".join(f"{k} {v}" for k, v in sorted(task.validation.get("recipe", {}).items()))
+            ),
+        ]
+        for task in manifest.tasks
+    ]
+    captions = {
+        "k_sweep": "Validation metric against K, the number of tuned top layers (sweep "
+        "recipe), with full fine-tuning dashed and the shipped branch starred.",
+        "sentiment": "Sentiment (SST, 5 classes): confusion matrix of the fp32 graph.",
+        "similarity": "Similarity (STS-B, 0-5): predictions and residuals of the fp32 graph.",
+        "paraphrase": "Paraphrase (Quora): reliability diagram of the fp32 graph's probabilities.",
+    }
+    images = "".join(
+        f'<figure><img src="{html.escape(file)}" alt="{html.escape(name)}">'
+        f"<figcaption>{html.escape(captions[name])}</figcaption></figure>"
+        for name, file in figures.items()
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>BERT-MTS accuracy report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
+figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
+</style></head><body>
+<h1>BERT-MTS accuracy report</h1>
+<p>Model: base <code>{html.escape(manifest.base_model.get("name", ""))}</code>,
+trunk of {manifest.trunk_layers} frozen layers, store created {html.escape(manifest.created)}.
+Every shipped figure is measured on the ONNX graphs with ONNX Runtime (CPU), on each
+task's seeded validation split carved from its train file.</p>
+<h2>Per task</h2>
+{_table(header, rows)}
+<h2>Overall score</h2>
+<p><code>(sentiment accuracy + paraphrase accuracy + (similarity pearson + 1) / 2) / 3</code></p>
+{_table(["model", "overall"], overall_rows)}
+<p>Literature figures are dev-set results of bert-base (12 layers) with the full Quora
+set; ours is a 6-layer, 384-wide sentence encoder trained on CPU with the task files in
+<code>../shared/data</code> (16k Quora pairs), so they are context, not a like-for-like
+comparison. docs/results.md discusses the differences.</p>
+<h2>Recipes of the shipped branches</h2>
+{_table(["task", "K", "pooling", "recipe"], recipes)}
+<h2>Plots</h2>
+{images}
+<h2>K sweep and full fine-tuning runs</h2>
+{_table(["task", "K", "metric", "validation", "best epoch", "minutes", "recipe"], sweep_rows)}
+</body></html>
+"""
+
+
+def replace_directory(staging: Path, out: Path) -> None:
+    """Swap the finished staging directory in for `out` (renames only)."""
+    if out.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.rename(out, retired / out.name)
+        os.rename(staging, out)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.rename(staging, out)
+
+
+def write_report(
+    store: Path, data_dir: Path, sweep_file: Path, out: Path, variants: Sequence[str] | None
+) -> Path:
+    manifest = load_manifest(resolve_store(store))
+    chosen = list(variants or [v for v in VARIANT_ORDER if v in manifest.graphs and v != "fp16"])
+    missing = [v for v in chosen if v not in manifest.graphs]
+    if missing or "fp32" not in chosen:
+        raise UsageError(f"{store}: the report needs the fp32 graph and {', '.join(chosen)}")
+    sweep = load_sweep(sweep_file)
+    if not sweep:
+        raise UsageError(f"{sweep_file} holds no sweep runs: run benchmarks/k_sweep.py --json")
+    results = run_store(manifest, data_dir, chosen)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        figures = draw_plots(results, manifest, sweep, staging)
+        rows, overall = summary_rows(results, manifest, sweep, chosen)
+        page = render_html(manifest, rows, overall, chosen, sweep, figures)
+        (staging / INDEX).write_text(page, encoding="utf-8")
+        # The sweep data travels with the report (and may live inside `out` itself).
+        shutil.copy2(sweep_file, staging / SWEEP_COPY)
+        replace_directory(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for name, value in overall.items():
+        print(f"overall {name}: {value:.4f}")
+    return out / INDEX
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = OneLineArgumentParser(prog=PROG, description="Write the HTML accuracy report.")
+    parser.add_argument("--store", type=Path, default=Path("model_store/default"))
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--sweep", type=Path, default=Path("docs/report/k_sweep.json"))
+    parser.add_argument("--out", type=Path, default=Path("docs/report"))
+    parser.add_argument("--variants", nargs="+", help="graphs to score (default: fp32, int8)")
+    args = parser.parse_args(argv)
+    for path, what in ((args.store, "store"), (args.data_dir, "data directory")):
+        if not path.exists():
+            raise UsageError(f"{what} {path} does not exist")
+    index = write_report(args.store, args.data_dir, args.sweep, args.out, args.variants)
+    print(f"wrote {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, None, PROG))
