@@ -24,6 +24,7 @@ from model_store.tokenizer import PairTokenizer
 from training.base_model import BaseModel
 from training.task_model import TaskModel
 from training.tasks import TASKS
+from training.weight_codec import decode_weights
 
 BRANCH_WEIGHTS = "branch.safetensors"
 BRANCH_META = "branch.json"
@@ -155,7 +156,8 @@ def load_branch(path: str | Path, base: BaseModel) -> tuple[TaskModel, BranchInf
     if info.meta.get("weights_sha256") not in (None, digest):
         raise BranchError(f"{weights} does not match the sha256 in {BRANCH_META}: corrupt branch")
     try:
-        model.load_branch_state(load_file(str(weights)))
+        state = decode_weights(load_file(str(weights)), info.meta.get("weights_encoding"))
+        model.load_branch_state(state)
     except (RuntimeError, ValueError) as err:
         raise BranchError(f"{weights} does not fit its {BRANCH_META}: {err}") from err
     model.eval()

@@ -1,11 +1,12 @@
-"""The shipped default model: committed fp16 branches, built into a servable store.
+"""The shipped default model: committed compact branches, built into a servable store.
 
     python -m training.default_model build                  # model_store/default, once
     python -m training.default_model pack --branch runs/tune/sentiment   # ship a new branch
     python -m training.default_model build --record         # after packing: new checksums
 
-Git holds only what training produced: each task's tuned top layers and head, in fp16
-(`model_store/shipped/<task>/<version>/`). Everything else is derived. The trunk comes
+Git holds only what training produced: each task's tuned top layers and head, with
+int8 row-wise weight matrices (`model_store/shipped/<task>/<version>/`, see
+`training.weight_codec`). Everything else is derived. The trunk comes
 from the pinned base-model package, whose weights sha256 every branch records and
 checks; the ONNX graphs are exported from the branches deterministically (pinned torch,
 onnx and onnxruntime), and the build is refused unless every built file matches the
@@ -25,7 +26,6 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save
 
 from model_store.atomic import atomic_directory
@@ -43,6 +43,7 @@ from training.cli import OneLineArgumentParser, UsageError, run_cli
 from training.merge import MergeError, load_branches, publish_store
 from training.store import keep_branch
 from training.tasks import TASKS
+from training.weight_codec import INT8_ROWWISE, encode_int8_rowwise
 
 PROG = "default_model"
 PROG_MODULE = "training.default_model"
@@ -131,20 +132,17 @@ def build(shipped: Path, out: Path, record: bool = False) -> tuple[Path, dict[st
 
 
 def pack_branch(source: Path, shipped: Path) -> Path:
-    """Copy a trained branch into `shipped` with its float tensors in fp16 (half the
-    bytes in git), replacing the task's previous shipped version."""
+    """Copy a trained branch into `shipped` with int8 row-wise weight matrices (a quarter
+    of the bytes in git), replacing the task's previous shipped version."""
     info = read_branch_info(resolve_branch_dir(source))
-    state = load_file(str(info.path / BRANCH_WEIGHTS))
-    half = {
-        key: tensor.to(torch.float16) if tensor.is_floating_point() else tensor
-        for key, tensor in state.items()
-    }
-    weights = save(half)
+    if info.meta.get("weights_encoding") not in (None, "float32"):
+        raise UsageError(f"{info.path} is packed already")
+    weights = save(encode_int8_rowwise(load_file(str(info.path / BRANCH_WEIGHTS))))
     digest = hashlib.sha256(weights).hexdigest()
     meta = dict(info.meta)
     meta["version"] = f"{info.version.split('-')[0]}-{digest[:8]}"
     meta["weights_sha256"] = digest
-    meta["weights_dtype"] = "float16"
+    meta["weights_encoding"] = INT8_ROWWISE
     meta["packed_from"] = {"version": info.version, "weights_sha256": info.meta["weights_sha256"]}
     final = shipped / info.task / meta["version"]
     with atomic_directory(final) as staging:
@@ -165,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     build_cmd.add_argument(
         "--record", action="store_true", help=f"write {CHECKSUMS} from this build"
     )
-    pack_cmd = commands.add_parser("pack", help="ship trained branches (stored in fp16)")
+    pack_cmd = commands.add_parser("pack", help="ship trained branches (int8 weights)")
     pack_cmd.add_argument("--branch", required=True, action="append", type=Path)
     pack_cmd.add_argument("--shipped", type=Path, default=SHIPPED_DIR)
     args = parser.parse_args(argv)
