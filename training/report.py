@@ -13,10 +13,12 @@ replaced as a whole, or left as it was if anything fails.
 from __future__ import annotations
 
 import html
+import json
 import os
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,9 +113,21 @@ def draw_plots(
     shipped = {
         task.name: (task.layers, by_task[task.name].metric("fp32")) for task in manifest.tasks
     }
+    full = {task: record.value for task, record in full_references(sweep).items()}
     files["k_sweep"] = "k_sweep.png"
-    report_plots.plot_k_sweep(sweep, shipped, out / files["k_sweep"])
+    report_plots.plot_k_sweep(sweep_line(sweep), full, shipped, out / files["k_sweep"])
     return files
+
+
+def sweep_line(sweep: list[SweepRecord]) -> list[SweepRecord]:
+    """The partial runs of the recipe most K values were swept with (the chart's line);
+    runs of other recipes (tuning) are listed in the table only."""
+    partial = [record for record in sweep if record.layers != FULL]
+    if not partial:
+        return []
+    keys = [json.dumps(record.recipe, sort_keys=True) for record in partial]
+    common = Counter(keys).most_common(1)[0][0]
+    return [record for record, key in zip(partial, keys, strict=True) if key == common]
 
 
 def _cell(value: float | str | None, digits: int = 4) -> str:

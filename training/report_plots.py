@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # files only: no display, no GUI toolkit
 import matplotlib.pyplot as plt
 import numpy as np
 
-from training.sweep_log import FULL, SweepRecord
+from training.sweep_log import SweepRecord
 
 _PNG_METADATA = {"Software": None}
 _DPI = 110
@@ -116,34 +116,35 @@ def plot_calibration(probabilities: np.ndarray, labels: np.ndarray, path: Path) 
 
 
 def plot_k_sweep(
-    records: Sequence[SweepRecord], shipped: dict[str, tuple[int, float]], path: Path
+    sweep: Sequence[SweepRecord],
+    full: dict[str, float],
+    shipped: dict[str, tuple[int, float]],
+    path: Path,
 ) -> None:
-    """Validation metric against branch depth K per task; full fine-tuning as a dashed
-    line; the shipped branch (its own recipe) as a star."""
-    tasks = sorted({record.task for record in records} | set(shipped))
+    """Validation metric against branch depth K per task (one recipe for every K), full
+    fine-tuning as a dashed line, the shipped branch (its own recipe) as a star."""
+    tasks = sorted({record.task for record in sweep} | set(full) | set(shipped))
     figure, axes_list = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.8), squeeze=False)
     for axes, task in zip(axes_list[0], tasks, strict=True):
-        runs = [r for r in records if r.task == task]
-        partial = sorted((r for r in runs if r.layers != FULL), key=lambda r: int(r.layers))
-        if partial:
+        runs = sorted((r for r in sweep if r.task == task), key=lambda r: int(r.layers))
+        if runs:
             axes.plot(
-                [int(r.layers) for r in partial],
-                [r.value for r in partial],
+                [int(r.layers) for r in runs],
+                [r.value for r in runs],
                 marker="o",
                 label="top-K tuned (sweep recipe)",
             )
-        for full in (r for r in runs if r.layers == FULL):
-            axes.axhline(full.value, linestyle="--", color="tab:green", label="full fine-tuning")
+        if task in full:
+            axes.axhline(full[task], linestyle="--", color="tab:green", label="full fine-tuning")
         if task in shipped:
             layers, value = shipped[task]
             axes.plot(
                 [layers], [value], marker="*", markersize=14, color="tab:red", linestyle="none"
             )
             axes.annotate("shipped", (layers, value), textcoords="offset points", xytext=(6, -12))
-        metric = runs[0].metric if runs else ""
         axes.set_title(task)
         axes.set_xlabel("K (tuned top layers)")
-        axes.set_ylabel(f"validation {metric}")
+        axes.set_ylabel("validation " + (runs[0].metric if runs else "metric"))
         axes.grid(alpha=0.3)
         axes.legend(loc="lower right", fontsize=8)
     _save(figure, path)
