@@ -310,7 +310,8 @@ def write_report(
         page = render_html(manifest, rows, overall, chosen, sweep, figures)
         (staging / INDEX).write_text(page, encoding="utf-8")
         # The sweep data travels with the report (and may live inside `out` itself).
-        shutil.copy2(sweep_file, staging / SWEEP_COPY)
+        shutil.copyfile(sweep_file, staging / SWEEP_COPY)
+        staging.chmod(0o755)  # mkdtemp makes it private; the report is for everyone
         replace_directory(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

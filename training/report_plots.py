@@ -27,7 +27,7 @@ _DPI = 110
 
 def _save(figure: plt.Figure, path: Path) -> None:
     figure.tight_layout()
-    figure.savefig(path, dpi=_DPI, metadata=_PNG_METADATA)
+    figure.savefig(path, dpi=_DPI, metadata=_PNG_METADATA, bbox_inches="tight")
     plt.close(figure)
 
 

@@ -48,4 +48,5 @@ def record_sweep(path: Path, records: Iterable[SweepRecord]) -> None:
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         json.dump({"runs": [asdict(r) for r in runs]}, out, indent=1)
         out.write("\n")
+    os.chmod(temporary, 0o644)  # mkstemp makes it private; this is a shared results file
     os.replace(temporary, path)
