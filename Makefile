@@ -3,9 +3,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MODEL_DIR ?= model_store/default
-DATA_DIR ?= ../shared/data
-BRANCHES := runs/default-branches
-TASKS := sentiment paraphrase similarity
 
 .PHONY: install test lint serve model
 
@@ -25,15 +22,13 @@ lint: install
 test: lint
 	$(PY) -m pytest -q
 
-# Until a trained default model ships in the repository, the first `make serve` trains
-# one (K = 2 for every task, about 10 minutes on 2 CPU cores) and merges it.
-# The model directory is a versioned repository, so tasks can be updated live later
+# The trained default model ships as its branches (model_store/shipped/, fp16); the first
+# `make serve` builds the ONNX graphs from them (under a minute) and refuses the result
+# unless every file matches the committed SHA256SUMS. The model directory is a versioned
+# repository, so tasks can be updated live later
 # (python -m training.store publish ... ; then POST /admin/reload or SIGHUP).
 $(MODEL_DIR)/CURRENT: | install
-	$(PY) training/finetune_top_layers.py --task all --layers 2 --data-dir $(DATA_DIR) \
-		--out $(BRANCHES) --quiet --skip-bad-rows
-	$(PY) -m training.store publish --store $(MODEL_DIR) \
-		$(foreach t,$(TASKS),--branch $(BRANCHES)/$(t))
+	$(PY) -m training.default_model build --out $(MODEL_DIR)
 
 model: $(MODEL_DIR)/CURRENT
 

@@ -1,0 +1,173 @@
+"""The shipped default model: it is rebuilt from the committed branches exactly (by
+hash), it answers all three tasks sensibly, it meets the accuracy bar on the seeded
+validation splits, and a tampered or unreproducible build is refused, leaving nothing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from model_store.manifest import load_manifest
+from model_store.repository import resolve_store
+from service.app import create_app
+from service.engine import Engine
+from service.settings import Settings
+from training.branch import BRANCH_WEIGHTS, load_branch, resolve_branch_dir, save_branch
+from training.default_model import (
+    CHECKSUMS,
+    SHIPPED_DIR,
+    ChecksumError,
+    build,
+    pack_branch,
+)
+from training.evaluate_store import evaluate_store
+from training.task_model import TaskModel
+from training.tasks import TASKS, overall_score
+from training.weight_codec import INT8_ROWWISE, decode_weights, encode_int8_rowwise
+
+from .commands import ROOT, assert_one_line_error, run
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("default") / "default"
+    path, files = build(SHIPPED_DIR, out)
+    assert path == out and len(files) == 4
+    return out
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_shipped_model_answers_all_three_tasks_sensibly(built: Path) -> None:
+    settings = Settings(model_dir=built, provider="cpu")
+    app = create_app(settings, Engine.load(settings))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            good, bad = (
+                await http.post(
+                    "/sentiment",
+                    json={
+                        "texts": [
+                            "A moving, funny and beautifully acted film: a masterpiece.",
+                            "A dull, tedious and utterly pointless waste of two hours.",
+                        ]
+                    },
+                )
+            ).json()["results"]
+            same, other = (
+                await http.post(
+                    "/paraphrase",
+                    json={
+                        "pairs": [
+                            ["How do I learn to cook rice?", "How can I learn to cook rice?"],
+                            ["How do I learn to cook rice?", "What is the capital of Canada?"],
+                        ]
+                    },
+                )
+            ).json()["results"]
+            close, far = (
+                await http.post(
+                    "/similarity",
+                    json={
+                        "pairs": [
+                            ["A man is playing a guitar.", "A man plays the guitar."],
+                            ["A man is playing a guitar.", "The stock market fell."],
+                        ]
+                    },
+                )
+            ).json()["results"]
+    assert good["label"] >= 3 and bad["label"] <= 1
+    assert same["is_paraphrase"] and not other["is_paraphrase"]
+    assert close["score"] > 3.5 and far["score"] < 1.5
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data")
+def test_shipped_model_meets_the_accuracy_bar(built: Path) -> None:
+    """The issue's bar for the shipped model: validation overall score >= 0.75."""
+    manifest = load_manifest(resolve_store(built))
+    report = evaluate_store(manifest, SHARED_DATA, ["fp32"])
+    overall = overall_score({task: report[task]["fp32"] for task in TASKS})
+    assert overall >= 0.75, report
+
+
+def test_tampered_shipped_branch_is_refused(tmp_path: Path) -> None:
+    shipped = tmp_path / "shipped"
+    shutil.copytree(SHIPPED_DIR, shipped)
+    weights = resolve_branch_dir(shipped / "similarity") / BRANCH_WEIGHTS
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    out = tmp_path / "default"
+    result = run(
+        "-m", "training.default_model", "build", "--shipped", str(shipped), "--out", str(out)
+    )
+    assert_one_line_error(result, "corrupt branch")
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["shipped"]
+
+
+def test_build_that_does_not_reproduce_the_checksums_is_refused(tmp_path: Path) -> None:
+    shipped = tmp_path / "shipped"
+    shutil.copytree(SHIPPED_DIR, shipped)
+    sums = shipped / CHECKSUMS
+    lines = sums.read_text().splitlines()
+    lines[0] = "0" * 64 + lines[0][64:]
+    sums.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ChecksumError, match="does not reproduce the released model"):
+        build(shipped, tmp_path / "default")
+    assert [p.name for p in tmp_path.iterdir()] == ["shipped"]
+
+
+def test_pack_stores_int8_weights_and_replaces_the_previous_version(
+    base, tokenizer, tmp_path: Path
+) -> None:
+    shipped = tmp_path / "shipped"
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = TaskModel(base.encoder, TASKS["sentiment"], 1, "mean")
+        models.append(model)
+        trained = save_branch(model, base, tokenizer, tmp_path / "runs", {}, {})
+        packed = pack_branch(trained, shipped)
+    assert [p.name for p in (shipped / "sentiment").iterdir()] == [packed.name]
+    original = (trained / BRANCH_WEIGHTS).stat().st_size
+    assert (packed / BRANCH_WEIGHTS).stat().st_size < original * 0.3
+    stored = load_file(str(packed / BRANCH_WEIGHTS))
+    assert {t.dtype for k, t in stored.items() if k.endswith(".weight") and t.ndim == 2} == {
+        torch.int8
+    }
+
+    reloaded, info = load_branch(packed, base)  # the new weights hash is checked here
+    assert info.meta["packed_from"]["version"] == trained.name
+    inputs = tokenizer.pad(tokenizer.encode(["a fine film", "not good at all"]))
+    tensors = [
+        torch.from_numpy(a)
+        for a in (inputs.input_ids, inputs.attention_mask, inputs.token_type_ids)
+    ]
+    with torch.no_grad():
+        difference = np.abs(reloaded(*tensors).numpy() - models[1].eval()(*tensors).numpy()).max()
+    assert difference < 2e-2  # int8 rounding of the weight matrices only
+
+
+def test_int8_rowwise_codec_bounds_the_rounding_error() -> None:
+    torch.manual_seed(0)
+    state = {"w": torch.randn(64, 32) * 0.05, "b": torch.randn(64), "ids": torch.arange(3)}
+    decoded = decode_weights(encode_int8_rowwise(state), INT8_ROWWISE)
+    assert set(decoded) == set(state)
+    assert torch.equal(decoded["b"], state["b"]) and torch.equal(decoded["ids"], state["ids"])
+    half_step = state["w"].abs().amax(dim=1, keepdim=True) / 127 / 2
+    assert bool(((decoded["w"] - state["w"]).abs() <= half_step * 1.0001).all())
+    with pytest.raises(ValueError, match="unknown weights encoding"):
+        decode_weights(state, "int4")
