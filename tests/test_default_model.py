@@ -56,39 +56,41 @@ async def test_shipped_model_answers_all_three_tasks_sensibly(built: Path) -> No
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            good, bad = (
-                await http.post(
-                    "/sentiment",
-                    json={
-                        "texts": [
-                            "A moving, funny and beautifully acted film: a masterpiece.",
-                            "A dull, tedious and utterly pointless waste of two hours.",
-                        ]
-                    },
-                )
-            ).json()["results"]
-            same, other = (
-                await http.post(
-                    "/paraphrase",
-                    json={
-                        "pairs": [
-                            ["How do I learn to cook rice?", "How can I learn to cook rice?"],
-                            ["How do I learn to cook rice?", "What is the capital of Canada?"],
-                        ]
-                    },
-                )
-            ).json()["results"]
-            close, far = (
-                await http.post(
-                    "/similarity",
-                    json={
-                        "pairs": [
-                            ["A man is playing a guitar.", "A man plays the guitar."],
-                            ["A man is playing a guitar.", "The stock market fell."],
-                        ]
-                    },
-                )
-            ).json()["results"]
+
+            async def results(path: str, body: dict) -> list[dict]:
+                response = await http.post(path, json=body)
+                assert response.status_code == 200, response.text
+                return response.json()["results"]
+
+            good, bad = await results(
+                "/sentiment",
+                {
+                    "texts": [
+                        "A moving, funny and beautifully acted film: a masterpiece.",
+                        "A dull, tedious and utterly pointless waste of two hours.",
+                    ]
+                },
+            )
+            question = "How do I learn to cook rice?"
+            same, other = await results(
+                "/paraphrase",
+                {
+                    "pairs": [
+                        [question, "How can I learn to cook rice?"],
+                        [question, "What is the capital of Canada?"],
+                    ]
+                },
+            )
+            guitar = "A man is playing a guitar."
+            close, far = await results(
+                "/similarity",
+                {
+                    "pairs": [
+                        [guitar, "A man plays the guitar."],
+                        [guitar, "The stock market fell."],
+                    ]
+                },
+            )
     assert good["label"] >= 3 and bad["label"] <= 1
     assert same["is_paraphrase"] and not other["is_paraphrase"]
     assert close["score"] > 3.5 and far["score"] < 1.5
