@@ -30,6 +30,9 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield staging
+        # mkdtemp makes the directory private (0700); an artifact is read by others
+        # too (a service container running as another user, for one).
+        staging.chmod(0o755)
         os.rename(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -60,6 +60,7 @@ def set_current(repository: Path, version: str) -> None:
     handle, temporary = tempfile.mkstemp(dir=repository, prefix=".CURRENT.")
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         out.write(version + "\n")
+    os.chmod(temporary, 0o644)  # mkstemp makes it private; readers may be other users
     os.replace(temporary, repository / CURRENT_FILE)
 
 

@@ -173,3 +173,11 @@ def test_int8_rowwise_codec_bounds_the_rounding_error() -> None:
     assert bool(((decoded["w"] - state["w"]).abs() <= half_step * 1.0001).all())
     with pytest.raises(ValueError, match="unknown weights encoding"):
         decode_weights(state, "int4")
+
+
+def test_built_model_is_readable_by_other_users(built: Path) -> None:
+    """The container runs as its own user over a mounted model_store: temp-file
+    permissions (0700/0600) must not survive publishing."""
+    for path in [built, *built.rglob("*")]:
+        need = 0o005 if path.is_dir() else 0o004
+        assert path.stat().st_mode & need == need, path

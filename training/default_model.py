@@ -84,6 +84,7 @@ def write_checksums(path: Path, files: dict[str, str]) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         out.write(lines)
+    os.chmod(temporary, 0o644)  # mkstemp makes it private; this file is committed
     os.replace(temporary, path)
 
 
@@ -124,6 +125,7 @@ def build(shipped: Path, out: Path, record: bool = False) -> tuple[Path, dict[st
         for branch in branches:
             keep_branch(staging, branch.info)  # later publishes re-merge the untouched tasks
         set_current(staging, version)
+        staging.chmod(0o755)  # mkdtemp makes it private; the service may run as another user
         os.rename(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
