@@ -21,10 +21,14 @@ class ArtifactExistsError(FileExistsError):
 
 
 @contextmanager
-def atomic_directory(final: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary directory that becomes `final` when the block succeeds."""
+def atomic_directory(final: str | Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary directory that becomes `final` when the block succeeds.
+
+    With `replace`, an existing `final` is swapped out only then: the old directory is
+    renamed aside, the new one renamed in, and the old one removed.
+    """
     final = Path(final)
-    if final.exists():
+    if final.exists() and not replace:
         raise ArtifactExistsError(f"{final} already exists")
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
@@ -33,7 +37,28 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
         # mkdtemp makes the directory private (0700); an artifact is read by others
         # too (a service container running as another user, for one).
         staging.chmod(0o755)
-        os.rename(staging, final)
+        if final.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            os.rename(final, retired / final.name)
+            os.rename(staging, final)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.rename(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a small file whole or not at all (temporary file beside it, then rename),
+    readable by everyone like any other artifact (mkstemp alone would make it 0600)."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
         raise

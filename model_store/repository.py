@@ -13,12 +13,11 @@ single fixed version. Torch-free: the service resolves and lists versions with i
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from model_store.atomic import atomic_write_text
 from model_store.manifest import MANIFEST_FILE, Manifest, StoreError, load_manifest
 
 CURRENT_FILE = "CURRENT"
@@ -57,11 +56,7 @@ def set_current(repository: Path, version: str) -> None:
     """Point CURRENT at `version`, atomically (write a temporary file, then rename)."""
     if not (repository / VERSIONS_DIR / version / MANIFEST_FILE).is_file():
         raise StoreError(f"{repository} has no version {version}")
-    handle, temporary = tempfile.mkstemp(dir=repository, prefix=".CURRENT.")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(version + "\n")
-    os.chmod(temporary, 0o644)  # mkstemp makes it private; readers may be other users
-    os.replace(temporary, repository / CURRENT_FILE)
+    atomic_write_text(repository / CURRENT_FILE, version + "\n")
 
 
 @dataclass(frozen=True)

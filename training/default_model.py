@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -28,10 +27,10 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save
 
-from model_store.atomic import atomic_directory
+from model_store.atomic import atomic_directory, atomic_write_text
 from model_store.manifest import GRAPH_FILES, TOKENIZER_FILE
 from model_store.repository import VERSIONS_DIR, new_version_id, set_current
-from training.base_model import load_base_model
+from training.base_model import BaseModel, load_base_model
 from training.branch import (
     BRANCH_META,
     BRANCH_WEIGHTS,
@@ -40,7 +39,7 @@ from training.branch import (
     resolve_branch_dir,
 )
 from training.cli import OneLineArgumentParser, UsageError, run_cli
-from training.merge import MergeError, load_branches, publish_store
+from training.merge import LoadedBranch, MergeError, load_branches, publish_store
 from training.store import keep_branch
 from training.tasks import TASKS
 from training.weight_codec import INT8_ROWWISE, encode_int8_rowwise
@@ -80,12 +79,7 @@ def read_checksums(path: Path) -> dict[str, str]:
 
 
 def write_checksums(path: Path, files: dict[str, str]) -> None:
-    lines = "".join(f"{files[name]}  {name}\n" for name in CHECKED_FILES)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(lines)
-    os.chmod(temporary, 0o644)  # mkstemp makes it private; this file is committed
-    os.replace(temporary, path)
+    atomic_write_text(path, "".join(f"{files[name]}  {name}\n" for name in CHECKED_FILES))
 
 
 def verify_checksums(built: dict[str, str], expected: dict[str, str]) -> None:
@@ -99,6 +93,15 @@ def verify_checksums(built: dict[str, str], expected: dict[str, str]) -> None:
             )
 
 
+def _publish_version(
+    repository: Path, base: BaseModel, branches: list[LoadedBranch]
+) -> tuple[str, dict[str, str]]:
+    """A new version of every variant under `repository`; its id and checked files' hashes."""
+    version = new_version_id()
+    manifest = publish_store(base, branches, repository / VERSIONS_DIR / version, VARIANTS)
+    return version, {name: manifest.files[name] for name in CHECKED_FILES}
+
+
 def build(shipped: Path, out: Path, record: bool = False) -> tuple[Path, dict[str, str]]:
     """Merge the shipped branches into a model repository at `out`, verified by hash.
 
@@ -110,26 +113,17 @@ def build(shipped: Path, out: Path, record: bool = False) -> tuple[Path, dict[st
     expected = None if record else read_checksums(shipped / CHECKSUMS)
     base = load_base_model()
     branches = load_branches(shipped_branch_dirs(shipped), base)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        version = new_version_id()
-        (staging / VERSIONS_DIR).mkdir()
-        manifest = publish_store(base, branches, staging / VERSIONS_DIR / version, VARIANTS)
-        files = {name: manifest.files[name] for name in CHECKED_FILES}
-        if record:
-            write_checksums(shipped / CHECKSUMS, files)
-            shutil.rmtree(staging)
-            return shipped / CHECKSUMS, files
+    if record:
+        with tempfile.TemporaryDirectory() as scratch:
+            _, files = _publish_version(Path(scratch), base, branches)
+        write_checksums(shipped / CHECKSUMS, files)
+        return shipped / CHECKSUMS, files
+    with atomic_directory(out) as staging:
+        version, files = _publish_version(staging, base, branches)
         verify_checksums(files, expected or {})
         for branch in branches:
             keep_branch(staging, branch.info)  # later publishes re-merge the untouched tasks
         set_current(staging, version)
-        staging.chmod(0o755)  # mkdtemp makes it private; the service may run as another user
-        os.rename(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out, files
 
 

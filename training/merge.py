@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -216,8 +214,7 @@ def publish_store(
     merged = MergedModel(base.encoder, [branch.model for branch in branches])
     batch, task_ids = probe_batch(tokenizer, branches)
     expected = merged_outputs(merged, batch, task_ids)
-    staging_target = out.with_name(f".{out.name}.building") if out.exists() else out
-    with atomic_directory(staging_target) as staging:
+    with atomic_directory(out, replace=replace) as staging:
         export_fp32(merged, staging / GRAPH_FILES["fp32"])
         if "int8" in variants:
             quantize_int8(staging / GRAPH_FILES["fp32"], staging / GRAPH_FILES["int8"])
@@ -231,18 +228,7 @@ def publish_store(
         manifest.extra["parity"] = {v: f"{d:.3g}" for v, d in parity.items()}
         write_manifest(manifest)
         log.info("checked against PyTorch, max abs difference: %s", manifest.extra["parity"])
-    if staging_target != out:
-        _swap_into_place(staging_target, out)
     return load_manifest(out)
-
-
-def _swap_into_place(new: Path, out: Path) -> None:
-    """Replace an existing store: rename the old one aside, the new one in, drop the old."""
-    old = out.with_name(f".{out.name}.previous")
-    shutil.rmtree(old, ignore_errors=True)
-    os.rename(out, old)
-    os.rename(new, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

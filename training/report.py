@@ -14,24 +14,20 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import shutil
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from model_store.atomic import atomic_directory
 from model_store.manifest import Manifest, load_manifest
 from model_store.repository import resolve_store
-from model_store.runtime import CPU, MultiTaskSession
-from model_store.tokenizer import PairTokenizer
 from training import report_plots
 from training.cli import OneLineArgumentParser, UsageError, run_cli
-from training.evaluate_store import task_outputs, validation_examples
+from training.evaluate_store import TaskResult, store_outputs
 from training.sweep_log import FULL, SweepRecord, load_sweep
 from training.tasks import TASKS, overall_score
 
@@ -48,38 +44,6 @@ LITERATURE_BERT_BASE = {
 }
 LITERATURE_BERT_MTS = {"sentiment": 0.525, "paraphrase": 0.885, "similarity": 0.862}
 VARIANT_ORDER = ("fp32", "int8", "fp16")
-
-
-@dataclass(frozen=True)
-class TaskResult:
-    """One task's validation labels and the served graph's raw outputs, per variant."""
-
-    name: str
-    labels: np.ndarray
-    outputs: dict[str, np.ndarray]
-
-    def metric(self, variant: str) -> float:
-        return TASKS[self.name].metric(self.outputs[variant], self.labels)
-
-
-def run_store(manifest: Manifest, data_dir: Path, variants: Sequence[str]) -> list[TaskResult]:
-    tokenizer = PairTokenizer.from_file(manifest.tokenizer_path, manifest.max_seq_len)
-    examples = {task.name: validation_examples(task, data_dir) for task in manifest.tasks}
-    outputs: dict[str, dict[str, np.ndarray]] = {task.name: {} for task in manifest.tasks}
-    for variant in variants:
-        session = MultiTaskSession(manifest, variant, providers=[CPU])
-        for task in manifest.tasks:
-            outputs[task.name][variant] = task_outputs(
-                session, tokenizer, task, examples[task.name]
-            )
-    return [
-        TaskResult(
-            name=task.name,
-            labels=np.array([e.label for e in examples[task.name]], dtype=np.float32),
-            outputs=outputs[task.name],
-        )
-        for task in manifest.tasks
-    ]
 
 
 def draw_plots(
@@ -279,17 +243,6 @@ comparison. docs/results.md discusses the differences.</p>
 """
 
 
-def replace_directory(staging: Path, out: Path) -> None:
-    """Swap the finished staging directory in for `out` (renames only)."""
-    if out.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.rename(out, retired / out.name)
-        os.rename(staging, out)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.rename(staging, out)
-
-
 def write_report(
     store: Path, data_dir: Path, sweep_file: Path, out: Path, variants: Sequence[str] | None
 ) -> Path:
@@ -301,21 +254,14 @@ def write_report(
     sweep = load_sweep(sweep_file)
     if not sweep:
         raise UsageError(f"{sweep_file} holds no sweep runs: run benchmarks/k_sweep.py --json")
-    results = run_store(manifest, data_dir, chosen)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    results = store_outputs(manifest, data_dir, chosen)
+    with atomic_directory(out, replace=True) as staging:
         figures = draw_plots(results, manifest, sweep, staging)
         rows, overall = summary_rows(results, manifest, sweep, chosen)
         page = render_html(manifest, rows, overall, chosen, sweep, figures)
         (staging / INDEX).write_text(page, encoding="utf-8")
         # The sweep data travels with the report (and may live inside `out` itself).
         shutil.copyfile(sweep_file, staging / SWEEP_COPY)
-        staging.chmod(0o755)  # mkdtemp makes it private; the report is for everyone
-        replace_directory(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     for name, value in overall.items():
         print(f"overall {name}: {value:.4f}")
     return out / INDEX

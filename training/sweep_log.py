@@ -8,11 +8,11 @@ the same (task, K, recipe) replaces its old record instead of adding a duplicate
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from model_store.atomic import atomic_write_text
 
 FULL = "full"  # the `layers` value of a full fine-tuning run (embeddings tuned too)
 
@@ -44,9 +44,4 @@ def record_sweep(path: Path, records: Iterable[SweepRecord]) -> None:
     merged.update((record.key, record) for record in records)
     runs = sorted(merged.values(), key=lambda r: (r.task, r.layers == FULL, str(r.layers)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump({"runs": [asdict(r) for r in runs]}, out, indent=1)
-        out.write("\n")
-    os.chmod(temporary, 0o644)  # mkstemp makes it private; this is a shared results file
-    os.replace(temporary, path)
+    atomic_write_text(path, json.dumps({"runs": [asdict(r) for r in runs]}, indent=1) + "\n")
