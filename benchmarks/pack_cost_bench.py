@@ -3,7 +3,7 @@
     python benchmarks/pack_cost_bench.py --branch runs/tune/sentiment --branch runs/tune/similarity
 
 For each trained (float32) branch: its validation metric on the seeded split it was
-selected on (same file, fraction and seed as recorded in branch.json), then the same
+selected on (same file, fraction, seed and limit as recorded in branch.json), then the same
 after encoding and decoding its weights as `training.default_model pack` does, and
 the weight bytes of both.
 """
@@ -23,7 +23,7 @@ from benchmarks.report import print_report
 from model_store.tokenizer import PairTokenizer
 from training.base_model import load_base_model
 from training.branch import load_branch, resolve_branch_dir
-from training.data import SHARED_FILES, read_examples, split_train_val
+from training.evaluate_store import validation_examples
 from training.tasks import TASKS
 from training.trainer import TrainConfig, build_trunk_states, encode_examples, labels_of, predict
 from training.weight_codec import decode_int8_rowwise, encode_int8_rowwise
@@ -38,15 +38,9 @@ def main() -> None:
     rows = []
     for path in args.branch:
         model, info = load_branch(resolve_branch_dir(path), base)
-        spec, dataset = TASKS[info.task], SHARED_FILES[info.task]
-        training = info.meta.get("training_args", {})
+        spec = TASKS[info.task]
         tokenizer = PairTokenizer.from_dir(base.path, int(info.meta.get("max_seq_len", 128)))
-        loaded = read_examples(
-            args.data_dir / dataset.filename, dataset.columns, spec.parse_label, skip_bad_rows=True
-        )
-        _, val = split_train_val(
-            loaded.examples, training.get("val_fraction") or 0.1, training.get("seed") or 0
-        )
+        val = validation_examples(info.task, info.meta.get("training_args", {}), args.data_dir)
         encoded = encode_examples(tokenizer, spec, val)
         states = build_trunk_states(model, tokenizer, encoded, TrainConfig(layers=info.layers))
         labels = labels_of(val).numpy()

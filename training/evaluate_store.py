@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from model_store.manifest import Manifest, TaskEntry, load_manifest
+from model_store.repository import resolve_store
 from model_store.runtime import CPU, MultiTaskSession
 from model_store.tokenizer import PairTokenizer
 from training.cli import OneLineArgumentParser, UsageError, run_cli
@@ -26,13 +29,14 @@ from training.tasks import TASKS
 PROG = "evaluate_store"
 
 
-def validation_examples(task: TaskEntry, data_dir: Path) -> list[Example]:
-    split = task.validation.get("split") or {}
-    dataset = SHARED_FILES[task.name]
+def validation_examples(task: str, split: dict[str, Any], data_dir: Path) -> list[Example]:
+    """A task's validation examples as its branch was selected on them: the task's file
+    in `data_dir`, cut with the split recorded at training (val_fraction, seed, limit)."""
+    dataset = SHARED_FILES[task]
     loaded = read_examples(
         data_dir / dataset.filename,
         dataset.columns,
-        TASKS[task.name].parse_label,
+        TASKS[task].parse_label,
         skip_bad_rows=True,
         limit=split.get("limit"),
     )
@@ -62,22 +66,51 @@ def task_outputs(
     return outputs
 
 
-def evaluate_store(manifest: Manifest, data_dir: Path, variants: Sequence[str]) -> dict:
+@dataclass(frozen=True)
+class TaskResult:
+    """One task's validation labels and a store's raw outputs for them, per graph variant."""
+
+    name: str
+    labels: np.ndarray
+    outputs: dict[str, np.ndarray]
+
+    def metric(self, variant: str) -> float:
+        return TASKS[self.name].metric(self.outputs[variant], self.labels)
+
+
+def store_outputs(manifest: Manifest, data_dir: Path, variants: Sequence[str]) -> list[TaskResult]:
+    """Every task's validation split through each variant's graph (ONNX Runtime, CPU)."""
     tokenizer = PairTokenizer.from_file(manifest.tokenizer_path, manifest.max_seq_len)
-    examples = {task.name: validation_examples(task, data_dir) for task in manifest.tasks}
-    report: dict = {}
+    examples = {
+        task.name: validation_examples(task.name, task.validation.get("split") or {}, data_dir)
+        for task in manifest.tasks
+    }
+    outputs: dict[str, dict[str, np.ndarray]] = {task.name: {} for task in manifest.tasks}
     for variant in variants:
         session = MultiTaskSession(manifest, variant, providers=[CPU])
         for task in manifest.tasks:
-            spec = TASKS[task.name]
-            labels = np.array([e.label for e in examples[task.name]], dtype=np.float32)
-            metric = spec.metric(
-                task_outputs(session, tokenizer, task, examples[task.name]), labels
+            outputs[task.name][variant] = task_outputs(
+                session, tokenizer, task, examples[task.name]
             )
-            report.setdefault(task.name, {"metric": spec.metric_name, "examples": len(labels)})[
-                variant
-            ] = metric
-    return report
+    return [
+        TaskResult(
+            name=task.name,
+            labels=np.array([e.label for e in examples[task.name]], dtype=np.float32),
+            outputs=outputs[task.name],
+        )
+        for task in manifest.tasks
+    ]
+
+
+def evaluate_store(manifest: Manifest, data_dir: Path, variants: Sequence[str]) -> dict:
+    return {
+        result.name: {
+            "metric": TASKS[result.name].metric_name,
+            "examples": len(result.labels),
+            **{variant: result.metric(variant) for variant in variants},
+        }
+        for result in store_outputs(manifest, data_dir, variants)
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--variants", nargs="+", help="default: every graph in the store")
     args = parser.parse_args(argv)
-    manifest = load_manifest(args.store)
+    manifest = load_manifest(resolve_store(args.store))  # a repository: its current version
     variants = args.variants or list(manifest.graphs)
     unknown = [v for v in variants if v not in manifest.graphs]
     if unknown:
