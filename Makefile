@@ -22,7 +22,7 @@ lint: install
 test: lint
 	$(PY) -m pytest -q
 
-# The trained default model ships as its branches (model_store/shipped/, fp16); the first
+# The trained default model ships as its branches (model_store/shipped/, int8-packed weights); the first
 # `make serve` builds the ONNX graphs from them (under a minute) and refuses the result
 # unless every file matches the committed SHA256SUMS. The model directory is a versioned
 # repository, so tasks can be updated live later
