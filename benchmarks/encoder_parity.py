@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.report import print_report
 from model_store.tokenizer import PairTokenizer
 from training.base_model import load_base_model
-from training.data import SHARED_FILES, read_examples
-from training.tasks import TASKS
+from training.data import read_examples
+from training.presets import PRESETS
+from training.tasks import preset_spec
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
         str(base.path), add_pooling_layer=False, attn_implementation="eager"
     ).eval()
     tokenizer = PairTokenizer.from_dir(base.path)
-    spec, dataset = TASKS["similarity"], SHARED_FILES["similarity"]
+    spec, dataset = preset_spec("similarity"), PRESETS["similarity"].data
     examples = read_examples(
         args.data_dir / dataset.filename, dataset.columns, spec.parse_label, limit=args.examples
     ).examples

@@ -22,17 +22,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.report import print_report
 from model_store.tokenizer import PairTokenizer
 from training.base_model import load_base_model
-from training.data import SHARED_FILES, read_examples, split_train_val
+from training.data import read_examples, split_train_val
+from training.presets import PRESETS
 from training.sweep_log import FULL, SweepRecord, record_sweep
 from training.task_model import POOLINGS
-from training.tasks import TASKS
+from training.tasks import preset_spec
 from training.trainer import PAIR_ORDERS, TrainConfig, train_branch
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--task", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--task", nargs="+", choices=list(PRESETS), default=list(PRESETS))
     parser.add_argument("--layers", type=int, nargs="*", default=[1, 2, 3, 4, 5, 6])
     parser.add_argument("--full", action="store_true", help="also run full fine-tuning")
     parser.add_argument("--epochs", type=int, default=3)
@@ -56,7 +57,7 @@ def main() -> None:
     tokenizer = PairTokenizer.from_dir(base.path)
     rows, records = [], []
     for task in args.task:
-        spec, dataset = TASKS[task], SHARED_FILES[task]
+        spec, dataset = preset_spec(task), PRESETS[task].data
         loaded = read_examples(
             args.data_dir / dataset.filename,
             dataset.columns,

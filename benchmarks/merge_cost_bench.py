@@ -35,9 +35,10 @@ from benchmarks.report import print_report
 from model_store.runtime import CPU, MultiTaskSession
 from model_store.tokenizer import EncodedRow, PairTokenizer
 from training.base_model import load_base_model
-from training.data import SHARED_FILES, read_examples, split_train_val
+from training.data import read_examples, split_train_val
 from training.merge import load_branches, publish_store
-from training.tasks import TASKS
+from training.presets import PRESETS
+from training.tasks import preset_spec
 
 
 def parameter_count(path: Path) -> int:
@@ -52,8 +53,8 @@ def layer_flops_per_token(hidden: int, intermediate: int, seq_len: float) -> flo
 def workload(tokenizer: PairTokenizer, data_dir: Path, per_task: int, seed: int):
     """(task name, encoded row) items, tasks interleaved at random."""
     items: list[tuple[str, EncodedRow]] = []
-    for task, spec in TASKS.items():
-        dataset = SHARED_FILES[task]
+    for task, spec in ((t, preset_spec(t)) for t in PRESETS):
+        dataset = PRESETS[task].data
         loaded = read_examples(
             data_dir / dataset.filename, dataset.columns, spec.parse_label, skip_bad_rows=True
         )

@@ -24,7 +24,7 @@ from model_store.tokenizer import PairTokenizer
 from training.base_model import load_base_model
 from training.branch import load_branch, resolve_branch_dir
 from training.evaluate_store import validation_examples
-from training.tasks import TASKS
+from training.tasks import preset_spec
 from training.trainer import TrainConfig, build_trunk_states, encode_examples, labels_of, predict
 from training.weight_codec import decode_int8_rowwise, encode_int8_rowwise
 
@@ -38,7 +38,7 @@ def main() -> None:
     rows = []
     for path in args.branch:
         model, info = load_branch(resolve_branch_dir(path), base)
-        spec = TASKS[info.task]
+        spec = preset_spec(info.task)
         tokenizer = PairTokenizer.from_dir(base.path, int(info.meta.get("max_seq_len", 128)))
         val = validation_examples(info.task, info.meta.get("training_args", {}), args.data_dir)
         encoded = encode_examples(tokenizer, spec, val)

@@ -37,8 +37,9 @@ from model_store.manifest import load_manifest
 from model_store.runtime import CPU, MultiTaskSession
 from model_store.tokenizer import PairTokenizer
 from service.client import Client
-from training.data import SHARED_FILES, read_examples, split_train_val
-from training.tasks import TASKS
+from training.data import read_examples, split_train_val
+from training.presets import PRESETS
+from training.tasks import preset_spec
 
 WRK_SCRIPT = r"""
 local requests = {}
@@ -72,8 +73,8 @@ end
 
 def validation_texts(data_dir: Path, per_task: int) -> dict[str, list[tuple[str, ...]]]:
     texts = {}
-    for task, spec in TASKS.items():
-        dataset = SHARED_FILES[task]
+    for task, spec in ((t, preset_spec(t)) for t in PRESETS):
+        dataset = PRESETS[task].data
         loaded = read_examples(
             data_dir / dataset.filename, dataset.columns, spec.parse_label, skip_bad_rows=True
         )
@@ -93,7 +94,7 @@ def request_lines(texts, workload: str) -> list[str]:
     if workload == "sentiment":
         return [single("sentiment", item) for item in texts["sentiment"]]
     if workload == "mixed":
-        lines = [single(task, item) for task in TASKS for item in texts[task]]
+        lines = [single(task, item) for task in PRESETS for item in texts[task]]
         random.Random(0).shuffle(lines)
         return lines
     sentences = [item[0] for item in texts["sentiment"]]

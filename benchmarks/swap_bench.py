@@ -32,7 +32,7 @@ from training import store as store_cli
 from training.base_model import load_base_model
 from training.branch import save_branch
 from training.task_model import TaskModel
-from training.tasks import TASKS
+from training.tasks import preset_spec
 
 TOKEN = "bench-token"
 PROBES = {
@@ -48,7 +48,9 @@ PROBES = {
 def fresh_branch(base, tokenizer, task: str, seed: int, out: Path) -> Path:
     """A new version of a task's branch (a freshly initialised head is enough to swap)."""
     torch.manual_seed(seed)
-    return save_branch(TaskModel(base.encoder, TASKS[task], 2, "cls"), base, tokenizer, out, {}, {})
+    return save_branch(
+        TaskModel(base.encoder, preset_spec(task), 2, "cls"), base, tokenizer, out, {}, {}
+    )
 
 
 def main() -> None:

@@ -15,8 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.report import print_report
 from model_store.tokenizer import PairTokenizer
 from training.base_model import load_base_model
-from training.data import SHARED_FILES, read_examples, split_train_val
-from training.tasks import TASKS
+from training.data import read_examples, split_train_val
+from training.presets import PRESETS
+from training.tasks import preset_spec
 from training.trainer import TrainConfig, train_branch
 
 
@@ -29,8 +30,8 @@ def main() -> None:
     base = load_base_model()
     tokenizer = PairTokenizer.from_dir(base.path)
     rows = []
-    for task in TASKS:
-        spec, dataset = TASKS[task], SHARED_FILES[task]
+    for task in PRESETS:
+        spec, dataset = preset_spec(task), PRESETS[task].data
         examples = read_examples(
             args.data_dir / dataset.filename, dataset.columns, spec.parse_label, limit=80
         ).examples

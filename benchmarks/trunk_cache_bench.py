@@ -20,9 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.report import print_report
 from model_store.tokenizer import PairTokenizer
 from training.base_model import load_base_model
-from training.data import SHARED_FILES, read_examples, split_train_val
+from training.data import read_examples, split_train_val
+from training.presets import PRESETS
 from training.task_model import TaskModel
-from training.tasks import TASKS
+from training.tasks import preset_spec
 from training.trainer import TrainConfig, build_trunk_states, encode_examples, train_branch
 
 
@@ -49,10 +50,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="median of this many epochs")
     args = parser.parse_args()
 
-    spec = TASKS["sentiment"]
+    spec = preset_spec("sentiment")
     base = load_base_model()
     tokenizer = PairTokenizer.from_dir(base.path)
-    dataset = SHARED_FILES["sentiment"]
+    dataset = PRESETS["sentiment"].data
     loaded = read_examples(
         args.data_dir / dataset.filename, dataset.columns, spec.parse_label, limit=args.limit
     )

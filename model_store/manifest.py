@@ -8,9 +8,11 @@ A store directory is one servable multi-task model:
     model.fp16.onnx   optional: fp16 weights and compute, for GPUs
     tokenizer.json    the tokenizer every task was trained with
 
-The manifest lists every file with its sha256; `load_manifest` checks them all, so a
-truncated copy or a swapped file is a clear error naming the file, not a crash deep
-inside ONNX Runtime. Nothing here needs torch: the service reads stores with it.
+The manifest lists every file with its sha256, and its own sha256 over the rest of
+its content; `load_manifest` checks them all, so a truncated copy, a swapped file or a
+hand-edited manifest is a clear error naming the file, not a crash deep inside ONNX
+Runtime. Each task carries its definition (`model_store.tasks`). Nothing here needs
+torch: the service reads stores with it.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from model_store.tasks import TaskDefinition, TaskDefinitionError
+
 MANIFEST_FILE = "manifest.json"
-FORMAT_VERSION = 1
+# 2: tasks carry their definition; the manifest carries its own sha256.
+FORMAT_VERSION = 2
 GRAPH_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -41,27 +46,37 @@ def sha256_of(path: Path) -> str:
 
 @dataclass(frozen=True)
 class TaskEntry:
-    """One task of a store: how to call it and how to read its output."""
+    """One task of a store: its definition, where the graph answers it, and its branch."""
 
-    name: str
+    definition: TaskDefinition
     task_id: int
-    kind: str  # "classification" | "binary" | "regression"
-    pair: bool  # takes a sentence pair (cross-encoded) rather than one sentence
     output: str  # graph output name
-    label_names: tuple[str, ...]
     branch_version: str
     layers: int
     pooling: str
     validation: dict[str, Any]
 
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def kind(self) -> str:
+        return self.definition.kind
+
+    @property
+    def pair(self) -> bool:
+        return self.definition.pair
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.definition.label_names
+
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.name,
             "task_id": self.task_id,
-            "kind": self.kind,
-            "pair": self.pair,
+            "definition": self.definition.to_json(),
             "output": self.output,
-            "label_names": list(self.label_names),
             "branch_version": self.branch_version,
             "layers": self.layers,
             "pooling": self.pooling,
@@ -71,15 +86,12 @@ class TaskEntry:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> TaskEntry:
         return cls(
-            name=raw["name"],
+            definition=TaskDefinition.from_json(raw["definition"]),
             task_id=int(raw["task_id"]),
-            kind=raw["kind"],
-            pair=bool(raw["pair"]),
-            output=raw["output"],
-            label_names=tuple(raw["label_names"]),
-            branch_version=raw["branch_version"],
+            output=str(raw["output"]),
+            branch_version=str(raw["branch_version"]),
             layers=int(raw["layers"]),
-            pooling=raw["pooling"],
+            pooling=str(raw["pooling"]),
             validation=dict(raw.get("validation", {})),
         )
 
@@ -133,10 +145,24 @@ class Manifest:
         }
 
 
+SELF_HASH_KEY = "manifest_sha256"
+
+
+def content_sha256(payload: dict[str, Any]) -> str:
+    """sha256 of a manifest's content without its own hash, in a canonical form (sorted
+    keys, no whitespace), so re-indenting the file does not change it but any edited
+    value does."""
+    content = {k: v for k, v in payload.items() if k != SELF_HASH_KEY}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
 def write_manifest(manifest: Manifest) -> Path:
-    """Hash every listed file as it is now and write manifest.json beside them."""
+    """Hash every listed file as it is now and write manifest.json beside them, with the
+    manifest's own sha256."""
     files = {name: sha256_of(manifest.directory / name) for name in sorted(manifest.files)}
     payload = manifest.to_json() | {"files": files}
+    payload[SELF_HASH_KEY] = content_sha256(payload)
     path = manifest.directory / MANIFEST_FILE
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return path
@@ -160,11 +186,17 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
     if not isinstance(raw, dict) or raw.get("format_version") != FORMAT_VERSION:
         found = raw.get("format_version") if isinstance(raw, dict) else None
         raise StoreError(
-            f"{path}: format_version {found!r} is not supported (expected {FORMAT_VERSION})"
+            f"{path}: format_version {found!r} is not supported (expected {FORMAT_VERSION}); "
+            "publish the store again from its branches with this version"
         )
-    missing = [key for key in _REQUIRED if key not in raw]
+    missing = [key for key in (*_REQUIRED, SELF_HASH_KEY) if key not in raw]
     if missing:
         raise StoreError(f"{path} lacks {', '.join(missing)}")
+    if verify and raw[SELF_HASH_KEY] != content_sha256(raw):
+        raise StoreError(
+            f"{path} was changed after it was published: its content does not match its "
+            f"{SELF_HASH_KEY} (publish a new version instead of editing one)"
+        )
     try:
         manifest = Manifest(
             directory=directory,
@@ -179,8 +211,11 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
             created=raw.get("created", ""),
             extra={k: v for k, v in raw.items() if k not in _KNOWN_KEYS},
         )
+    except TaskDefinitionError as err:
+        raise StoreError(f"{path}: {err}") from err
     except (KeyError, TypeError, ValueError) as err:
         raise StoreError(f"{path} is malformed: {err!r}") from err
+    check_tasks(manifest)
     needed = {*manifest.graphs.values(), TOKENIZER_FILE}
     unlisted = sorted(needed - set(manifest.files))
     if unlisted:
@@ -190,7 +225,23 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
     return manifest
 
 
-_KNOWN_KEYS = {"format_version", *_REQUIRED, "files", "created"}
+_KNOWN_KEYS = {"format_version", *_REQUIRED, "files", "created", SELF_HASH_KEY}
+
+
+def check_tasks(manifest: Manifest) -> None:
+    """Task ids 0..n-1 in order, distinct names and outputs: what routing relies on."""
+    path = manifest.directory / MANIFEST_FILE
+    if not manifest.tasks:
+        raise StoreError(f"{path} lists no task")
+    ids = [task.task_id for task in manifest.tasks]
+    if ids != list(range(len(ids))):
+        raise StoreError(f"{path}: task ids must be 0..{len(ids) - 1} in order, got {ids}")
+    for what, values in (
+        ("task names", [task.name for task in manifest.tasks]),
+        ("outputs", [task.output for task in manifest.tasks]),
+    ):
+        if len(set(values)) != len(values):
+            raise StoreError(f"{path}: {what} must be distinct, got {', '.join(values)}")
 
 
 def verify_files(manifest: Manifest) -> None:

@@ -58,6 +58,11 @@ class MultiTaskSession:
         self._outputs = [task.output for task in manifest.tasks]
 
     @property
+    def outputs(self) -> list[str]:
+        """The graph's output names."""
+        return [output.name for output in self._session.get_outputs()]
+
+    @property
     def providers(self) -> list[str]:
         return self._session.get_providers()
 

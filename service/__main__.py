@@ -22,6 +22,7 @@ from model_store.manifest import StoreError
 from model_store.tokenizer import TokenizerError
 from service.app import create_app
 from service.engine import Engine, EngineError
+from service.http_limits import limited_protocol
 from service.settings import Settings
 
 PROG = "bert-mts-serve"
@@ -46,14 +47,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings(**overrides)
     except ValidationError as err:
         first = err.errors()[0]
-        print(f"{PROG}: error: setting {first['loc'][0]}: {first['msg']}", file=sys.stderr)
+        where = first["loc"][0] if first["loc"] else "settings"
+        print(f"{PROG}: error: setting {where}: {first['msg']}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        engine = Engine.load(settings)
-    except (StoreError, TokenizerError, EngineError) as err:
+        engine = Engine.load(settings.model_dir, settings.engine_config())
+    except (StoreError, TokenizerError, EngineError, OSError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     logging.getLogger(PROG).info(
@@ -69,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        http=limited_protocol(settings.max_header_bytes, settings.header_timeout_s),
     )
     return 0
 

@@ -1,21 +1,33 @@
 """Dynamic batching shared by all endpoints: rows of every task share one ORT run.
 
-Requests put their rows (already tokenized) into one bounded queue and await a future
-per row. One background task owns the queue: when the engine is free it takes what is
-waiting (a FIFO window), sorts it by length so rows of similar length are padded
-together, cuts it into the batches that waste least compute on padding (within
-`max_batch_size` rows and `max_batch_tokens` padded tokens), and runs them one by one in
-a worker thread, off the event loop. Rows whose request has gone (timed out, client
-disconnected) are dropped before they cost compute. With `max_wait_ms` > 0 an idle
-engine waits that long for a fuller batch; at 0 it never waits, and batches form from
-what queues up meanwhile.
+Requests put their rows (already tokenized) into one queue and await a future per row.
+The queue is bounded by work, not only rows: `max_queue_tokens` caps the tokens
+waiting, so a full queue always drains well within the request timeout whatever the
+lengths (1,024 rows of 128 tokens are 8x the work of 1,024 rows of 16).
+
+Order is fair between requests and bounded in age. Each row gets a tag: the virtual
+time V at its request's arrival (V is the largest tag that has run so far), plus the
+tokens of its request's earlier rows. Across requests that is arrival order, whatever
+the lengths, so long inputs are never overtaken indefinitely by short ones; within a
+large request its rows spread out, so a short request that arrives behind a 256-row
+request waits for about one batch, not 256 rows (the large request interleaves with
+everyone else instead of holding the engine). One background task owns the queue: when the
+engine is free it takes the rows with the smallest tags (a window), sorts them by
+length, cuts them into the batches that waste least compute on padding (within
+`max_batch_size` rows and `max_batch_tokens` padded tokens), runs the batch that holds
+the smallest tag in a worker thread, off the event loop, and puts the rest back: the
+next batch is planned with whatever arrived meanwhile. Rows whose request has gone
+(timed out, client disconnected) are dropped before they cost compute. With
+`max_wait_ms` > 0 an idle engine waits that long for a fuller batch; at 0 it never
+waits, and batches form from what queues up meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +49,10 @@ class QueueFull(Exception):
     """The queue cannot take these rows now: shed load instead of growing latency."""
 
 
+class RequestTooLarge(Exception):
+    """A request whose rows alone exceed the queue's capacity: never acceptable."""
+
+
 class ShuttingDown(Exception):
     """The service is stopping and takes no new work."""
 
@@ -46,6 +62,11 @@ class _Row:
     task_id: int
     row: EncodedRow
     future: asyncio.Future = field(repr=False)
+    tag: float = 0.0  # fair-queuing tag: smaller runs sooner; -1 once out of the queue
+
+    @property
+    def tokens(self) -> int:
+        return len(self.row)
 
 
 class DynamicBatcher:
@@ -58,6 +79,7 @@ class DynamicBatcher:
         max_wait_ms: float,
         max_queue_items: int,
         overhead_tokens: int = 32,
+        max_queue_tokens: int | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._metrics = metrics
@@ -65,8 +87,15 @@ class DynamicBatcher:
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_ms / 1000
         self.max_queue_items = max_queue_items
+        self.max_queue_tokens = max_queue_tokens or max_queue_items * 128
         self.overhead_tokens = overhead_tokens
-        self._queue: deque[_Row] = deque()
+        # A heap of (tag, arrival number, row); rows of gone requests stay in it until
+        # popped, but stop counting towards the bounds at once.
+        self._queue: list[tuple[float, int, _Row]] = []
+        self._arrivals = itertools.count()
+        self._virtual_time = 0.0
+        self._live_rows = 0
+        self._live_tokens = 0
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._task: asyncio.Task | None = None
@@ -78,7 +107,16 @@ class DynamicBatcher:
 
     @property
     def queue_depth(self) -> int:
-        return len(self._queue)
+        """Rows waiting whose request still wants them."""
+        return self._live_rows
+
+    @property
+    def queued_tokens(self) -> int:
+        return self._live_tokens
+
+    @property
+    def full(self) -> bool:
+        return self._live_rows >= self.max_queue_items or self._live_tokens >= self.max_queue_tokens
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
@@ -95,29 +133,59 @@ class DynamicBatcher:
         """Queue rows; all or none (a request is never half-accepted)."""
         if self._closing:
             raise ShuttingDown("the service is shutting down")
-        if len(self._queue) + len(rows) > self.max_queue_items:
-            raise QueueFull(f"queue full ({len(self._queue)} rows waiting)")
+        tokens = sum(len(row) for row in rows)
+        if tokens > self.max_queue_tokens or len(rows) > self.max_queue_items:
+            raise RequestTooLarge(
+                f"request of {len(rows)} rows and {tokens} tokens exceeds the queue's capacity "
+                f"({self.max_queue_items} rows, {self.max_queue_tokens} tokens): split it"
+            )
+        if (
+            self._live_rows + len(rows) > self.max_queue_items
+            or self._live_tokens + tokens > self.max_queue_tokens
+        ):
+            raise QueueFull(
+                f"queue full ({self._live_rows} rows, {self._live_tokens} tokens waiting)"
+            )
         loop = asyncio.get_running_loop()
         futures = []
+        tag = self._virtual_time
         for row, task_id in zip(rows, task_ids, strict=True):
             future = loop.create_future()
-            self._queue.append(_Row(task_id, row, future))
+            item = _Row(task_id, row, future, tag)
+            future.add_done_callback(lambda _, item=item: self._forget(item))
+            heapq.heappush(self._queue, (tag, next(self._arrivals), item))
+            tag += len(row)
             futures.append(future)
-        self._metrics.queue_depth.set(len(self._queue))
+        self._live_rows += len(rows)
+        self._live_tokens += tokens
+        self._report_depth()
         self._wakeup.set()
         return futures
 
+    def _forget(self, item: _Row) -> None:
+        """A row's request has gone while the row still waited: stop counting it."""
+        if item.future.cancelled() and item.tag >= 0:
+            item.tag = -1.0  # counted out once; the heap drops it when popped
+            self._live_rows -= 1
+            self._live_tokens -= item.tokens
+            self._report_depth()
+
+    def _report_depth(self) -> None:
+        self._metrics.queue_depth.set(self._live_rows)
+        self._metrics.queue_tokens.set(self._live_tokens)
+
     async def _wait_for_rows(self) -> bool:
         """Block until rows are queued (False when closing with nothing left)."""
-        while not self._queue:
+        while not self._live_rows:
+            self._queue.clear()  # only rows of gone requests can be left
             if self._closing:
                 return False
             self._wakeup.clear()
             await self._wakeup.wait()
-        if self.max_wait_s and len(self._queue) < self.max_batch_size and not self._closing:
+        if self.max_wait_s and self._live_rows < self.max_batch_size and not self._closing:
             deadline = time.monotonic() + self.max_wait_s
             while (
-                len(self._queue) < self.max_batch_size and (left := deadline - time.monotonic()) > 0
+                self._live_rows < self.max_batch_size and (left := deadline - time.monotonic()) > 0
             ):
                 self._wakeup.clear()
                 try:
@@ -127,14 +195,34 @@ class DynamicBatcher:
         return True
 
     def _take_window(self) -> list[_Row]:
+        """The waiting rows with the smallest tags, smallest first (gone ones dropped)."""
         window: list[_Row] = []
         limit = self.max_batch_size * _WINDOW_BATCHES
         while self._queue and len(window) < limit:
-            item = self._queue.popleft()
-            if not item.future.done():  # cancelled: its request is gone
+            _, _, item = heapq.heappop(self._queue)
+            if not item.future.done():  # done here means cancelled: its request is gone
                 window.append(item)
-        self._metrics.queue_depth.set(len(self._queue))
         return window
+
+    def _next_batch(self) -> list[_Row]:
+        """Plan the window's batches, keep the one with the smallest tag, return the rest
+        to the queue, and account for the rows that will now run."""
+        window = self._take_window()
+        if not window:
+            return []
+        first = window[0]
+        batch = next(b for b in self._batches(window) if any(item is first for item in b))
+        chosen = {id(item) for item in batch}
+        for item in window:
+            if id(item) not in chosen:
+                heapq.heappush(self._queue, (item.tag, next(self._arrivals), item))
+        self._virtual_time = max(self._virtual_time, max(item.tag for item in batch))
+        for item in batch:
+            item.tag = -1.0  # running: no longer counted as waiting, whatever happens
+        self._live_rows -= len(batch)
+        self._live_tokens -= sum(item.tokens for item in batch)
+        self._report_depth()
+        return batch
 
     def _batches(self, window: list[_Row]) -> list[list[_Row]]:
         """Split the length-sorted window into the batches that cost least.
@@ -169,27 +257,27 @@ class DynamicBatcher:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while await self._wait_for_rows():
-            for batch in self._batches(self._take_window()):
-                batch = [item for item in batch if not item.future.done()]
-                if not batch:
-                    continue
-                rows = [item.row for item in batch]
-                task_ids = [item.task_id for item in batch]
-                started = time.perf_counter()
-                try:
-                    results = await loop.run_in_executor(
-                        self._executor, self._run_batch, rows, task_ids
-                    )
-                except Exception as err:  # an engine failure fails this batch, not the service
-                    for item in batch:
-                        if not item.future.done():
-                            item.future.set_exception(err)
-                    continue
-                self._metrics.observe_batch(
-                    rows=len(rows),
-                    padded_tokens=len(rows) * max(len(row) for row in rows),
-                    seconds=time.perf_counter() - started,
-                )
-                for item, result in zip(batch, results, strict=True):
-                    if not item.future.done():
-                        item.future.set_result(result)
+            # One batch per pass: the next one is planned with what arrived meanwhile.
+            batch = self._next_batch()
+            if batch:
+                await self._run(loop, batch)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Row]) -> None:
+        rows = [item.row for item in batch]
+        task_ids = [item.task_id for item in batch]
+        started = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self._executor, self._run_batch, rows, task_ids)
+        except Exception as err:  # an engine failure fails this batch, not the service
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(err)
+            return
+        self._metrics.observe_batch(
+            rows=len(rows),
+            padded_tokens=len(rows) * max(len(row) for row in rows),
+            seconds=time.perf_counter() - started,
+        )
+        for item, result in zip(batch, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)

@@ -4,6 +4,9 @@
     with Client("http://127.0.0.1:8000") as client:
         client.sentiment("a gripping, funny film").label_name
         client.similarity("A man plays guitar.", "A man is playing a guitar.").score
+        client.predict("topic", "the striker scored twice").label_name   # any served task
+        client.predict("similarity", ("A man plays.", "A man is playing.")).score
+        [task.name for task in client.tasks()]
 
 Responses are parsed into the service's own pydantic models, so a client and a server
 of the same version cannot disagree on the contract. A 4xx/5xx raises `ApiError` with
@@ -16,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from service import schemas
 
@@ -31,13 +34,17 @@ class ApiError(Exception):
         self.detail = detail
 
 
-def _parse(response: httpx.Response, model: type[Model]) -> Model:
+def _raise_for_error(response: httpx.Response) -> None:
     if response.is_error:
         try:
             detail = response.json().get("detail")
         except ValueError:
             detail = response.text
         raise ApiError(response.status_code, detail)
+
+
+def _parse(response: httpx.Response, model: type[Model]) -> Model:
+    _raise_for_error(response)
     return model.model_validate_json(response.content)
 
 
@@ -47,6 +54,30 @@ def _pair(a: str, b: str) -> dict[str, str]:
 
 def _pairs(pairs: Sequence[tuple[str, str]]) -> dict[str, list[list[str]]]:
     return {"pairs": [[a, b] for a, b in pairs]}
+
+
+Item = str | tuple[str, str]
+_RESULT = TypeAdapter(schemas.TaskResult)
+
+
+def _task_path(task: str) -> str:
+    return f"/v1/tasks/{task}"
+
+
+def _item_body(item: Item) -> dict:
+    """One input: a text, or a (sentence1, sentence2) pair."""
+    return {"text": item} if isinstance(item, str) else _pair(*item)
+
+
+def _items_body(items: Sequence[Item]) -> dict:
+    if all(isinstance(item, str) for item in items):
+        return {"texts": list(items)}
+    return _pairs(items)  # type: ignore[arg-type]
+
+
+def _parse_result(response: httpx.Response) -> schemas.TaskResult:
+    _raise_for_error(response)
+    return _RESULT.validate_json(response.content)
 
 
 class Client:
@@ -84,6 +115,16 @@ class Client:
 
     def similarity_batch(self, pairs: Sequence[tuple[str, str]]) -> schemas.SimilarityBatchResponse:
         return self._post("/similarity", _pairs(pairs), schemas.SimilarityBatchResponse)
+
+    def predict(self, task: str, item: Item) -> schemas.TaskResult:
+        """Any served task, one input: a text, or a (sentence1, sentence2) pair."""
+        return _parse_result(self._http.post(_task_path(task), json=_item_body(item)))
+
+    def predict_batch(self, task: str, items: Sequence[Item]) -> schemas.TaskBatchResponse:
+        return self._post(_task_path(task), _items_body(items), schemas.TaskBatchResponse)
+
+    def tasks(self) -> list[schemas.TaskDescription]:
+        return _parse(self._http.get("/v1/tasks"), schemas.TaskList).tasks
 
     def info(self) -> schemas.ServiceInfo:
         return _parse(self._http.get("/info"), schemas.ServiceInfo)
@@ -140,6 +181,15 @@ class AsyncClient:
         self, pairs: Sequence[tuple[str, str]]
     ) -> schemas.SimilarityBatchResponse:
         return await self._post("/similarity", _pairs(pairs), schemas.SimilarityBatchResponse)
+
+    async def predict(self, task: str, item: Item) -> schemas.TaskResult:
+        return _parse_result(await self._http.post(_task_path(task), json=_item_body(item)))
+
+    async def predict_batch(self, task: str, items: Sequence[Item]) -> schemas.TaskBatchResponse:
+        return await self._post(_task_path(task), _items_body(items), schemas.TaskBatchResponse)
+
+    async def tasks(self) -> list[schemas.TaskDescription]:
+        return _parse(await self._http.get("/v1/tasks"), schemas.TaskList).tasks
 
     async def info(self) -> schemas.ServiceInfo:
         return _parse(await self._http.get("/info"), schemas.ServiceInfo)

@@ -1,7 +1,10 @@
 """The inference engine: a verified model store, its tokenizer and an ORT session.
 
-It knows nothing of HTTP or queues: it encodes texts for a task, runs one padded
-batch of rows of any mix of tasks, and turns raw outputs into per-task predictions.
+It knows nothing of HTTP or queues: it encodes texts, runs one padded batch of rows of
+any mix of tasks, and turns raw outputs into per-task values. A store is only accepted
+after checks that make requests unable to fail later: the manifest's integrity, every
+file's hash, the graph's outputs against the task definitions, and one smoke batch at
+the store's maximum length whose output widths must match each task's labels.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -17,13 +21,23 @@ from model_store.manifest import Manifest, StoreError, TaskEntry, load_manifest
 from model_store.repository import resolve_store
 from model_store.runtime import CPU, CUDA, MultiTaskSession, default_providers
 from model_store.tokenizer import EncodedRow, PairTokenizer
-from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class EngineError(RuntimeError):
     """The engine cannot start with these settings (one line, shown to the operator)."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What the engine needs to know, and nothing of HTTP."""
+
+    graph: Literal["auto", "fp32", "int8", "fp16"] = "auto"
+    provider: Literal["auto", "cpu", "cuda"] = "auto"
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    spin_wait: bool = True
 
 
 @dataclass(frozen=True)
@@ -53,12 +67,13 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def postprocess(task: TaskEntry, raw: np.ndarray) -> np.ndarray:
-    """Raw head outputs -> what the API returns, by task kind."""
+    """Raw head outputs -> what the API returns, by the task's kind."""
     if task.kind == "classification":
         return _softmax(raw.astype(np.float64))
     if task.kind == "binary":
         return 1.0 / (1.0 + np.exp(-raw.astype(np.float64)))
-    return np.clip(raw.astype(np.float64), 0.0, 5.0)
+    low, high = task.definition.value_range or (-np.inf, np.inf)
+    return np.clip(raw.astype(np.float64), low, high)
 
 
 class Engine:
@@ -71,32 +86,39 @@ class Engine:
         self.tasks = {task.name: task for task in manifest.tasks}
 
     @classmethod
-    def load(cls, settings: Settings) -> Engine:
-        """Load the store (or the repository's current version) that settings name."""
-        return cls.load_store(resolve_store(settings.model_dir), settings)
+    def load(cls, model_dir: Path, config: EngineConfig) -> Engine:
+        """Load the store (or the repository's current version) at `model_dir`."""
+        return cls.load_store(resolve_store(model_dir), config)
 
     @classmethod
-    def load_store(cls, store: Path, settings: Settings) -> Engine:
-        """Verify the store's hashes, open the graph, and run one smoke batch."""
+    def load_store(cls, store: Path, config: EngineConfig) -> Engine:
+        """Verify the store, open the graph, and run the smoke batch; StoreError if any
+        check fails, whatever the cause."""
         manifest = load_manifest(store)
-        providers = _providers(settings.provider)
-        variant = settings.graph
+        providers = _providers(config.provider)
+        variant = config.graph
         if variant == "auto":
             variant = "fp16" if CUDA in providers and "fp16" in manifest.graphs else "fp32"
         session = MultiTaskSession(
             manifest,
             variant,
             providers,
-            settings.intra_op_threads,
-            settings.inter_op_threads,
-            spin_wait=settings.ort_spin_wait,
+            config.intra_op_threads,
+            config.inter_op_threads,
+            spin_wait=config.spin_wait,
         )
-        if settings.provider == "cuda" and session.providers[0] != CUDA:
+        if config.provider == "cuda" and session.providers[0] != CUDA:
             raise EngineError("provider 'cuda' requested, but ONNX Runtime could not use the GPU")
-        if settings.provider == "auto" and CUDA in providers and session.providers[0] != CUDA:
+        if config.provider == "auto" and CUDA in providers and session.providers[0] != CUDA:
             log.warning("CUDA provider unavailable at run time: serving on the CPU")
         engine = cls(manifest, session)
-        engine.smoke_test()
+        engine.check_outputs()
+        try:
+            engine.smoke_test()
+        except StoreError:
+            raise
+        except Exception as err:  # ORT and numpy raise many types; all mean a bad store
+            raise StoreError(f"{store}: the smoke batch failed: {err}") from err
         return engine
 
     @property
@@ -110,15 +132,38 @@ class Engine:
     def version(self, task: str) -> str:
         return self.tasks[task].branch_version
 
+    def check_outputs(self) -> None:
+        """Every task's output exists in the graph (a manifest naming another output would
+        otherwise fail every request)."""
+        missing = [t.output for t in self.manifest.tasks if t.output not in self.session.outputs]
+        if missing:
+            raise StoreError(
+                f"{self.manifest.directory}: the graph has no output {', '.join(missing)} "
+                f"(it has {', '.join(self.session.outputs)})"
+            )
+
     def smoke_test(self) -> None:
-        """One row per task through the graph: fail at start-up, not on the first request."""
+        """Two rows per task through the graph, one short and one at the maximum length:
+        fail at start-up (or reload), not on the first long request. Each task's output
+        must be as wide as its definition says (labels, or one value) and finite."""
         rows, task_ids = [], []
+        longest = " ".join(["smoke"] * self.manifest.max_seq_len)
         for task in self.manifest.tasks:
-            rows += self.encode(["smoke test"], ["smoke test"] if task.pair else None)
-            task_ids.append(task.task_id)
-        predictions = self.run(rows, task_ids)
-        if not all(np.isfinite(p.values).all() for p in predictions):
-            raise StoreError(f"{self.manifest.directory}: the graph returns non-finite outputs")
+            for text in ("smoke test", longest):
+                rows += self.encode([text], [text] if task.pair else None)
+                task_ids.append(task.task_id)
+        ids = np.asarray(task_ids, dtype=np.int64)
+        outputs = self.session.run(self.tokenizer.pad(rows), ids)
+        for task in self.manifest.tasks:
+            shape = outputs[task.name].shape
+            expected = (2, task.definition.num_outputs)
+            if shape != expected:
+                raise StoreError(
+                    f"{self.manifest.directory}: task {task.name} answers {shape[-1:]} values "
+                    f"per row, but its definition needs {expected[1]}"
+                )
+            if not np.isfinite(outputs[task.name]).all():
+                raise StoreError(f"{self.manifest.directory}: the graph returns non-finite outputs")
 
     def encode(
         self, texts_a: Sequence[str], texts_b: Sequence[str] | None = None

@@ -20,14 +20,14 @@ class ServiceMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             f"{PREFIX}_requests_total",
-            "HTTP requests by endpoint and status code",
-            ["endpoint", "status"],
+            "HTTP requests by endpoint, task and status code (499: the client went away)",
+            ["endpoint", "task", "status"],
             registry=self.registry,
         )
         self.request_latency = Histogram(
             f"{PREFIX}_request_duration_seconds",
-            "HTTP request latency by endpoint and status code",
-            ["endpoint", "status"],
+            "HTTP request latency by endpoint, task and status code",
+            ["endpoint", "task", "status"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -54,6 +54,11 @@ class ServiceMetrics:
         )
         self.queue_depth = Gauge(
             f"{PREFIX}_queue_depth_rows", "Rows waiting for a batch", registry=self.registry
+        )
+        self.queue_tokens = Gauge(
+            f"{PREFIX}_queue_depth_tokens",
+            "Tokens of the rows waiting for a batch (the queue is bounded by them)",
+            registry=self.registry,
         )
         self.shed = Counter(
             f"{PREFIX}_shed_requests_total",

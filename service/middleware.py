@@ -1,21 +1,40 @@
 """ASGI middleware of the service: limits and accounting that act before routing.
 
 Pure ASGI (not Starlette's BaseHTTPMiddleware) so that refusing a request costs as
-little as possible: an oversized body or a full queue is answered without the body
-ever being parsed.
+little as possible: an oversized or too slow body, or a full queue, is answered
+without the body ever being parsed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
+from service.inference import RETRY_AFTER_SECONDS
 from service.metrics import ServiceMetrics
 from service.reloader import ModelReloader
+from service.routes.tasks import TASKS_PREFIX
 
-RETRY_AFTER_SECONDS = "1"
-TASK_ENDPOINTS = ("/sentiment", "/paraphrase", "/similarity")
-_KNOWN_PATHS = {*TASK_ENDPOINTS, "/health", "/ready", "/metrics", "/info", "/admin/reload"}
+NAMED_TASK_ENDPOINTS = {
+    "/sentiment": "sentiment",
+    "/paraphrase": "paraphrase",
+    "/similarity": "similarity",
+}
+_GENERIC_TASK_ENDPOINT = TASKS_PREFIX + "/{task}"
+_KNOWN_PATHS = {"/health", "/ready", "/metrics", "/info", "/admin/reload", TASKS_PREFIX}
+# nginx's code for "client closed the request": not the service's failure, so operators
+# alerting on 5xx are not woken by clients that hang up.
+CLIENT_CLOSED = 499
+
+
+def task_of(path: str) -> str | None:
+    """The task a path asks for (named or generic endpoint), or None."""
+    if path in NAMED_TASK_ENDPOINTS:
+        return NAMED_TASK_ENDPOINTS[path]
+    if path.startswith(TASKS_PREFIX + "/"):
+        return path[len(TASKS_PREFIX) + 1 :] or None
+    return None
 
 
 def _json_error(status: int, detail: str, headers: dict[str, str] | None = None) -> list[dict]:
@@ -33,15 +52,18 @@ def _json_error(status: int, detail: str, headers: dict[str, str] | None = None)
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over `max_bytes` with 413 before anything parses them.
+    """Refuse bodies over `max_bytes` with 413, and bodies that take longer than
+    `timeout_s` to arrive with 408, before anything parses them.
 
     The body is read here (it is small by construction) and replayed to the app, so an
-    oversized one is cut off at the limit whether or not Content-Length announced it.
+    oversized one is cut off at the limit whether or not Content-Length announced it,
+    and a client trickling bytes cannot hold a connection for as long as it likes.
     """
 
-    def __init__(self, app, max_bytes: int) -> None:
+    def __init__(self, app, max_bytes: int, timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
@@ -54,8 +76,15 @@ class BodyLimitMiddleware:
                 await send(message)
             return
         body, more = b"", True
+        deadline = time.monotonic() + self.timeout_s
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                slow = f"request body not received within {self.timeout_s:g} s"
+                for message in _json_error(408, slow, {"Connection": "close"}):
+                    await send(message)
+                return
             if message["type"] == "http.disconnect":
                 return
             body += message.get("body", b"")
@@ -93,13 +122,15 @@ class LoadShedMiddleware:
         live = self.models.live
         if (
             scope["type"] == "http"
-            and scope["path"] in TASK_ENDPOINTS
+            and scope["method"] == "POST"
+            and task_of(scope["path"]) is not None
             and live is not None
-            and live.batcher.queue_depth >= live.batcher.max_queue_items
+            and live.batcher.full
         ):
             self.metrics.shed.inc()
             detail = (
-                f"overloaded: queue full ({live.batcher.queue_depth} rows waiting); retry later"
+                f"overloaded: queue full ({live.batcher.queue_depth} rows, "
+                f"{live.batcher.queued_tokens} tokens waiting); retry later"
             )
             for message in _json_error(503, detail, {"Retry-After": RETRY_AFTER_SECONDS}):
                 await send(message)
@@ -108,19 +139,42 @@ class LoadShedMiddleware:
 
 
 class RequestMetricsMiddleware:
-    """Count requests by endpoint and status, and time them, for every route."""
+    """Count requests by endpoint, task and status, and time them, for every route.
 
-    def __init__(self, app, metrics: ServiceMetrics) -> None:
+    Labels are bounded: a path that is no route is "other", a task the model does not
+    serve is "other", so a client cannot create series at will. A request whose client
+    went away before any answer is 499, not 500.
+    """
+
+    def __init__(self, app, models: ModelReloader, metrics: ServiceMetrics) -> None:
         self.app = app
+        self.models = models
         self.metrics = metrics
+
+    def _labels(self, path: str) -> tuple[str, str]:
+        task = task_of(path)
+        if task is None:
+            return (path if path in _KNOWN_PATHS else "other"), ""
+        endpoint = path if path in NAMED_TASK_ENDPOINTS else _GENERIC_TASK_ENDPOINT
+        live = self.models.live
+        served = live is not None and task in live.engine.tasks
+        return endpoint, task if served else "other"
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        endpoint = scope["path"] if scope["path"] in _KNOWN_PATHS else "other"
+        endpoint, task = self._labels(scope["path"])
         started = time.perf_counter()
-        status = 500
+        status: int | None = None
+        disconnected = False
+
+        async def watch_disconnect():
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            return message
 
         async def record_status(message) -> None:
             nonlocal status
@@ -129,8 +183,10 @@ class RequestMetricsMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, record_status)
+            await self.app(scope, watch_disconnect, record_status)
         finally:
-            self.metrics.requests.labels(endpoint, str(status)).inc()
+            if status is None:
+                status = CLIENT_CLOSED if disconnected else 500
+            self.metrics.requests.labels(endpoint, task, str(status)).inc()
             elapsed = time.perf_counter() - started
-            self.metrics.request_latency.labels(endpoint, str(status)).observe(elapsed)
+            self.metrics.request_latency.labels(endpoint, task, str(status)).observe(elapsed)

@@ -63,6 +63,7 @@ class ModelReloader:
             s.max_wait_ms,
             s.max_queue_items,
             s.batch_overhead_tokens,
+            s.max_queue_tokens,
         )
         batcher.start()
         return batcher
@@ -82,7 +83,9 @@ class ModelReloader:
             self._metrics.task_info.labels(task.name, task.branch_version, str(task.layers)).set(1)
 
     async def start(self, engine: Engine | None = None) -> None:
-        engine = engine or await run_in_threadpool(Engine.load, self._settings)
+        engine = engine or await run_in_threadpool(
+            Engine.load, self._settings.model_dir, self._settings.engine_config()
+        )
         self.live = Live(engine, self._batcher_for(engine))
         self._describe(engine)
 
@@ -99,11 +102,17 @@ class ModelReloader:
                 if store.resolve() == self.live.engine.manifest.directory.resolve():
                     self._metrics.reloads.labels("unchanged").inc()
                     return self._outcome("unchanged", self.live.engine)
-                engine = await run_in_threadpool(Engine.load_store, store, self._settings)
+                engine = await run_in_threadpool(
+                    Engine.load_store, store, self._settings.engine_config()
+                )
             except (StoreError, TokenizerError, EngineError, OSError) as err:
                 self._metrics.reloads.labels("refused").inc()
                 log.error("reload refused, still serving %s: %s", self._current_store(), err)
                 raise ReloadRefused(str(err)) from err
+            except Exception as err:  # a version that breaks loading in any way is refused
+                self._metrics.reloads.labels("refused").inc()
+                log.exception("reload refused, still serving %s", self._current_store())
+                raise ReloadRefused(f"the new version failed to load: {err!r}") from err
             old = self.live
             self.live = Live(engine, self._batcher_for(engine))  # new requests go here now
             self._describe(engine)

@@ -1,16 +1,19 @@
-"""The HTTP contract: request and response bodies of the task endpoints.
+"""The HTTP contract: request and response bodies.
 
-Clients (and `service.client`) depend on these shapes exactly. Each endpoint takes a
-single item or a batch; unknown fields are refused so typos are not silently ignored.
+Clients (and `service.client`) depend on these shapes exactly. Every task endpoint takes
+a single item or a batch; unknown fields are refused so typos are not silently ignored.
+The three named endpoints (/sentiment, /paraphrase, /similarity) keep their own
+response shapes; the generic ones (/v1/tasks/{task}) answer by the task's kind.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 # Non-empty after stripping; whitespace-only text carries nothing to classify.
+# (pydantic refuses strings holding lone surrogates, e.g. "\ud800", as invalid.)
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 Pair = Annotated[list[Text], Field(min_length=2, max_length=2)]
 
@@ -19,11 +22,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SentimentRequest(_Strict):
+class TextRequest(_Strict):
     text: Text
 
 
-class SentimentBatchRequest(_Strict):
+class TextBatchRequest(_Strict):
     texts: Annotated[list[Text], Field(min_length=1)]
 
 
@@ -34,6 +37,12 @@ class PairRequest(_Strict):
 
 class PairBatchRequest(_Strict):
     pairs: Annotated[list[Pair], Field(min_length=1)]
+
+
+# The preset endpoint's names for the text shapes (kept for the OpenAPI document).
+SentimentRequest = TextRequest
+SentimentBatchRequest = TextBatchRequest
+TaskRequest = TextRequest | TextBatchRequest | PairRequest | PairBatchRequest
 
 
 class _Result(BaseModel):
@@ -71,6 +80,61 @@ class SimilarityBatchResponse(BaseModel):
     model_version: str
 
 
+# --- generic task endpoints -------------------------------------------------------------
+
+
+class _TaskResult(_Result):
+    task: str
+
+
+class ClassificationResult(_TaskResult):
+    kind: Literal["classification"] = "classification"
+    label: int = Field(ge=0, description="index of the most probable label")
+    label_name: str
+    probabilities: list[float] = Field(description="one per label, in label order, summing to 1")
+
+
+class BinaryResult(_TaskResult):
+    kind: Literal["binary"] = "binary"
+    decision: bool = Field(description="probability >= 0.5")
+    label_name: str = Field(description="the positive label if decision, else the negative")
+    probability: float = Field(ge=0, le=1, description="probability of the positive label")
+
+
+class RegressionResult(_TaskResult):
+    kind: Literal["regression"] = "regression"
+    score: float = Field(description="within the task's value range")
+
+
+TaskResult = Annotated[
+    ClassificationResult | BinaryResult | RegressionResult, Field(discriminator="kind")
+]
+
+
+class TaskBatchResponse(BaseModel):
+    task: str
+    results: list[TaskResult]
+    model_version: str
+
+
+class TaskDescription(BaseModel):
+    name: str
+    kind: Literal["classification", "binary", "regression"]
+    input: Literal["text", "pair"]
+    labels: list[str] | None = Field(None, description="classification and binary tasks")
+    range: list[float] | None = Field(None, description="regression tasks: [low, high]")
+    version: str = Field(description="version of the task branch")
+    layers: int = Field(description="K: the tuned top layers of the task's branch")
+    endpoint: str
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskDescription]
+
+
+# --- operations -------------------------------------------------------------------------
+
+
 class ErrorResponse(BaseModel):
     detail: str | list
 
@@ -88,4 +152,4 @@ class ServiceInfo(BaseModel):
     tasks: list[TaskInfo]
     graph: str
     execution_provider: str
-    batching: dict[str, float]
+    batching: dict[str, int | float]

@@ -2,7 +2,7 @@
 
 pydantic-settings reads the environment (e.g. `BERT_MTS_MAX_BATCH_SIZE=64`), and
 validates values at start-up, so a bad setting stops the process with a clear message
-instead of misbehaving under load.
+instead of misbehaving under load. A security setting that is empty or weak is refused.
 """
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.engine import EngineConfig
+
 DEFAULT_MODEL_DIR = Path("model_store/default")
+MIN_ADMIN_TOKEN_LENGTH = 32
 
 
 class Settings(BaseSettings):
@@ -40,13 +43,45 @@ class Settings(BaseSettings):
     # window into more, tighter batches when that saves more padding than this.
     batch_overhead_tokens: int = Field(32, ge=0)
     max_queue_items: int = Field(1024, ge=1, description="rows waiting; beyond: 503")
+    # The queue's bound in work: tokens of the rows waiting (beyond: 503). Sized so
+    # that a full queue drains within request_timeout_s on a small CPU.
+    max_queue_tokens: int = Field(32768, ge=128, description="tokens waiting; beyond: 503")
     request_timeout_s: float = Field(30.0, gt=0)
 
     # Client input limits.
     max_items_per_request: int = Field(256, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    # Connection limits: a client must send its request line and headers within
+    # header_timeout_s, in at most max_header_bytes, and its body within body_timeout_s.
+    max_header_bytes: int = Field(16384, ge=1024)
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)
 
     # Bearer token for /admin/* (reload); admin endpoints do not exist without one.
     admin_token: SecretStr | None = None
 
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_token(cls, token: SecretStr | None) -> SecretStr | None:
+        """An empty or short token would open the admin route to guessing (an empty one
+        to anyone): refuse it, rather than run with it or silently without it."""
+        if token is None:
+            return None
+        value = token.get_secret_value()
+        if len(value) < MIN_ADMIN_TOKEN_LENGTH or value != value.strip():
+            raise ValueError(
+                f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters without surrounding "
+                "spaces (e.g. `openssl rand -hex 32`); unset it to disable the admin routes"
+            )
+        return token
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            graph=self.graph,
+            provider=self.provider,
+            intra_op_threads=self.intra_op_threads,
+            inter_op_threads=self.inter_op_threads,
+            spin_wait=self.ort_spin_wait,
+        )

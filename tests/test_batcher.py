@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from model_store.tokenizer import EncodedRow
-from service.batcher import DynamicBatcher, QueueFull, ShuttingDown, _Row
+from service.batcher import DynamicBatcher, QueueFull, RequestTooLarge, ShuttingDown, _Row
 from service.metrics import ServiceMetrics
 
 
@@ -63,8 +63,9 @@ async def test_rows_of_all_tasks_share_batches_and_get_their_own_answers() -> No
     answers = await asyncio.gather(*first, *futures)
     assert answers[1:] == [(n % 3, n) for n in lengths]  # each request gets its own rows
     later = engine.batches[1:]
-    # two runs either way (max_batch_size 4); [2,4,5]+[7,8,9] pads 42 tokens, [2,4,5,7]+[8,9] 46
-    assert [[n for _, n in b] for b in later] == [[2, 4, 5], [7, 8, 9]]
+    # two runs either way (max_batch_size 4); [2,4,5]+[7,8,9] pads 42 tokens, [2,4,5,7]+[8,9]
+    # 46; the batch holding the request's first row (9) runs first
+    assert [[n for _, n in b] for b in later] == [[7, 8, 9], [2, 4, 5]]
     assert {t for b in later for t, _ in b} == {0, 1, 2}  # tasks mixed in one run
     await batcher.stop()
 
@@ -194,3 +195,64 @@ def test_window_split_is_optimal() -> None:
         assert [n for batch in cuts for n in batch] == lengths
         assert all(len(batch) <= max_rows for batch in cuts)
         assert _split_cost(lengths, cuts, overhead) == _brute_force(lengths, overhead, max_rows)
+
+
+@pytest.mark.anyio
+async def test_a_short_request_behind_a_large_one_waits_about_one_batch() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, max_batch_size=4, max_queue_items=512, overhead_tokens=0)
+    batcher.start()
+    engine.gate.clear()
+    blocker = batcher.submit([row(5)], [0])
+    await asyncio.sleep(0.05)  # held in the engine
+    large = batcher.submit([row(20)] * 64, [0] * 64)  # 16 batches of 4
+    short = batcher.submit([row(3)], [1])
+    engine.gate.set()
+    await asyncio.gather(*blocker, *large, *short)
+    position = next(i for i, b in enumerate(engine.batches) if (1, 3) in b)
+    assert position <= 2, f"the short request ran in batch {position} of {len(engine.batches)}"
+    await batcher.stop()
+
+
+@pytest.mark.anyio
+async def test_long_rows_are_not_starved_by_a_stream_of_short_ones() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, max_batch_size=2, max_queue_items=512, overhead_tokens=0)
+    batcher.start()
+    engine.gate.clear()
+    blocker = batcher.submit([row(5)], [0])
+    await asyncio.sleep(0.05)
+    (long_row,) = batcher.submit([row(100)], [2])
+    engine.gate.set()
+    short_futures = []
+    for _ in range(200):  # short requests keep arriving while the long row waits
+        short_futures += batcher.submit([row(4)], [1])
+        await asyncio.sleep(0)
+        if long_row.done():
+            break
+    await asyncio.gather(*blocker, long_row, *short_futures)
+    position = next(i for i, b in enumerate(engine.batches) if (2, 100) in b)
+    assert position < 60, f"the long row ran only in batch {position}"
+    await batcher.stop()
+
+
+@pytest.mark.anyio
+async def test_queue_is_bounded_by_tokens_and_refuses_what_can_never_fit() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, max_queue_items=100, max_queue_tokens=50)
+    batcher.start()
+    engine.gate.clear()
+    running = batcher.submit([row(1)], [0])
+    await asyncio.sleep(0.05)
+    waiting = batcher.submit([row(20), row(20)], [0, 0])  # 40 of 50 tokens
+    with pytest.raises(QueueFull):
+        batcher.submit([row(20)], [0])  # rows are few, but the work would exceed 50 tokens
+    with pytest.raises(RequestTooLarge):
+        batcher.submit([row(30), row(30)], [0, 0])  # 60 tokens never fit, even empty
+    assert batcher.queued_tokens == 40 and batcher.full is False
+    waiting[0].cancel()
+    await asyncio.sleep(0)  # done callbacks run on the next loop iteration
+    assert batcher.queued_tokens == 20  # a gone request's rows stop counting at once
+    engine.gate.set()
+    await asyncio.gather(*running, waiting[1])
+    await batcher.stop()

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from training.data import (
-    SHARED_FILES,
     Columns,
     DataError,
     Example,
@@ -25,6 +24,7 @@ from training.data import (
     score_label,
     split_train_val,
 )
+from training.presets import PRESETS
 
 PAIR = Columns("sentence1", "sentence2", "label")
 SINGLE = Columns("sentence", None, "label")
@@ -351,12 +351,12 @@ def test_split_rejects_bad_arguments(n: int, fraction: float) -> None:
 def shared(name: str) -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
-    return SHARED_DATA / SHARED_FILES[name].filename
+    return SHARED_DATA / PRESETS[name].data.filename
 
 
 def test_shared_quora_has_two_bad_rows() -> None:
     path = shared("paraphrase")
-    columns = SHARED_FILES["paraphrase"].columns
+    columns = PRESETS["paraphrase"].data.columns
     with pytest.raises(DataError) as info:
         read_examples(path, columns, binary_label())
     assert info.value.line is not None
@@ -369,10 +369,10 @@ def test_shared_quora_has_two_bad_rows() -> None:
 
 
 def test_shared_sst_and_sts_load_fully() -> None:
-    sst = read_examples(shared("sentiment"), SHARED_FILES["sentiment"].columns, class_label(5))
+    sst = read_examples(shared("sentiment"), PRESETS["sentiment"].data.columns, class_label(5))
     assert len(sst.examples) == 8_544 and sst.skipped == 0
     assert {e.label for e in sst.examples} == {0.0, 1.0, 2.0, 3.0, 4.0}
     assert all(e.text_b is None and e.text_a == e.text_a.strip() for e in sst.examples)
-    sts = read_examples(shared("similarity"), SHARED_FILES["similarity"].columns, score_label(0, 5))
+    sts = read_examples(shared("similarity"), PRESETS["similarity"].data.columns, score_label(0, 5))
     assert len(sts.examples) == 6_040 and sts.skipped == 0
     assert all(0.0 <= e.label <= 5.0 and e.text_b for e in sts.examples)

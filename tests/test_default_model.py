@@ -27,8 +27,9 @@ from training.default_model import (
     pack_branch,
 )
 from training.evaluate_store import evaluate_store
+from training.presets import PRESETS
 from training.task_model import TaskModel
-from training.tasks import TASKS, overall_score
+from training.tasks import overall_score, preset_spec
 from training.weight_codec import INT8_ROWWISE, decode_weights, encode_int8_rowwise
 
 from .commands import ROOT, assert_one_line_error, run
@@ -52,7 +53,7 @@ def anyio_backend() -> str:
 @pytest.mark.anyio
 async def test_shipped_model_answers_all_three_tasks_sensibly(built: Path) -> None:
     settings = Settings(model_dir=built, provider="cpu")
-    app = create_app(settings, Engine.load(settings))
+    app = create_app(settings, Engine.load(settings.model_dir, settings.engine_config()))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
@@ -101,7 +102,7 @@ def test_shipped_model_meets_the_accuracy_bar(built: Path) -> None:
     """The issue's bar for the shipped model: validation overall score >= 0.75."""
     manifest = load_manifest(resolve_store(built))
     report = evaluate_store(manifest, SHARED_DATA, ["fp32"])
-    overall = overall_score({task: report[task]["fp32"] for task in TASKS})
+    overall = overall_score({task: report[task]["fp32"] for task in PRESETS})
     assert overall >= 0.75, report
 
 
@@ -139,7 +140,7 @@ def test_pack_stores_int8_weights_and_replaces_the_previous_version(
     models = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        model = TaskModel(base.encoder, TASKS["sentiment"], 1, "mean")
+        model = TaskModel(base.encoder, preset_spec("sentiment"), 1, "mean")
         models.append(model)
         trained = save_branch(model, base, tokenizer, tmp_path / "runs", {}, {})
         packed = pack_branch(trained, shipped)

@@ -26,7 +26,9 @@ EXAMPLES_PER_OPERATION = 30
 def base_url(tmp_path_factory) -> Iterator[str]:
     store = build_tiny_store(tmp_path_factory.mktemp("fuzz"))
     config = Settings(model_dir=store, provider="cpu", max_body_bytes=65536)
-    server = ThreadedServer(create_app(config, Engine.load(config)))
+    server = ThreadedServer(
+        create_app(config, Engine.load(config.model_dir, config.engine_config()))
+    )
     yield server.url
     server.stop()
 

@@ -24,8 +24,9 @@ from service.settings import Settings
 from training import store as store_cli
 from training.base_model import load_base_model
 from training.branch import save_branch
+from training.presets import PRESETS
 from training.task_model import TaskModel
-from training.tasks import TASKS
+from training.tasks import preset_spec
 
 from .commands import ROOT, assert_one_line_error, run
 from .servers import ThreadedServer, free_port
@@ -50,7 +51,7 @@ class TinyBranches:
 
     def make(self, task: str, seed: int) -> Path:
         torch.manual_seed(seed)
-        model = TaskModel(self.base.encoder, TASKS[task], 1, "cls")
+        model = TaskModel(self.base.encoder, preset_spec(task), 1, "cls")
         return save_branch(model, self.base, self.tokenizer, self.out, {}, {})
 
     def publish(self, repository: Path, *branches: Path, activate: bool = True) -> str:
@@ -68,7 +69,7 @@ def tiny(tmp_path_factory) -> TinyBranches:
 @pytest.fixture
 def repository(tiny: TinyBranches, tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
-    tiny.publish(repo, *(tiny.make(task, seed) for seed, task in enumerate(TASKS)))
+    tiny.publish(repo, *(tiny.make(task, seed) for seed, task in enumerate(PRESETS)))
     return repo
 
 

@@ -24,10 +24,11 @@ from training.branch import BRANCH_META, read_branch_info, save_branch
 from training.data import Example
 from training.merge import LoadedBranch, MergeError, check_compatible, load_branches, publish_store
 from training.merged_model import MergedModel
-from training.tasks import TASKS
+from training.tasks import preset_spec
 from training.trainer import TrainConfig, train_branch
 
 from .commands import assert_one_line_error, run
+from .manifests import rewrite_manifest
 from .samples import pair_rows, sentiment_rows
 
 # Stated tolerances: merged PyTorch vs single-task PyTorch, and ONNX fp32 vs PyTorch.
@@ -49,7 +50,9 @@ def examples_for(task: str, count: int, seed: int) -> list[Example]:
 def train_and_save(base, tokenizer, task: str, out: Path, seed: int = 0) -> Path:
     config = TrainConfig(layers=DEPTHS[task], epochs=1, batch_size=16, seed=seed, lr=1e-3)
     train, val = examples_for(task, 32, seed), examples_for(task, 8, seed + 100)
-    result = train_branch(base.encoder, tokenizer, TASKS[task], train, val, config, progress=False)
+    result = train_branch(
+        base.encoder, tokenizer, preset_spec(task), train, val, config, progress=False
+    )
     return save_branch(result.model, base, tokenizer, out, {"metric": "x", "value": 0.0}, {})
 
 
@@ -115,11 +118,15 @@ def test_merged_model_equals_each_single_task_model(base, tokenizer, branches) -
 
 def test_store_manifest_lists_tasks_files_and_hashes(store, branches) -> None:
     raw = json.loads((store.directory / MANIFEST_FILE).read_text())
-    assert raw["format_version"] == 1 and raw["opset"] >= 17
-    assert [t["name"] for t in raw["tasks"]] == ["sentiment", "paraphrase", "similarity"]
+    assert raw["format_version"] == 2 and raw["opset"] >= 17
+    assert [t["definition"]["name"] for t in raw["tasks"]] == [
+        "sentiment",
+        "paraphrase",
+        "similarity",
+    ]
     assert [t["layers"] for t in raw["tasks"]] == [1, 2, 3]
     assert [t["branch_version"] for t in raw["tasks"]] == [b.info.version for b in branches]
-    assert raw["tasks"][0]["label_names"][4] == "positive"
+    assert raw["tasks"][0]["definition"]["labels"][4] == "positive"
     assert set(raw["files"]) == {
         "model.onnx",
         "model.int8.onnx",
@@ -265,8 +272,14 @@ def test_manifest_naming_files_outside_the_store_is_refused(store, tmp_path) -> 
     copy = tmp_path / "copy"
     shutil.copytree(store.directory, copy)
     (tmp_path / "secret.txt").write_text("not part of any store")
-    raw = json.loads((copy / MANIFEST_FILE).read_text())
-    raw["files"]["../secret.txt"] = "0" * 64
-    (copy / MANIFEST_FILE).write_text(json.dumps(raw))
+    rewrite_manifest(copy, lambda raw: raw["files"].__setitem__("../secret.txt", "0" * 64))
     with pytest.raises(StoreError, match="outside the store"):
+        load_manifest(copy)
+
+
+def test_a_hand_edited_manifest_is_refused(store, tmp_path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(store.directory, copy)
+    rewrite_manifest(copy, lambda raw: raw.__setitem__("max_seq_len", 64), seal=False)
+    with pytest.raises(StoreError, match="changed after it was published"):
         load_manifest(copy)

@@ -40,7 +40,7 @@ def settings(store: Path) -> Settings:
 
 @pytest.fixture(scope="module")
 def engine(settings: Settings) -> Engine:
-    return Engine.load(settings)
+    return Engine.load(settings.model_dir, settings.engine_config())
 
 
 @pytest.fixture
@@ -122,16 +122,37 @@ async def test_bad_input_is_a_4xx_with_a_json_detail(client, endpoint, body, sta
     assert fragment in json.dumps(response.json()["detail"])
 
 
+JSON = {"content-type": "application/json"}
+# Bytes an attacker or a careless client sends; each must be a 4xx with a JSON detail
+# and leave the server healthy (the whole class, not three cases).
+HOSTILE = [
+    ("/sentiment", b'{"text": "\\ud800"}', JSON, 422, "valid string"),
+    ("/sentiment", b'{"texts": ["ok", "\\udfff x"]}', JSON, 422, "valid string"),
+    ("/paraphrase", b'{"sentence1": NaN, "sentence2": "x"}', JSON, 422, "valid string"),
+    ("/similarity", b'{"sentence1": Infinity, "sentence2": -Infinity}', JSON, 422, "string"),
+    ("/sentiment", b'{"\\ud800": "x"}', JSON, 422, "valid string"),
+    ("/paraphrase", b"\xff\xfe not utf-8", {"content-type": "text/plain"}, 415, "JSON"),
+    ("/sentiment", b"\xff\xfe not utf-8", JSON, 400, "not valid JSON"),
+    ("/sentiment", b'{"text": ', JSON, 400, "not valid JSON"),
+    ("/sentiment", b"[" * 2000 + b"]" * 2000, JSON, 400, ""),
+    ("/sentiment", b'{"text": {"a": {"b": {"c": [[[[1]]]]}}}}', JSON, 422, "valid string"),
+    ("/v1/tasks/sentiment", b'{"text": "\\ud800"}', JSON, 422, "valid string"),
+    ("/v1/tasks/%00", b'{"text": "x"}', JSON, 404, "unknown task"),
+    ("/v1/tasks/" + "x" * 60, b'{"text": "x"}', JSON, 422, "at most 48"),
+]
+
+
 @pytest.mark.anyio
-async def test_malformed_json_and_wrong_content_type(client) -> None:
-    bad = await client.post(
-        "/sentiment", content=b'{"text": ', headers={"content-type": "application/json"}
-    )
-    assert bad.status_code == 422 and "JSON decode error" in json.dumps(bad.json())
-    plain = await client.post(
-        "/sentiment", content=b"hello", headers={"content-type": "text/plain"}
-    )
-    assert 400 <= plain.status_code < 500 and "detail" in plain.json()
+@pytest.mark.parametrize(("path", "body", "headers", "status", "fragment"), HOSTILE)
+async def test_hostile_bodies_are_a_4xx_with_json_and_leave_the_server_healthy(
+    client, path, body, headers, status, fragment
+) -> None:
+    response = await client.post(path, content=body, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert fragment in json.dumps(response.json()["detail"])
+    healthy = await client.post("/sentiment", json={"text": "still fine"})
+    assert healthy.status_code == 200
 
 
 @pytest.mark.anyio
@@ -142,14 +163,22 @@ async def test_health_ready_info_metrics_docs(client, engine) -> None:
     assert [t["name"] for t in info["tasks"]] == ["sentiment", "paraphrase", "similarity"]
     assert info["execution_provider"] == "CPUExecutionProvider" and info["graph"] == "fp32"
     assert info["batching"]["max_items_per_request"] == 8
+    assert isinstance(info["batching"]["max_batch_size"], int)  # not 32.0
+    assert '"max_batch_size":32' in (await client.get("/info")).text.replace(" ", "")
     await client.post("/sentiment", json={"text": "counted"})
+    await client.post("/v1/tasks/similarity", json={"sentence1": "a", "sentence2": "b"})
+    await client.post("/v1/tasks/nonsense", json={"text": "a"})
     metrics = (await client.get("/metrics")).text
-    assert 'bert_mts_requests_total{endpoint="/sentiment",status="200"}' in metrics
+    assert 'bert_mts_requests_total{endpoint="/sentiment",status="200",task="sentiment"}' in metrics
+    generic = 'endpoint="/v1/tasks/{task}",status="200",task="similarity"'
+    assert f"bert_mts_requests_total{{{generic}}}" in metrics
+    assert 'endpoint="/v1/tasks/{task}",status="404",task="other"' in metrics
     assert "bert_mts_batch_size_rows_count" in metrics and "bert_mts_queue_depth_rows" in metrics
     assert f'version="{engine.version("similarity")}"' in metrics
     assert (await client.get("/docs")).status_code == 200
     paths = (await client.get("/openapi.json")).json()["paths"]
     assert {"/sentiment", "/paraphrase", "/similarity", "/health", "/ready", "/info"} <= set(paths)
+    assert {"/v1/tasks", "/v1/tasks/{task}"} <= set(paths)
 
 
 @pytest.mark.anyio
@@ -166,7 +195,12 @@ async def test_not_ready_before_the_model_is_loaded(settings) -> None:
 class SlowEngine(Engine):
     """The real engine, made slow enough for queues and timeouts to show."""
 
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.started = threading.Event()
+
     def run(self, rows, task_ids):
+        self.started.set()
         time.sleep(0.3)
         return super().run(rows, task_ids)
 
@@ -181,10 +215,14 @@ async def test_overload_and_timeouts_are_503_with_retry_after(settings, engine) 
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             busy = asyncio.ensure_future(http.post("/sentiment", json={"text": "first"}))
             await asyncio.sleep(0.1)  # the first row is now inside the slow engine
-            shed = await http.post("/sentiment", json={"texts": ["a", "b", "c"]})
+            queued = asyncio.ensure_future(http.post("/sentiment", json={"texts": ["a", "b"]}))
+            await asyncio.sleep(0.1)  # two rows wait: the queue is full
+            shed = await http.post("/sentiment", json={"text": "c"})
             assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
             assert "overloaded" in shed.json()["detail"]
-            assert (await busy).status_code == 200
+            assert (await busy).status_code == 200 and (await queued).status_code == 200
+            never = await http.post("/sentiment", json={"texts": ["a", "b", "c"]})
+            assert never.status_code == 422 and "exceeds the queue" in never.json()["detail"]
             metrics = (await http.get("/metrics")).text
             assert "bert_mts_shed_requests_total 1.0" in metrics
 
@@ -266,14 +304,15 @@ def test_concurrent_mixed_load_matches_unbatched_calls(live_server: str) -> None
 
 
 def test_graceful_shutdown_finishes_in_flight_requests(settings, engine) -> None:
-    server = ThreadedServer(create_app(settings, SlowEngine(engine.manifest, engine.session)))
+    slow = SlowEngine(engine.manifest, engine.session)
+    server = ThreadedServer(create_app(settings, slow))
     answers: list[httpx.Response] = []
     url = f"{server.url}/sentiment"
     request = threading.Thread(
         target=lambda: answers.append(httpx.post(url, json={"texts": ["a", "b"]}, timeout=30))
     )
     request.start()
-    time.sleep(0.1)  # the request is now waiting on the slow engine
+    assert slow.started.wait(timeout=30)  # the request is now inside the slow engine
     server.stop()  # what SIGTERM does
     request.join(timeout=30)
     assert [a.status_code for a in answers] == [200]

@@ -17,7 +17,7 @@ from training.base_model import load_base_model
 from training.branch import BRANCH_META, BRANCH_WEIGHTS, BranchError, load_branch, save_branch
 from training.data import Example
 from training.task_model import TaskModel
-from training.tasks import TASKS
+from training.tasks import preset_spec
 from training.trainer import (
     TrainConfig,
     encode_examples,
@@ -51,7 +51,7 @@ def _loss_on(model: TaskModel, tokenizer, examples: list[Example]) -> float:
 @pytest.fixture(scope="module")
 def trained(base, tokenizer):
     """One tiny run shared by the tests below: 64 examples, 3 epochs of 4 steps."""
-    spec = TASKS["sentiment"]
+    spec = preset_spec("sentiment")
     train, val = sentiment_examples(64), sentiment_examples(16, seed=1)
     config = TrainConfig(layers=1, seed=3, **FAST)
     torch.manual_seed(config.seed)  # the same initialisation train_branch starts from
@@ -90,7 +90,7 @@ def test_saved_branch_reloads_into_the_same_model(trained, base, tokenizer, tmp_
     assert meta["task"] == "sentiment" and meta["layers"] == 1 and meta["first_layer"] == 5
     assert meta["base_model"]["sha256"] == base.weights_sha256
     assert meta["tokenizer_sha256"] == tokenizer.sha256 and meta["max_seq_len"] == 32
-    assert meta["version"] == path.name and meta["label_names"][0] == "negative"
+    assert meta["version"] == path.name and meta["definition"]["labels"][0] == "negative"
 
     reloaded, info = load_branch(path, base)
     assert info.version == path.name
@@ -103,7 +103,7 @@ def test_saved_branch_reloads_into_the_same_model(trained, base, tokenizer, tmp_
 
 
 def test_same_seed_gives_the_same_branch(base, tokenizer) -> None:
-    spec = TASKS["similarity"]
+    spec = preset_spec("similarity")
     train, val = similarity_examples(32), similarity_examples(8, seed=1)
 
     def run(seed: int) -> dict[str, torch.Tensor]:
@@ -118,7 +118,7 @@ def test_same_seed_gives_the_same_branch(base, tokenizer) -> None:
 
 
 def test_trunk_cache_matches_recomputation_within_budget(base, tokenizer) -> None:
-    model = TaskModel(base.encoder, TASKS["similarity"], 2, "mean")
+    model = TaskModel(base.encoder, preset_spec("similarity"), 2, "mean")
     examples = similarity_examples(40)
     rows = encode_examples(tokenizer, model.spec, examples)
     everything = TrunkStates(model, tokenizer, rows, budget_bytes=1 << 30)
@@ -190,7 +190,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
 def test_full_fine_tuning_tunes_a_copy_of_the_embeddings(base, tokenizer) -> None:
     """The full fine-tuning reference changes its own embeddings, never the base's,
     and is refused as a branch (it has no shared trunk to merge onto)."""
-    spec = TASKS["sentiment"]
+    spec = preset_spec("sentiment")
     train, val = sentiment_examples(32), sentiment_examples(8, seed=1)
     depth = base.encoder.num_layers
     config = TrainConfig(layers=depth, train_embeddings=True, seed=1, **{**FAST, "epochs": 1})

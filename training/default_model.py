@@ -40,8 +40,8 @@ from training.branch import (
 )
 from training.cli import OneLineArgumentParser, UsageError, run_cli
 from training.merge import LoadedBranch, MergeError, load_branches, publish_store
+from training.presets import preset_order
 from training.store import keep_branch
-from training.tasks import TASKS
 from training.weight_codec import INT8_ROWWISE, encode_int8_rowwise
 
 PROG = "default_model"
@@ -59,11 +59,12 @@ class ChecksumError(ValueError):
 
 
 def shipped_branch_dirs(shipped: Path) -> list[Path]:
-    """The one committed version per task, in the tasks' canonical order."""
-    missing = [task for task in TASKS if not (shipped / task).is_dir()]
-    if missing:
-        raise UsageError(f"{shipped} has no shipped branch for {', '.join(missing)}")
-    return [resolve_branch_dir(shipped / task) for task in TASKS]
+    """The one committed version per shipped task, presets first (the merge order is
+    part of what the checksums pin)."""
+    tasks = [path.name for path in shipped.iterdir() if path.is_dir()] if shipped.is_dir() else []
+    if not tasks:
+        raise UsageError(f"{shipped} holds no shipped branch")
+    return [resolve_branch_dir(shipped / task) for task in preset_order(tasks)]
 
 
 def read_checksums(path: Path) -> dict[str, str]:

@@ -1,10 +1,13 @@
 """Score a saved branch on a labelled file and print the metrics as JSON.
 
-    python -m training.evaluate --branch model_store/branches/sentiment/<version> \\
-        --data ../shared/data/sst-train.tsv
+    python -m training.evaluate --branch model_store/branches/sentiment/<version>
+    python -m training.evaluate --branch model_store/branches/topic --data more_topics.csv
 
-The branch is re-attached to its base model (checked by sha256) and run exactly as it
-was validated during training.
+Without `--data`, the branch is scored on its own validation split: the file, columns
+and seeded split recorded in branch.json. With `--data`, on the whole given file, read
+with the branch's recorded columns unless the column options say otherwise. The branch
+is re-attached to its base model (checked by sha256) and run exactly as it was
+validated during training.
 """
 
 from __future__ import annotations
@@ -18,8 +21,14 @@ from pathlib import Path
 from model_store.tokenizer import PairTokenizer
 from training.base_model import load_base_model
 from training.branch import load_branch, resolve_branch_dir
-from training.cli import OneLineArgumentParser, add_data_file_arguments, columns_for, run_cli
-from training.data import SHARED_FILES, read_examples
+from training.cli import (
+    OneLineArgumentParser,
+    UsageError,
+    add_data_file_arguments,
+    columns_for,
+    run_cli,
+)
+from training.data import DataSource, split_train_val
 from training.trainer import encode_examples, labels_of, predict, score
 from training.trunk_cache import TrunkStates
 
@@ -29,7 +38,9 @@ PROG = "evaluate"
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(prog=PROG, description="Print a branch's metrics on a file.")
     parser.add_argument("--branch", required=True, type=Path, help="branch version (or task) dir")
-    parser.add_argument("--data", required=True, type=Path, help="labelled TSV/CSV/JSONL file")
+    parser.add_argument(
+        "--data", type=Path, help="labelled TSV/CSV/JSONL file (default: the validation split)"
+    )
     parser.add_argument("--base-model", type=Path, metavar="PATH", help="default: all-MiniLM-L6-v2")
     parser.add_argument("--batch-size", type=int, default=64)
     add_data_file_arguments(parser)
@@ -41,24 +52,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = load_base_model(args.base_model)
     model, info = load_branch(resolve_branch_dir(args.branch), base)
     spec = model.spec
-    loaded = read_examples(
-        args.data,
-        columns_for(args, spec, SHARED_FILES[spec.name]),
-        spec.parse_label,
-        file_format=args.format,
-        skip_bad_rows=args.skip_bad_rows,
-    )
+    training_args = info.meta.get("training_args", {})
+    if "data" not in training_args:
+        raise UsageError(f"{info.path} does not record its training data: pass --data FILE")
+    recorded = DataSource.from_json(training_args["data"])
+    if args.data is None:
+        loaded = recorded.read(spec.parse_label, limit=training_args.get("limit"))
+        examples = split_train_val(
+            loaded.examples, training_args.get("val_fraction", 0.1), training_args.get("seed", 0)
+        )[1]
+    else:
+        columns = columns_for(args, spec.name, spec.pair, recorded.columns)
+        source = DataSource(args.data, columns, args.format, args.skip_bad_rows)
+        loaded = source.read(spec.parse_label)
+        examples = loaded.examples
     tokenizer = PairTokenizer.from_dir(base.path, int(info.meta.get("max_seq_len", 128)))
-    rows = encode_examples(tokenizer, spec, loaded.examples)
+    rows = encode_examples(tokenizer, spec, examples)
     states = TrunkStates(model, tokenizer, rows, budget_bytes=0)  # one pass: nothing to reuse
     outputs = predict(model, states, len(rows), args.batch_size)
-    loss, metric = score(spec, outputs, labels_of(loaded.examples))
+    loss, metric = score(spec, outputs, labels_of(examples))
     report = {
         "task": spec.name,
         "branch": str(info.path),
         "version": info.version,
-        "data": str(args.data),
-        "examples": len(loaded.examples),
+        "data": str(args.data or f"{recorded.path} (validation split)"),
+        "examples": len(examples),
         "skipped_rows": loaded.skipped,
         spec.metric_name: metric,
         "loss": loss,

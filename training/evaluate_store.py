@@ -1,10 +1,12 @@
 """Score every task of a published store on its validation split, per graph variant.
 
-    python -m training.evaluate_store --store model_store/default --data-dir ../shared/data
+    python -m training.evaluate_store --store model_store/default [--data-dir ../shared/data]
 
 Each task's validation examples are drawn exactly as during its training (same file,
-fraction, seed and limit, recorded in the manifest), then run through ONNX Runtime on
-the CPU. Comparing variants (fp32, int8, fp16) shows what quantization costs.
+columns, fraction, seed and limit, recorded in the manifest), then run through ONNX
+Runtime on the CPU. With `--data-dir`, each recorded file is looked up there by its
+name instead (data moved to another machine). Comparing variants (fp32, int8, fp16)
+shows what quantization costs.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +25,24 @@ from model_store.repository import resolve_store
 from model_store.runtime import CPU, MultiTaskSession
 from model_store.tokenizer import PairTokenizer
 from training.cli import OneLineArgumentParser, UsageError, run_cli
-from training.data import SHARED_FILES, Example, read_examples, split_train_val
-from training.tasks import TASKS
+from training.data import DataSource, Example, split_train_val
+from training.tasks import task_spec
 
 PROG = "evaluate_store"
 
 
-def validation_examples(task: str, split: dict[str, Any], data_dir: Path) -> list[Example]:
-    """A task's validation examples as its branch was selected on them: the task's file
-    in `data_dir`, cut with the split recorded at training (val_fraction, seed, limit)."""
-    dataset = SHARED_FILES[task]
-    loaded = read_examples(
-        data_dir / dataset.filename,
-        dataset.columns,
-        TASKS[task].parse_label,
-        skip_bad_rows=True,
-        limit=split.get("limit"),
-    )
+def validation_examples(
+    task: TaskEntry, split: dict[str, Any], data_dir: Path | None = None
+) -> list[Example]:
+    """A task's validation examples as its branch was selected on them: the recorded
+    data source (file and columns), cut with the recorded split (val_fraction, seed,
+    limit); with `data_dir`, the file of that name in `data_dir`."""
+    if not split.get("data"):
+        raise UsageError(f"the store does not record the data task {task.name} was trained on")
+    source = DataSource.from_json(split["data"])
+    if data_dir is not None:
+        source = replace(source, path=data_dir / source.path.name)
+    loaded = source.read(task_spec(task.definition).parse_label, limit=split.get("limit"))
     return split_train_val(
         loaded.examples, split.get("val_fraction") or 0.1, split.get("seed") or 0
     )[1]
@@ -53,12 +56,12 @@ def task_outputs(
     batch_size: int = 64,
 ) -> np.ndarray:
     """Raw outputs for `examples`, in order, from length-sorted one-task batches."""
-    pair = TASKS[task.name].pair
+    pair = task.pair
     rows = tokenizer.encode(
         [e.text_a for e in examples], [e.text_b or "" for e in examples] if pair else None
     )
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-    outputs = np.zeros((len(rows), TASKS[task.name].num_outputs), dtype=np.float32)
+    outputs = np.zeros((len(rows), task.definition.num_outputs), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         batch = tokenizer.pad([rows[i] for i in chunk])
@@ -70,19 +73,25 @@ def task_outputs(
 class TaskResult:
     """One task's validation labels and a store's raw outputs for them, per graph variant."""
 
-    name: str
+    task: TaskEntry
     labels: np.ndarray
     outputs: dict[str, np.ndarray]
 
+    @property
+    def name(self) -> str:
+        return self.task.name
+
     def metric(self, variant: str) -> float:
-        return TASKS[self.name].metric(self.outputs[variant], self.labels)
+        return task_spec(self.task.definition).metric(self.outputs[variant], self.labels)
 
 
-def store_outputs(manifest: Manifest, data_dir: Path, variants: Sequence[str]) -> list[TaskResult]:
+def store_outputs(
+    manifest: Manifest, data_dir: Path | None, variants: Sequence[str]
+) -> list[TaskResult]:
     """Every task's validation split through each variant's graph (ONNX Runtime, CPU)."""
     tokenizer = PairTokenizer.from_file(manifest.tokenizer_path, manifest.max_seq_len)
     examples = {
-        task.name: validation_examples(task.name, task.validation.get("split") or {}, data_dir)
+        task.name: validation_examples(task, task.validation.get("split") or {}, data_dir)
         for task in manifest.tasks
     }
     outputs: dict[str, dict[str, np.ndarray]] = {task.name: {} for task in manifest.tasks}
@@ -94,7 +103,7 @@ def store_outputs(manifest: Manifest, data_dir: Path, variants: Sequence[str]) -
             )
     return [
         TaskResult(
-            name=task.name,
+            task=task,
             labels=np.array([e.label for e in examples[task.name]], dtype=np.float32),
             outputs=outputs[task.name],
         )
@@ -102,10 +111,10 @@ def store_outputs(manifest: Manifest, data_dir: Path, variants: Sequence[str]) -
     ]
 
 
-def evaluate_store(manifest: Manifest, data_dir: Path, variants: Sequence[str]) -> dict:
+def evaluate_store(manifest: Manifest, data_dir: Path | None, variants: Sequence[str]) -> dict:
     return {
         result.name: {
-            "metric": TASKS[result.name].metric_name,
+            "metric": result.task.definition.metric_name,
             "examples": len(result.labels),
             **{variant: result.metric(variant) for variant in variants},
         }
@@ -116,7 +125,9 @@ def evaluate_store(manifest: Manifest, data_dir: Path, variants: Sequence[str]) 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineArgumentParser(prog=PROG, description="Validation metrics of a store's graphs.")
     parser.add_argument("--store", required=True, type=Path)
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument(
+        "--data-dir", type=Path, help="look the recorded data files up here, by file name"
+    )
     parser.add_argument("--variants", nargs="+", help="default: every graph in the store")
     args = parser.parse_args(argv)
     manifest = load_manifest(resolve_store(args.store))  # a repository: its current version

@@ -1,8 +1,10 @@
 """Fine-tune the top K encoder layers plus a head per task; save each as a task branch.
 
-    python training/finetune_top_layers.py --task all --layers 2
+    python training/finetune_top_layers.py --layers 2            # every preset task
     python training/finetune_top_layers.py --task similarity --layers 4 \\
         --base-model /models/bert-base-uncased --epochs 5 --out model_store/branches
+    python training/finetune_top_layers.py --task topic --kind classification \\
+        --labels sports,politics,science --train-file topics.csv --layers 2
 
 The embeddings and layers [0, L-K) stay frozen (and their outputs are cached, so each
 epoch runs only the top K layers); the best epoch on a seeded validation split carved
@@ -21,6 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable, not training/
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from model_store.tasks import INPUTS, KINDS, TaskDefinition
 from model_store.tokenizer import DEFAULT_MAX_SEQ_LEN, PairTokenizer
 from training.base_model import BaseModel, BaseModelSpec, load_base_model, read_base_model_spec
 from training.branch import save_branch
@@ -31,9 +34,10 @@ from training.cli import (
     columns_for,
     run_cli,
 )
-from training.data import SHARED_FILES, Example, read_examples, split_train_val
+from training.data import Columns, DataSource, Example, split_train_val
+from training.presets import PRESETS
 from training.task_model import POOLINGS
-from training.tasks import TASKS, TaskSpec
+from training.tasks import TaskSpec, task_spec
 from training.trainer import PAIR_ORDERS, TrainConfig, train_branch
 from training.trunk_cache import CACHE_DTYPES
 
@@ -46,7 +50,29 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Fine-tune the top K layers of a BERT base per task and save task branches.",
     )
-    parser.add_argument("--task", required=True, choices=(*TASKS, "all"))
+    task = parser.add_argument_group(
+        "task", "a preset's name is enough; another task is defined by these options"
+    )
+    task.add_argument(
+        "--task",
+        metavar="NAME",
+        help=f"default: every preset ({', '.join(PRESETS)}); another name defines a new task",
+    )
+    task.add_argument("--kind", choices=KINDS, help="what the task predicts (new tasks)")
+    task.add_argument(
+        "--input",
+        choices=INPUTS,
+        help="one text or a text pair (default: pair when --text-b-column is given)",
+    )
+    task.add_argument(
+        "--labels",
+        metavar="A,B,...",
+        help="label names, in index order (classification; binary: negative,positive); "
+        "the file may hold the names or 0-based indices",
+    )
+    task.add_argument(
+        "--range", nargs=2, type=float, metavar=("LO", "HI"), help="value range (regression)"
+    )
     parser.add_argument(
         "--layers", required=True, type=int, metavar="K", help="layers to tune (1..L)"
     )
@@ -111,8 +137,19 @@ def check_arguments(args: argparse.Namespace, base: BaseModelSpec) -> None:
             f"--max-seq-len must be 3..{base.config.max_position_embeddings} for this base, "
             f"got {args.max_seq_len}"
         )
-    if args.train_file is not None and args.task == "all":
-        raise UsageError("--train-file needs a single --task, not all")
+    defining = [
+        option
+        for option, value in (
+            ("--kind", args.kind),
+            ("--input", args.input),
+            ("--labels", args.labels),
+            ("--range", args.range),
+            ("--train-file", args.train_file),
+        )
+        if value is not None
+    ]
+    if args.task is None and defining:
+        raise UsageError(f"{defining[0]} needs --task NAME (without it, every preset trains)")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
 
@@ -138,35 +175,77 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         raise UsageError(str(err)) from err
 
 
+def task_definition(args: argparse.Namespace) -> TaskDefinition:
+    """The task `--task` names: a preset as it is, or a new task from the options."""
+    name = args.task
+    labels = tuple(label.strip() for label in args.labels.split(",")) if args.labels else ()
+    value_range = tuple(args.range) if args.range else None
+    if name in PRESETS:
+        preset = PRESETS[name].definition
+        given = (
+            (args.kind, preset.kind),
+            (args.input, preset.input),
+            (labels or None, preset.label_names),
+            (value_range, preset.value_range),
+        )
+        if any(value is not None and value != expected for value, expected in given):
+            raise UsageError(
+                f"{name} is a preset ({preset.describe()}); "
+                "a task with another definition needs another name"
+            )
+        return preset
+    if args.kind is None:
+        raise UsageError(f"{name} is not a preset ({', '.join(PRESETS)}): define it with --kind")
+    if args.kind == "binary" and not labels:
+        labels = ("negative", "positive")
+    if args.kind != "regression" and args.range:
+        raise UsageError(f"--range is for regression tasks, not {args.kind}")
+    if args.kind == "regression" and args.labels:
+        raise UsageError("--labels is for classification and binary tasks, not regression")
+    return TaskDefinition(
+        name=name,
+        kind=args.kind,
+        input=args.input or ("pair" if args.text_b_column else "text"),
+        label_names=labels,
+        value_range=value_range,
+    )
+
+
+# Columns a user's file is read from unless the column options say otherwise.
+CUSTOM_COLUMNS = Columns(text_a="text", text_b=None, label="label")
+
+
+def data_source(args: argparse.Namespace, definition: TaskDefinition) -> DataSource:
+    """Where a task's examples come from: --train-file, else the preset's shared file."""
+    preset = PRESETS.get(definition.name)
+    if args.train_file is None and preset is None:
+        raise UsageError(f"task {definition.name} needs its data: --train-file FILE")
+    path = args.train_file or args.data_dir / preset.data.filename
+    default = preset.data.columns if preset else CUSTOM_COLUMNS
+    columns = columns_for(args, definition.name, definition.pair, default)
+    return DataSource(path, columns, args.format, args.skip_bad_rows)
+
+
 @dataclass(frozen=True)
 class TaskData:
-    path: Path
+    source: DataSource
     train: list[Example]
     val: list[Example]
     skipped: int
 
 
-def load_task_data(args: argparse.Namespace, spec: TaskSpec) -> TaskData:
+def load_task_data(args: argparse.Namespace, spec: TaskSpec, source: DataSource) -> TaskData:
     """Read and split one task's file; all tasks are loaded before any training starts,
     so a malformed file stops the run at once rather than after minutes of training."""
-    default_file = SHARED_FILES[spec.name]
-    path = args.train_file or args.data_dir / default_file.filename
-    loaded = read_examples(
-        path,
-        columns_for(args, spec, default_file),
-        spec.parse_label,
-        file_format=args.format,
-        skip_bad_rows=args.skip_bad_rows,
-        limit=args.limit,
-    )
+    loaded = source.read(spec.parse_label, limit=args.limit)
     if loaded.skipped:
         lines = ", ".join(map(str, loaded.skipped_lines[:10]))
-        log.warning("%s: skipped %d malformed rows (lines %s)", path, loaded.skipped, lines)
+        log.warning("%s: skipped %d malformed rows (lines %s)", source.path, loaded.skipped, lines)
     try:
         train, val = split_train_val(loaded.examples, args.val_fraction, args.seed)
     except ValueError as err:
-        raise UsageError(f"{path}: {err}") from err
-    return TaskData(path, train, val, loaded.skipped)
+        raise UsageError(f"{source.path}: {err}") from err
+    return TaskData(source, train, val, loaded.skipped)
 
 
 def train_task(
@@ -182,7 +261,7 @@ def train_task(
         spec.name,
         len(data.train),
         len(data.val),
-        data.path,
+        data.source.path,
     )
     result = train_branch(
         base.encoder, tokenizer, spec, data.train, data.val, config, progress=not args.quiet
@@ -194,7 +273,8 @@ def train_task(
         "max_seq_len": args.max_seq_len,
         "val_fraction": args.val_fraction,
         "limit": args.limit,
-        "train_file": str(data.path),
+        "train_file": str(data.source.path),
+        "data": data.source.to_json(),
         "train_examples": len(data.train),
         "skipped_rows": data.skipped,
     }
@@ -214,8 +294,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    tasks = [TASKS[name] for name in (TASKS if args.task == "all" else [args.task])]
-    data = {spec.name: load_task_data(args, spec) for spec in tasks}
+    definitions = (
+        [preset.definition for preset in PRESETS.values()]
+        if args.task is None
+        else [task_definition(args)]
+    )
+    tasks = [task_spec(definition) for definition in definitions]
+    data = {
+        spec.name: load_task_data(args, spec, data_source(args, spec.definition)) for spec in tasks
+    }
     base = load_base_model(args.base_model)
     tokenizer = PairTokenizer.from_dir(base.path, args.max_seq_len)
     for spec in tasks:

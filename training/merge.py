@@ -42,6 +42,7 @@ from training.branch import (
     resolve_branch_dir,
 )
 from training.cli import OneLineArgumentParser, run_cli
+from training.errors import MergeError
 from training.merged_model import INPUT_NAMES, MergedModel, output_name
 from training.onnx_export import OPSET, convert_fp16, export_fp32, quantize_int8
 from training.task_model import TaskModel
@@ -59,10 +60,6 @@ _PROBE = {
         ("Is it going to rain tomorrow?", "Will it rain tomorrow?"),
     ],
 }
-
-
-class MergeError(ValueError):
-    """Branches that cannot be merged, or a graph that fails its check."""
 
 
 @dataclass(frozen=True)
@@ -148,7 +145,7 @@ def _validation_entry(info: BranchInfo) -> dict:
     that trained it, so reports can say how each task was tuned."""
     validation = {k: v for k, v in info.meta.get("validation", {}).items() if k != "history"}
     args = info.meta.get("training_args", {})
-    validation["split"] = {key: args.get(key) for key in ("val_fraction", "seed", "limit")}
+    validation["split"] = {key: args.get(key) for key in ("val_fraction", "seed", "limit", "data")}
     validation["recipe"] = {key: args[key] for key in _RECIPE_KEYS if key in args}
     return validation
 
@@ -164,12 +161,9 @@ def build_manifest(
 ) -> Manifest:
     tasks = tuple(
         TaskEntry(
-            name=branch.info.task,
+            definition=branch.model.spec.definition,
             task_id=task_id,
-            kind=branch.model.spec.kind,
-            pair=branch.model.spec.pair,
             output=output_name(branch.info.task),
-            label_names=tuple(branch.info.meta.get("label_names", ())),
             branch_version=branch.info.version,
             layers=branch.info.layers,
             pooling=branch.model.pooling,

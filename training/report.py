@@ -25,11 +25,12 @@ import numpy as np
 from model_store.atomic import atomic_directory
 from model_store.manifest import Manifest, load_manifest
 from model_store.repository import resolve_store
+from model_store.tasks import TaskDefinition
 from training import report_plots
 from training.cli import OneLineArgumentParser, UsageError, run_cli
 from training.evaluate_store import TaskResult, store_outputs
 from training.sweep_log import FULL, SweepRecord, load_sweep
-from training.tasks import TASKS, overall_score
+from training.tasks import PRESET_SCORE_TASKS, overall_score
 
 PROG = "report"
 INDEX = "index.html"
@@ -55,25 +56,21 @@ def draw_plots(
     """The four figures, from the fp32 graph's outputs; returns {figure: file name}."""
     by_task = {result.name: result for result in results}
     files: dict[str, str] = {}
-    if "sentiment" in by_task:
-        result = by_task["sentiment"]
-        matrix = report_plots.confusion_matrix(
-            result.labels, result.outputs["fp32"].argmax(axis=1), TASKS["sentiment"].num_outputs
-        )
-        files["sentiment"] = "sentiment_confusion.png"
-        names = TASKS["sentiment"].label_names
-        report_plots.plot_confusion(matrix, names, out / files["sentiment"])
-    if "similarity" in by_task:
-        result = by_task["similarity"]
-        files["similarity"] = "similarity_residuals.png"
-        report_plots.plot_residuals(
-            result.labels, result.outputs["fp32"][:, 0], out / files["similarity"]
-        )
-    if "paraphrase" in by_task:
-        result = by_task["paraphrase"]
-        probabilities = 1 / (1 + np.exp(-result.outputs["fp32"][:, 0].astype(np.float64)))
-        files["paraphrase"] = "paraphrase_calibration.png"
-        report_plots.plot_calibration(probabilities, result.labels, out / files["paraphrase"])
+    for result in results:
+        task, outputs = result.task.definition, result.outputs["fp32"]
+        if task.kind == "classification":
+            matrix = report_plots.confusion_matrix(
+                result.labels, outputs.argmax(axis=1), task.num_outputs
+            )
+            files[task.name] = f"{task.name}_confusion.png"
+            report_plots.plot_confusion(matrix, task.label_names, out / files[task.name])
+        elif task.kind == "regression":
+            files[task.name] = f"{task.name}_residuals.png"
+            report_plots.plot_residuals(result.labels, outputs[:, 0], out / files[task.name])
+        else:
+            probabilities = 1 / (1 + np.exp(-outputs[:, 0].astype(np.float64)))
+            files[task.name] = f"{task.name}_calibration.png"
+            report_plots.plot_calibration(probabilities, result.labels, out / files[task.name])
     shipped = {
         task.name: (task.layers, by_task[task.name].metric("fp32")) for task in manifest.tasks
     }
@@ -133,7 +130,7 @@ def summary_rows(
         rows.append(
             [
                 html.escape(result.name),
-                html.escape(TASKS[result.name].metric_name),
+                html.escape(result.task.definition.metric_name),
                 str(entry.layers),
                 *(_cell(result.metric(v)) for v in variants),
                 _cell(reference.value if reference else None),
@@ -143,13 +140,23 @@ def summary_rows(
             ]
         )
     overall: dict[str, float] = {}
-    if {result.name for result in results} == set(TASKS):
+    if {result.name for result in results} >= set(PRESET_SCORE_TASKS):
         for variant in variants:
             overall[variant] = overall_score({r.name: r.metric(variant) for r in results})
-        if set(full) == set(TASKS):
+        if set(full) >= set(PRESET_SCORE_TASKS):
             overall["full fine-tuning"] = overall_score({t: r.value for t, r in full.items()})
         overall["BERT-MTS report (bert-base)"] = overall_score(LITERATURE_BERT_MTS)
     return rows, overall
+
+
+def caption(task: TaskDefinition) -> str:
+    """What a task's figure shows, from its kind."""
+    if task.kind == "classification":
+        return f"{task.name} ({task.num_outputs} classes): confusion matrix of the fp32 graph."
+    if task.kind == "regression":
+        low, high = task.value_range or (0, 0)
+        return f"{task.name} ({low:g}-{high:g}): predictions and residuals of the fp32 graph."
+    return f"{task.name} (binary): reliability diagram of the fp32 graph's probabilities."
 
 
 def render_html(
@@ -201,9 +208,7 @@ def render_html(
     captions = {
         "k_sweep": "Validation metric against K, the number of tuned top layers (sweep "
         "recipe), with full fine-tuning dashed and the shipped branch starred.",
-        "sentiment": "Sentiment (SST, 5 classes): confusion matrix of the fp32 graph.",
-        "similarity": "Similarity (STS-B, 0-5): predictions and residuals of the fp32 graph.",
-        "paraphrase": "Paraphrase (Quora): reliability diagram of the fp32 graph's probabilities.",
+        **{task.name: caption(task.definition) for task in manifest.tasks},
     }
     images = "".join(
         f'<figure><img src="{html.escape(file)}" alt="{html.escape(name)}">'
@@ -244,7 +249,7 @@ comparison. docs/results.md discusses the differences.</p>
 
 
 def write_report(
-    store: Path, data_dir: Path, sweep_file: Path, out: Path, variants: Sequence[str] | None
+    store: Path, data_dir: Path | None, sweep_file: Path, out: Path, variants: Sequence[str] | None
 ) -> Path:
     manifest = load_manifest(resolve_store(store))
     chosen = list(variants or [v for v in VARIANT_ORDER if v in manifest.graphs and v != "fp16"])
@@ -270,13 +275,15 @@ def write_report(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineArgumentParser(prog=PROG, description="Write the HTML accuracy report.")
     parser.add_argument("--store", type=Path, default=Path("model_store/default"))
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument(
+        "--data-dir", type=Path, help="look the recorded data files up here, by file name"
+    )
     parser.add_argument("--sweep", type=Path, default=Path("docs/report/k_sweep.json"))
     parser.add_argument("--out", type=Path, default=Path("docs/report"))
     parser.add_argument("--variants", nargs="+", help="graphs to score (default: fp32, int8)")
     args = parser.parse_args(argv)
     for path, what in ((args.store, "store"), (args.data_dir, "data directory")):
-        if not path.exists():
+        if path is not None and not path.exists():
             raise UsageError(f"{what} {path} does not exist")
     index = write_report(args.store, args.data_dir, args.sweep, args.out, args.variants)
     print(f"wrote {index}")

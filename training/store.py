@@ -1,14 +1,18 @@
 """Manage a versioned model repository: publish branches, list versions, roll back.
 
     python -m training.store publish --store model_store/default --branch runs/branches/sentiment
+    python -m training.store publish --store model_store/default --remove topic
     python -m training.store list --store model_store/default
     python -m training.store rollback --store model_store/default [--to VERSION]
 
 `publish` merges the given branches with the current version's other branches (kept
-in the repository) into a new immutable version and makes it current; a running
-service picks it up on reload (POST /admin/reload or SIGHUP). With the same trunk
-depth, the tasks that were not replaced keep bit-identical outputs. On a new
-directory, `publish` creates the repository from the given branches.
+in the repository), less any `--remove`d task, into a new immutable version and makes
+it current; a running service picks it up on reload (POST /admin/reload or SIGHUP).
+With the same trunk depth, the tasks that were not replaced keep bit-identical
+outputs. On a new directory, `publish` creates the repository from the given branches.
+
+`list` and `rollback` need no torch (they run inside the serving image): the merge
+machinery is imported only by `publish`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from model_store.atomic import atomic_directory
 from model_store.manifest import GRAPH_FILES, MANIFEST_FILE, load_manifest
@@ -31,10 +36,12 @@ from model_store.repository import (
     resolve_store,
     set_current,
 )
-from training.base_model import load_base_model
-from training.branch import BranchInfo, read_branch_info, resolve_branch_dir
+from model_store.tasks import NAME_PATTERN
 from training.cli import OneLineArgumentParser, UsageError, run_cli
-from training.merge import MergeError, check_compatible, load_branches, publish_store
+from training.errors import MergeError
+
+if TYPE_CHECKING:
+    from training.branch import BranchInfo
 
 PROG = "store"
 
@@ -49,26 +56,48 @@ def keep_branch(repository: Path, info: BranchInfo) -> Path:
     return target
 
 
-def _branch_set(repository: Path, new: list[BranchInfo]) -> list[Path]:
-    """The current version's branches, with the given ones replacing or adding tasks."""
+def _branch_set(repository: Path, new: list[BranchInfo], remove: list[str]) -> list[Path]:
+    """The current version's branches, with the given ones replacing or adding tasks and
+    the removed ones left out."""
     replacing = {info.task: info for info in new}
     if len(replacing) != len(new):
         raise MergeError("two branches given for one task")
+    both = sorted(set(replacing) & set(remove))
+    if both:
+        raise UsageError(f"task {both[0]} is both given as a branch and removed")
     paths: dict[str, Path] = {}
+    current_tasks: list[str] = []
     if (repository / "CURRENT").is_file():
         current = load_manifest(resolve_store(repository), verify=False)
+        current_tasks = [task.name for task in current.tasks]
         for task in current.tasks:
+            if task.name in remove:
+                continue
             kept = repository / BRANCHES_DIR / task.name / task.branch_version
             if task.name not in replacing and not kept.is_dir():
                 raise UsageError(f"{repository} lacks branch {task.name}/{task.branch_version}")
             paths[task.name] = kept
+    absent = [task for task in remove if task not in current_tasks]
+    if absent:
+        served = ", ".join(current_tasks) or "none"
+        raise UsageError(
+            f"cannot remove {absent[0]}: the current version has no such task (it has {served})"
+        )
     for task, info in replacing.items():
         paths[task] = keep_branch(repository, info)
+    if not paths:
+        raise UsageError("a version needs at least one task: nothing would be left")
     return list(paths.values())
 
 
 def publish(args: argparse.Namespace) -> int:
+    from training.base_model import load_base_model
+    from training.branch import read_branch_info, resolve_branch_dir
+    from training.merge import check_compatible, load_branches, publish_store
+
     repository: Path = args.store
+    if not args.branch and not args.remove:
+        raise UsageError("publish needs --branch (add or replace a task) or --remove TASK")
     if (repository / MANIFEST_FILE).is_file():
         raise UsageError(
             f"{repository} is a single store, not a repository: publish into a new directory"
@@ -76,10 +105,11 @@ def publish(args: argparse.Namespace) -> int:
     if repository.exists() and not is_repository(repository) and any(repository.iterdir()):
         raise UsageError(f"{repository} exists and is not a model repository")
     new = [read_branch_info(resolve_branch_dir(path)) for path in args.branch]
-    check_compatible(new)
+    if new:
+        check_compatible(new)
     (repository / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
     base = load_base_model(args.base_model)
-    branches = load_branches(_branch_set(repository, new), base)
+    branches = load_branches(_branch_set(repository, new, args.remove), base)
     version = new_version_id()
     manifest = publish_store(
         base, branches, repository / VERSIONS_DIR / version, ["fp32", *args.variants]
@@ -109,12 +139,28 @@ def rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_name(value: str) -> str:
+    if not NAME_PATTERN.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a task name")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     publish_cmd = commands.add_parser("publish", help="merge branches into a new version")
     publish_cmd.add_argument("--store", required=True, type=Path)
-    publish_cmd.add_argument("--branch", required=True, action="append", type=Path)
+    publish_cmd.add_argument(
+        "--branch", action="append", type=Path, default=[], help="add or replace a task"
+    )
+    publish_cmd.add_argument(
+        "--remove",
+        action="append",
+        type=_task_name,
+        default=[],
+        metavar="TASK",
+        help="publish a version without this task",
+    )
     publish_cmd.add_argument("--base-model", type=Path, metavar="PATH")
     publish_cmd.add_argument(
         "--variants", nargs="*", choices=[v for v in GRAPH_FILES if v != "fp32"], default=[]
@@ -137,4 +183,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, None, PROG, extra_errors=(MergeError,)))
+    sys.exit(run_cli(main, None, PROG))

@@ -1,8 +1,8 @@
-"""The three tasks: their outputs, losses, validation metrics and label parsing.
+"""How a task trains and is scored: loss, metric and label parsing, from its kind.
 
-A task is data, not a class hierarchy: one `TaskSpec` per task says how many outputs
-its head has, which loss trains it, which metric picks the best epoch, and how to turn
-raw outputs into predictions. Everything task-specific elsewhere reads it from here.
+The task itself is data (`model_store.tasks.TaskDefinition`, read from branch.json or
+given on the command line); this module only maps its kind to the torch loss, the
+numpy metric that picks the best epoch, and the parser of labels in its data file.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from training.data import LabelParser, binary_label, class_label, score_label
-
-SIMILARITY_RANGE = (0.0, 5.0)
+from model_store.tasks import TaskDefinition
+from training.data import LabelParser, binary_label, named_class_label, score_label
+from training.presets import PRESETS
 
 
 def accuracy_of_classes(outputs: np.ndarray, labels: np.ndarray) -> float:
@@ -50,65 +50,77 @@ def _mean_squared_error(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Te
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """Everything that differs between tasks."""
+    """A task definition with what training needs of it; built by `task_spec`."""
 
-    name: str
-    kind: str  # "classification" | "binary" | "regression": how outputs are read
-    pair: bool  # cross-encoded sentence pair, or a single sentence
-    num_outputs: int
-    label_names: tuple[str, ...]
-    metric_name: str
+    definition: TaskDefinition
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     metric: Callable[[np.ndarray, np.ndarray], float]
     parse_label: LabelParser
 
+    @property
+    def name(self) -> str:
+        return self.definition.name
 
-TASKS: dict[str, TaskSpec] = {
-    "sentiment": TaskSpec(
-        name="sentiment",
-        kind="classification",
-        pair=False,
-        num_outputs=5,
-        label_names=("negative", "somewhat negative", "neutral", "somewhat positive", "positive"),
-        metric_name="accuracy",
-        loss=_cross_entropy,
-        metric=accuracy_of_classes,
-        parse_label=class_label(5),
-    ),
-    "paraphrase": TaskSpec(
-        name="paraphrase",
-        kind="binary",
-        pair=True,
-        num_outputs=1,
-        label_names=("not_paraphrase", "paraphrase"),
-        metric_name="accuracy",
-        loss=_binary_cross_entropy,
-        metric=accuracy_of_logit,
-        parse_label=binary_label(),
-    ),
-    "similarity": TaskSpec(
-        name="similarity",
-        kind="regression",
-        pair=True,
-        num_outputs=1,
-        label_names=(),
-        metric_name="pearson",
-        loss=_mean_squared_error,
-        metric=pearson,
-        parse_label=score_label(*SIMILARITY_RANGE),
-    ),
-}
+    @property
+    def kind(self) -> str:
+        return self.definition.kind
+
+    @property
+    def pair(self) -> bool:
+        return self.definition.pair
+
+    @property
+    def num_outputs(self) -> int:
+        return self.definition.num_outputs
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.definition.label_names
+
+    @property
+    def metric_name(self) -> str:
+        return self.definition.metric_name
+
+
+def task_spec(definition: TaskDefinition) -> TaskSpec:
+    """Loss, metric and label parser follow from the kind (as `problem_type` does in
+    transformers): cross-entropy and accuracy, logistic loss and accuracy, or squared
+    error and Pearson's r with labels checked against the range."""
+    if definition.kind == "classification":
+        return TaskSpec(
+            definition,
+            _cross_entropy,
+            accuracy_of_classes,
+            named_class_label(definition.label_names),
+        )
+    if definition.kind == "binary":
+        return TaskSpec(
+            definition,
+            _binary_cross_entropy,
+            accuracy_of_logit,
+            binary_label(definition.label_names),
+        )
+    low, high = definition.value_range or (0.0, 0.0)
+    return TaskSpec(definition, _mean_squared_error, pearson, score_label(low, high))
+
+
+PRESET_SCORE_TASKS = ("sentiment", "paraphrase", "similarity")
 
 
 def overall_score(metrics: Mapping[str, float]) -> float:
-    """The project's one-number summary over the three tasks:
+    """The project's one-number summary of the three preset tasks, as in the literature:
     `(sentiment_acc + paraphrase_acc + (similarity_pearson + 1) / 2) / 3`.
 
     Pearson's r is mapped from [-1, 1] onto [0, 1] so that all three terms share the
-    accuracies' scale.
+    accuracies' scale. Other tasks have no place in this benchmark figure.
     """
-    missing = [task for task in TASKS if task not in metrics]
+    missing = [task for task in PRESET_SCORE_TASKS if task not in metrics]
     if missing:
-        raise ValueError(f"the overall score needs every task; missing {', '.join(missing)}")
+        raise ValueError(f"the overall score needs every preset; missing {', '.join(missing)}")
     similarity = (metrics["similarity"] + 1) / 2
     return (metrics["sentiment"] + metrics["paraphrase"] + similarity) / 3
+
+
+def preset_spec(name: str) -> TaskSpec:
+    """The training view of a preset task (benchmarks and tests train presets by name)."""
+    return task_spec(PRESETS[name].definition)

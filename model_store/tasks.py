@@ -1,0 +1,133 @@
+"""What a task is, as data: the one definition that training, merging and serving share.
+
+A task is named, has a kind and an input shape, and either label names or a value range:
+
+    classification  one of N >= 2 labels          outputs: N logits -> softmax
+    binary          a yes/no decision (2 labels)  outputs: 1 logit  -> sigmoid
+    regression      a score within [low, high]    outputs: 1 value  -> clipped to the range
+
+Like `problem_type` and `id2label` in a transformers config, everything else follows
+from the kind: the head's width, the loss, the metric, how raw outputs are read. The
+definition is written into every branch (branch.json) and every store (manifest.json)
+and read back from there, never re-listed in code. Torch-free: the service reads it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+KINDS = ("classification", "binary", "regression")
+INPUTS = ("text", "pair")
+# Task names appear in URLs, graph output names and metric labels: keep them plain.
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,47}")
+_METRICS = {"classification": "accuracy", "binary": "accuracy", "regression": "pearson"}
+
+
+class TaskDefinitionError(ValueError):
+    """A task definition that is incomplete or contradicts itself (one readable line)."""
+
+
+@dataclass(frozen=True)
+class TaskDefinition:
+    """One task: name, kind, input shape, and label names or value range."""
+
+    name: str
+    kind: str
+    input: str
+    label_names: tuple[str, ...] = ()
+    value_range: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        problem = _problem_with(self)
+        if problem:
+            raise TaskDefinitionError(f"task {self.name!r}: {problem}")
+
+    @property
+    def pair(self) -> bool:
+        """Takes a sentence pair (cross-encoded) rather than one text."""
+        return self.input == "pair"
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.label_names) if self.kind == "classification" else 1
+
+    @property
+    def metric_name(self) -> str:
+        return _METRICS[self.kind]
+
+    def describe(self) -> str:
+        """One line for logs and listings: 'topic: classification of text (3 labels)'."""
+        if self.kind == "regression":
+            low, high = self.value_range or (0.0, 0.0)
+            return f"{self.name}: regression of {self.input} in [{low:g}, {high:g}]"
+        return f"{self.name}: {self.kind} of {self.input} ({', '.join(self.label_names)})"
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "kind": self.kind, "input": self.input}
+        if self.kind == "regression":
+            data["range"] = list(self.value_range or ())
+        else:
+            data["labels"] = list(self.label_names)
+        return data
+
+    @classmethod
+    def from_json(cls, raw: Any) -> TaskDefinition:
+        if not isinstance(raw, dict):
+            raise TaskDefinitionError(f"a task definition must be an object, got {raw!r:.60}")
+        unknown = sorted(set(raw) - {"name", "kind", "input", "labels", "range"})
+        if unknown:
+            raise TaskDefinitionError(f"task definition has unknown keys {', '.join(unknown)}")
+        value_range = raw.get("range")
+        if value_range is not None:
+            if not isinstance(value_range, list) or len(value_range) != 2:
+                raise TaskDefinitionError(f"range must be [low, high], got {value_range!r:.60}")
+            value_range = tuple(value_range)
+        labels = raw.get("labels", [])
+        if not isinstance(labels, list):
+            raise TaskDefinitionError(f"labels must be a list, got {labels!r:.60}")
+        return cls(
+            name=raw.get("name"),
+            kind=raw.get("kind"),
+            input=raw.get("input"),
+            label_names=tuple(labels),
+            value_range=value_range,
+        )
+
+
+def _problem_with(task: TaskDefinition) -> str | None:
+    """What is wrong with a definition, or None; checked on every construction."""
+    if not isinstance(task.name, str) or not NAME_PATTERN.fullmatch(task.name):
+        return (
+            "a task name is 1-48 characters of a-z, 0-9 and _, starting with a letter "
+            f"(it appears in URLs and metric labels), got {task.name!r}"
+        )
+    if task.kind not in KINDS:
+        return f"kind must be one of {', '.join(KINDS)}, got {task.kind!r}"
+    if task.input not in INPUTS:
+        return f"input must be one of {', '.join(INPUTS)}, got {task.input!r}"
+    labels = task.label_names
+    if task.kind == "regression":
+        if labels:
+            return "a regression task has a value range, not label names"
+        if task.value_range is None:
+            return "a regression task needs a value range (low, high)"
+        low, high = task.value_range
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+            return f"range bounds must be numbers, got {task.value_range!r}"
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            return f"range needs finite low < high, got [{low}, {high}]"
+        return None
+    if task.value_range is not None:
+        return f"a {task.kind} task has label names, not a value range"
+    if not all(isinstance(label, str) and label.strip() for label in labels):
+        return "label names must be non-empty strings"
+    if len(set(labels)) != len(labels):
+        return f"label names must be distinct, got {', '.join(labels)}"
+    if task.kind == "binary" and len(labels) != 2:
+        return f"a binary task has exactly 2 labels (negative, positive), got {len(labels)}"
+    if task.kind == "classification" and len(labels) < 2:
+        return f"a classification task needs at least 2 labels, got {len(labels)}"
+    return None

@@ -1,0 +1,80 @@
+"""Error responses: every refusal is a JSON body with a `detail`, whatever bytes arrived.
+
+FastAPI's own validation handler echoes the offending input back, and fails with a
+500 when that input cannot be encoded: a lone surrogate ("\\ud800"), a NaN or Infinity
+literal, or undecodable bytes sent as text/plain. So the class of problem is fixed
+here, not its three cases: errors are rendered without the input, through an encoder
+that escapes everything outside ASCII and refuses nothing; unparseable bodies are 400,
+bodies that are not JSON at all 415, parseable but invalid ones 422.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from service.inference import ServiceError
+
+log = logging.getLogger(__name__)
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that any content can be rendered as: non-ASCII escaped (lone surrogates
+    included), non-finite numbers as strings."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(_finite(content), ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _location(loc: Any) -> list[str | int]:
+    return [part if isinstance(part, int) else str(part) for part in loc]
+
+
+def _is_json(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "" or media == "application/json" or media.endswith("+json")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, err: RequestValidationError) -> SafeJSONResponse:
+        errors = err.errors()
+        if not _is_json(request):
+            return SafeJSONResponse(
+                {"detail": "the body must be JSON (content-type: application/json)"}, 415
+            )
+        unparseable = next((e for e in errors if e.get("type") == "json_invalid"), None)
+        if unparseable is not None:
+            reason = (unparseable.get("ctx") or {}).get("error", "malformed")
+            return SafeJSONResponse({"detail": f"the body is not valid JSON: {reason}"}, 400)
+        detail = [
+            {"type": str(e.get("type")), "loc": _location(e.get("loc", ())), "msg": str(e["msg"])}
+            for e in errors
+        ]
+        return SafeJSONResponse({"detail": detail}, 422)
+
+    @app.exception_handler(ServiceError)
+    async def _refused(_: Request, err: ServiceError) -> SafeJSONResponse:
+        return SafeJSONResponse({"detail": err.detail}, err.status, headers=err.headers)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, err: Exception) -> SafeJSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return SafeJSONResponse({"detail": "internal error"}, 500)

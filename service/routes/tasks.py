@@ -1,0 +1,187 @@
+"""Task routes: the generic `/v1/tasks/{task}` for any served task, `/v1/tasks` to list
+them, and the three named preset endpoints with their fixed contract.
+
+Routes only translate: request bodies into `Inputs`, `TaskResult`s into response
+bodies. Which tasks exist is read from the live model at request time, so tasks added
+or removed by a reload are served (or 404) without a restart.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Path, Request
+
+from service import schemas
+from service.inference import Infer, Inputs, TaskResult
+
+ERRORS = {
+    400: {"model": schemas.ErrorResponse, "description": "Body could not be parsed"},
+    404: {"model": schemas.ErrorResponse, "description": "The model serves no such task"},
+    413: {"model": schemas.ErrorResponse, "description": "Request body too large"},
+    415: {"model": schemas.ErrorResponse, "description": "Body is not JSON"},
+    422: {"model": schemas.ErrorResponse, "description": "Invalid input"},
+    503: {"model": schemas.ErrorResponse, "description": "Overloaded, timed out or not ready"},
+}
+TASKS_PREFIX = "/v1/tasks"
+TaskName = Path(description="a served task's name (GET /v1/tasks lists them)", max_length=48)
+
+
+def _infer(request: Request) -> Infer:
+    return request.app.state.infer
+
+
+def inputs_of(body: schemas.TaskRequest) -> tuple[Inputs, bool]:
+    """The request's inputs, and whether it was the single-item shape."""
+    if isinstance(body, schemas.TextRequest):
+        return Inputs([body.text]), True
+    if isinstance(body, schemas.TextBatchRequest):
+        return Inputs(body.texts), False
+    if isinstance(body, schemas.PairRequest):
+        return Inputs([body.sentence1], [body.sentence2]), True
+    return Inputs([p[0] for p in body.pairs], [p[1] for p in body.pairs]), False
+
+
+def task_result(result: TaskResult):
+    """A generic result body, by the task's kind."""
+    common = {
+        "task": result.task.name,
+        "truncated": result.truncated,
+        "model_version": result.model_version,
+    }
+    if result.task.kind == "classification":
+        return schemas.ClassificationResult(
+            **common,
+            label=result.label,
+            label_name=result.label_name,
+            probabilities=result.probabilities,
+        )
+    if result.task.kind == "binary":
+        return schemas.BinaryResult(
+            **common,
+            decision=bool(result.label),
+            label_name=result.label_name,
+            probability=result.score,
+        )
+    return schemas.RegressionResult(**common, score=result.score)
+
+
+def describe(task, version: str) -> schemas.TaskDescription:
+    definition = task.definition
+    return schemas.TaskDescription(
+        name=task.name,
+        kind=definition.kind,
+        input=definition.input,
+        labels=list(definition.label_names) if definition.kind != "regression" else None,
+        range=list(definition.value_range) if definition.value_range else None,
+        version=version,
+        layers=task.layers,
+        endpoint=f"{TASKS_PREFIX}/{task.name}",
+    )
+
+
+router = APIRouter()
+
+
+@router.get(TASKS_PREFIX, response_model=schemas.TaskList)
+async def list_tasks(request: Request) -> schemas.TaskList:
+    """The tasks the live model serves: kind, input, labels or range, branch version, K."""
+    tasks = _infer(request).served_tasks()
+    return schemas.TaskList(tasks=[describe(task, task.branch_version) for task in tasks])
+
+
+@router.post(
+    TASKS_PREFIX + "/{task}",
+    response_model=schemas.TaskResult | schemas.TaskBatchResponse,
+    responses=ERRORS,
+)
+async def predict_task(request: Request, body: schemas.TaskRequest, task: str = TaskName):
+    """Any served task: `{"text"}` or `{"texts"}` for text tasks, `{"sentence1",
+    "sentence2"}` or `{"pairs"}` for pair tasks. Answers by kind: classification gives
+    label, label_name and probabilities; binary the decision and its probability;
+    regression a score within the task's range."""
+    inputs, single = inputs_of(body)
+    results = await _infer(request).predict(task, inputs)
+    if single:
+        return task_result(results[0])
+    return schemas.TaskBatchResponse(
+        task=task,
+        results=[task_result(r) for r in results],
+        model_version=results[0].model_version,
+    )
+
+
+# --- the named preset endpoints: their exact contract -----------------------------------
+
+
+def sentiment_result(result: TaskResult) -> schemas.SentimentResponse:
+    return schemas.SentimentResponse(
+        label=result.label,
+        label_name=result.label_name,
+        probabilities=result.probabilities,
+        truncated=result.truncated,
+        model_version=result.model_version,
+    )
+
+
+def paraphrase_result(result: TaskResult) -> schemas.ParaphraseResponse:
+    return schemas.ParaphraseResponse(
+        is_paraphrase=result.score >= 0.5,
+        probability=result.score,
+        truncated=result.truncated,
+        model_version=result.model_version,
+    )
+
+
+def similarity_result(result: TaskResult) -> schemas.SimilarityResponse:
+    return schemas.SimilarityResponse(
+        score=result.score, truncated=result.truncated, model_version=result.model_version
+    )
+
+
+@router.post(
+    "/sentiment",
+    response_model=schemas.SentimentResponse | schemas.SentimentBatchResponse,
+    responses=ERRORS,
+)
+async def sentiment(
+    request: Request, body: schemas.SentimentRequest | schemas.SentimentBatchRequest
+):
+    """5-class sentiment (0 negative .. 4 positive) of one text or a batch."""
+    inputs, single = inputs_of(body)
+    results = await _infer(request).predict("sentiment", inputs)
+    if single:
+        return sentiment_result(results[0])
+    return schemas.SentimentBatchResponse(
+        results=[sentiment_result(r) for r in results], model_version=results[0].model_version
+    )
+
+
+@router.post(
+    "/paraphrase",
+    response_model=schemas.ParaphraseResponse | schemas.ParaphraseBatchResponse,
+    responses=ERRORS,
+)
+async def paraphrase(request: Request, body: schemas.PairRequest | schemas.PairBatchRequest):
+    """Whether two questions are paraphrases, with the probability that they are."""
+    inputs, single = inputs_of(body)
+    results = await _infer(request).predict("paraphrase", inputs)
+    if single:
+        return paraphrase_result(results[0])
+    return schemas.ParaphraseBatchResponse(
+        results=[paraphrase_result(r) for r in results], model_version=results[0].model_version
+    )
+
+
+@router.post(
+    "/similarity",
+    response_model=schemas.SimilarityResponse | schemas.SimilarityBatchResponse,
+    responses=ERRORS,
+)
+async def similarity(request: Request, body: schemas.PairRequest | schemas.PairBatchRequest):
+    """Semantic similarity of two sentences, 0 (unrelated) to 5 (equivalent)."""
+    inputs, single = inputs_of(body)
+    results = await _infer(request).predict("similarity", inputs)
+    if single:
+        return similarity_result(results[0])
+    return schemas.SimilarityBatchResponse(
+        results=[similarity_result(r) for r in results], model_version=results[0].model_version
+    )
