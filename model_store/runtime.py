@@ -39,6 +39,9 @@ class MultiTaskSession:
     ) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # ORT would also print each failed run to stderr; the exception it raises carries
+        # the same message, and the caller reports it (one line at start-up, a failed batch).
+        options.log_severity_level = 4
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
         # ORT's worker threads busy-wait for the next run by default: fastest for

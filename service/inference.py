@@ -121,22 +121,28 @@ class Infer:
 
     async def predict(self, task_name: str, inputs: Inputs) -> list[TaskResult]:
         """Answers for every input, in order, all from one model version."""
-        live = self._models.live  # one (engine, batcher) pair for the whole request
-        if live is None:
-            raise ServiceError(503, "model not loaded yet", retry=True)
-        task = self.task(task_name)
-        if task.pair != inputs.pair:
-            wanted = "a text pair (sentence1, sentence2 or pairs)" if task.pair else "one text"
-            raise ServiceError(422, f"task {task.name} takes {wanted} per input")
         if len(inputs) > self._max_items:
             raise ServiceError(
                 422,
                 f"batch of {len(inputs)} items exceeds the limit of {self._max_items} per request",
             )
+        loop = asyncio.get_running_loop()
+        while True:
+            live = self._models.live  # one (engine, batcher) pair for the whole request
+            if live is None:
+                raise ServiceError(503, "model not loaded yet", retry=True)
+            task = self.task(task_name)
+            if task.pair != inputs.pair:
+                wanted = "a text pair (sentence1, sentence2 or pairs)" if task.pair else "one text"
+                raise ServiceError(422, f"task {task.name} takes {wanted} per input")
+            rows = await loop.run_in_executor(
+                self._tokenizers, live.engine.encode, inputs.texts_a, inputs.texts_b
+            )
+            if self._models.live is live:
+                break
+            # A reload swapped the model while this request was being tokenized: encode
+            # again for the new one (its tokenizer, tasks and batcher), as if it came now.
         engine, batcher = live.engine, live.batcher
-        rows = await asyncio.get_running_loop().run_in_executor(
-            self._tokenizers, engine.encode, inputs.texts_a, inputs.texts_b
-        )
         try:
             futures = batcher.submit(rows, [task.task_id] * len(rows))
         except QueueFull as err:

@@ -13,52 +13,25 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 
 from model_store.manifest import load_manifest
 from model_store.repository import list_versions, resolve_store, set_current
-from model_store.tokenizer import PairTokenizer
 from service.app import create_app
 from service.client import AsyncClient, Client
 from service.settings import Settings
 from training import store as store_cli
-from training.base_model import load_base_model
-from training.branch import save_branch
 from training.presets import PRESETS
-from training.task_model import TaskModel
-from training.tasks import preset_spec
 
 from .commands import ROOT, assert_one_line_error, run
 from .servers import ThreadedServer, free_port
-from .tiny_store import tiny_base_dir
+from .tiny_store import TinyBranches
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-for-the-hot-update-tests"
 PROBES = {
     "sentiment": {"text": "a quiet and moving film"},
     "paraphrase": {"sentence1": "how do I cook rice", "sentence2": "what is the way to cook rice"},
     "similarity": {"sentence1": "a man plays guitar", "sentence2": "a man is playing music"},
 }
-
-
-class TinyBranches:
-    """A tiny base and fresh random branches for it, on demand."""
-
-    def __init__(self, directory: Path) -> None:
-        self.base_dir = tiny_base_dir(directory / "base")
-        self.base = load_base_model(self.base_dir)
-        self.tokenizer = PairTokenizer.from_dir(self.base_dir, 32)
-        self.out = directory / "trained"
-
-    def make(self, task: str, seed: int) -> Path:
-        torch.manual_seed(seed)
-        model = TaskModel(self.base.encoder, preset_spec(task), 1, "cls")
-        return save_branch(model, self.base, self.tokenizer, self.out, {}, {})
-
-    def publish(self, repository: Path, *branches: Path, activate: bool = True) -> str:
-        args = ["publish", "--store", str(repository), "--base-model", str(self.base_dir)]
-        args += [item for branch in branches for item in ("--branch", str(branch))]
-        assert store_cli.main(args + ([] if activate else ["--no-activate"])) == 0
-        return sorted(v.version for v in list_versions(repository))[-1]
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from model_store.repository import list_versions
 from model_store.tokenizer import PairTokenizer
+from training import store as store_cli
 from training.base_model import default_base_model_dir, load_base_model
 from training.bert import BertConfig, BertEncoder
 from training.branch import load_branch, save_branch
+from training.data import DataSource
 from training.merge import LoadedBranch, publish_store
 from training.presets import PRESETS
 from training.task_model import TaskModel
@@ -47,6 +50,14 @@ def tiny_base_dir(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+def preset_training_args(task: str) -> dict:
+    """What a training run records about its data: the preset's file (by name, as in
+    ../shared/data) and columns, and the validation split."""
+    preset = PRESETS[task]
+    source = DataSource(Path("../shared/data") / preset.data.filename, preset.data.columns)
+    return {"data": source.to_json(), "val_fraction": 0.1, "seed": 0, "limit": None}
+
+
 def build_tiny_store(directory: Path, max_seq_len: int = 32, variants=("fp32",)) -> Path:
     """A store at `directory/store` with sentiment, paraphrase and similarity (K=1)."""
     base = load_base_model(tiny_base_dir(directory / "base"))
@@ -55,6 +66,28 @@ def build_tiny_store(directory: Path, max_seq_len: int = 32, variants=("fp32",))
     for seed, task in enumerate(PRESETS):
         torch.manual_seed(seed)
         model = TaskModel(base.encoder, preset_spec(task), 1, "cls")
-        path = save_branch(model, base, tokenizer, directory / "branches", {}, {})
+        args = preset_training_args(task)
+        path = save_branch(model, base, tokenizer, directory / "branches", {}, args)
         branches.append(LoadedBranch(*load_branch(path, base)))
     return publish_store(base, branches, directory / "store", variants).directory
+
+
+class TinyBranches:
+    """A tiny base and fresh random branches for it, on demand."""
+
+    def __init__(self, directory: Path) -> None:
+        self.base_dir = tiny_base_dir(directory / "base")
+        self.base = load_base_model(self.base_dir)
+        self.tokenizer = PairTokenizer.from_dir(self.base_dir, 32)
+        self.out = directory / "trained"
+
+    def make(self, task: str, seed: int) -> Path:
+        torch.manual_seed(seed)
+        model = TaskModel(self.base.encoder, preset_spec(task), 1, "cls")
+        return save_branch(model, self.base, self.tokenizer, self.out, {}, {})
+
+    def publish(self, repository: Path, *branches: Path, activate: bool = True) -> str:
+        args = ["publish", "--store", str(repository), "--base-model", str(self.base_dir)]
+        args += [item for branch in branches for item in ("--branch", str(branch))]
+        assert store_cli.main(args + ([] if activate else ["--no-activate"])) == 0
+        return sorted(v.version for v in list_versions(repository))[-1]
