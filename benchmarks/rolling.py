@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -118,7 +119,9 @@ class HAProxy:
             raise FileNotFoundError("haproxy is not installed (apt-get install haproxy)")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.socket_path = workdir / "haproxy.sock"
+        # A Unix socket path must stay under ~100 bytes: not inside a deep work directory.
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="bert-mts-lb-"))
+        self.socket_path = self.socket_dir / "admin.sock"
         servers = "\n".join(
             f"    server {r.name} 127.0.0.1:{r.port} check inter 200ms fall 2 rise 2"
             for r in replicas
@@ -193,6 +196,7 @@ backend {BACKEND}
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
 @dataclass

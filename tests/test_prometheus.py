@@ -84,6 +84,14 @@ def query(prometheus: str, expr: str) -> list[dict]:
     return answer["data"]["result"]
 
 
+def query_or_empty(prometheus: str, expr: str) -> list[dict]:
+    """The query's result, or nothing while Prometheus is still starting."""
+    try:
+        return query(prometheus, expr)
+    except httpx.TransportError:
+        return []
+
+
 def wait_for(prometheus: str, expr: str, timeout_s: float = 30) -> list[dict]:
     """The query's result once it is not empty; fails after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
@@ -113,16 +121,17 @@ def test_a_real_prometheus_scrapes_the_service_and_evaluates_the_rules(
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     prometheus = f"http://127.0.0.1:{free_port()}"
-    process = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address={prometheus.removeprefix('http://')}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "prometheus.log").open("w"),
-    )
+    with (tmp_path / "prometheus.log").open("w") as log:
+        process = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address={prometheus.removeprefix('http://')}",
+            ],
+            stdout=log,
+            stderr=log,
+        )
     try:
         with httpx.Client(base_url=service_url, timeout=10) as client:
             deadline = time.monotonic() + 30
@@ -150,11 +159,3 @@ def test_a_real_prometheus_scrapes_the_service_and_evaluates_the_rules(
     finally:
         process.terminate()
         process.wait(timeout=30)
-
-
-def query_or_empty(prometheus: str, expr: str) -> list[dict]:
-    """The query's result, or nothing while Prometheus is still starting."""
-    try:
-        return query(prometheus, expr)
-    except httpx.TransportError:
-        return []
