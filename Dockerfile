@@ -2,6 +2,8 @@
 # BERT-MTS service on an NVIDIA GPU (ONNX Runtime CUDA provider; falls back to CPU).
 # onnxruntime-gpu 1.2x wheels on PyPI are built for CUDA 12.x and cuDNN 9: the base
 # image below provides exactly those runtime libraries.
+# The image is self-contained: the default model is built inside it (model stage), so a
+# fresh GPU host needs no host-side step before `docker compose up`.
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 FROM ${CUDA_IMAGE} AS base
@@ -10,7 +12,24 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
 
-# Build stage: a virtual environment with the serving dependencies only (no torch).
+# Model stage: the default model store, built from the shipped branches with the
+# training half (the CPU torch wheel: no CUDA wheels are needed to export ONNX). The
+# build is refused unless every file matches model_store/shipped/SHA256SUMS, so the
+# image serves exactly the released model. Only the built store leaves this stage.
+# deploy/build_model_store.sh runs the same steps outside Docker.
+FROM base AS model
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY model_store ./model_store
+COPY training ./training
+RUN python3 -m venv /opt/train \
+    && /opt/train/bin/pip install --no-cache-dir \
+        --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+    && /opt/train/bin/pip install --no-cache-dir '.[train]'
+RUN /opt/train/bin/python -m training.default_model build \
+        --shipped model_store/shipped --out /models/default
+
+# Serving environment: the serving dependencies only (no torch).
 FROM base AS builder
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -20,12 +39,15 @@ COPY training/__init__.py ./training/__init__.py
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir '.[serve,gpu]'
 
-# Runtime stage: the environment, the model store, an unprivileged user.
+# Runtime stage: the environment, the baked model repository, an unprivileged user.
+# The repository stays owned by root (readable, not writable, by the service). A model
+# repository mounted at /app/model_store/default (or BERT_MTS_MODEL_DIR pointing at
+# another mount) replaces the baked one.
 FROM base AS runtime
 RUN useradd --create-home --uid 10001 bertmts
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
-COPY --chown=bertmts:bertmts model_store ./model_store
+COPY --from=model /models/default ./model_store/default
 USER 10001
 ENV PATH=/opt/venv/bin:$PATH \
     BERT_MTS_HOST=0.0.0.0 \
