@@ -34,7 +34,7 @@ from training import store as store_cli
 from training.base_model import load_base_model
 from training.branch import save_branch
 from training.task_model import TaskModel
-from training.tasks import TASKS
+from training.tasks import preset_spec
 
 
 def stage_new_sentiment_version(repository: Path, scratch: Path) -> str:
@@ -45,7 +45,7 @@ def stage_new_sentiment_version(repository: Path, scratch: Path) -> str:
     tokenizer = PairTokenizer.from_dir(base.path, manifest.max_seq_len)
     layers = next(t.layers for t in manifest.tasks if t.name == "sentiment")
     torch.manual_seed(1234)
-    model = TaskModel(base.encoder, TASKS["sentiment"], layers, "cls")
+    model = TaskModel(base.encoder, preset_spec("sentiment"), layers, "cls")
     branch = save_branch(model, base, tokenizer, scratch, {}, {})
     before = {v.version for v in list_versions(repository)}
     args = ["publish", "--store", str(repository), "--branch", str(branch), "--no-activate"]

@@ -17,8 +17,9 @@ from model_store.tokenizer import PairTokenizer
 from training import store as store_cli
 from training.base_model import load_base_model
 from training.branch import save_branch
+from training.presets import PRESETS
 from training.task_model import TaskModel
-from training.tasks import TASKS
+from training.tasks import preset_spec
 
 from .tiny_store import tiny_base_dir
 
@@ -37,12 +38,12 @@ def staged(tmp_path_factory) -> tuple[Path, str, str]:
 
     def branch(task: str, seed: int) -> str:
         torch.manual_seed(seed)
-        model = TaskModel(base.encoder, TASKS[task], 1, "cls")
+        model = TaskModel(base.encoder, preset_spec(task), 1, "cls")
         return str(save_branch(model, base, tokenizer, directory / "branches", {}, {}))
 
     repository = directory / "repo"
     common = ["publish", "--store", str(repository), "--base-model", str(base_dir)]
-    first = [a for seed, task in enumerate(TASKS) for a in ("--branch", branch(task, seed))]
+    first = [a for seed, task in enumerate(PRESETS) for a in ("--branch", branch(task, seed))]
     assert store_cli.main(common + first) == 0
     old = resolve_store(repository).name
     assert store_cli.main([*common, "--branch", branch("sentiment", 99), "--no-activate"]) == 0
@@ -59,7 +60,7 @@ def run(staged, mode: str, tmp_path: Path) -> Outcome:
 def sentiment_version(repository: Path, version: str) -> str:
     manifest = resolve_store(repository).parent / version / "manifest.json"
     tasks = json.loads(manifest.read_text())["tasks"]
-    return next(t["branch_version"] for t in tasks if t["name"] == "sentiment")
+    return next(t["branch_version"] for t in tasks if t["definition"]["name"] == "sentiment")
 
 
 @pytest.mark.parametrize("mode", ["restart", "reload"])
