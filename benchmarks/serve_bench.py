@@ -116,9 +116,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Server:
-    """The service in a child process, on loopback."""
+    """The service in a child process, on loopback; `root` runs another checkout's code
+    (to measure before and after a change in one run)."""
 
-    def __init__(self, model_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, model_dir: Path, env: dict[str, str], root: Path | None = None) -> None:
+        root = (root or Path(__file__).resolve().parents[1]).resolve()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
@@ -133,8 +135,8 @@ class Server:
                 "--provider",
                 "cpu",
             ],
-            env={**os.environ, "BERT_MTS_LOG_LEVEL": "warning", **env},
-            cwd=Path(__file__).resolve().parents[1],
+            env={**os.environ, "BERT_MTS_LOG_LEVEL": "warning", "PYTHONPATH": str(root), **env},
+            cwd=root,
         )
         with Client(self.url, timeout=5) as client:
             deadline = time.monotonic() + 120

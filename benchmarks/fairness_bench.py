@@ -1,0 +1,171 @@
+"""Fairness of the dynamic batcher under mixed loads, before and after a change.
+
+    git worktree add /tmp/before <commit>     # the code to compare against, with its own
+    (cd /tmp/before && python -m training.default_model build)   # store of its format
+    python benchmarks/fairness_bench.py --model-dir model_store/default \\
+        --before /tmp/before --before-model-dir /tmp/before/model_store/default
+
+Three loads, each against a fresh server of each checkout, on loopback, with an
+asyncio client in this process (the same for both, so its own CPU cost cancels out in
+the ratios):
+
+- short behind large: two clients send 256-text /sentiment requests back to back while
+  one client sends single short /sentiment requests; the short requests' p50 and p99.
+- mixed under a short timeout: request_timeout_s 1; 48 clients, half sending short
+  single /sentiment texts, half long /paraphrase pairs; the share of each answered 200.
+- uniform: 16 clients sending single /sentiment texts; requests per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.report import markdown_table, provenance
+from benchmarks.serve_bench import Server, validation_texts
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def _loop(client: httpx.AsyncClient, path: str, bodies: list[dict], stop: float, record):
+    index = 0
+    while time.monotonic() < stop:
+        body = bodies[index % len(bodies)]
+        index += 1
+        started = time.perf_counter()
+        try:
+            response = await client.post(path, json=body)
+            status = response.status_code
+        except httpx.HTTPError:
+            status = 0
+        record(status, time.perf_counter() - started)
+
+
+async def short_behind_large(url: str, texts, seconds: float) -> dict:
+    short = [{"text": item[0]} for item in texts["sentiment"] if len(item[0].split()) <= 8]
+    sentences = [item[0] for item in texts["sentiment"]]
+    large = [{"texts": sentences[i : i + 256]} for i in range(0, len(sentences) - 255, 256)]
+    latencies: list[float] = []
+    large_items: list[int] = []
+    stop = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=8)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        await asyncio.gather(
+            _loop(client, "/sentiment", short, stop, lambda s, t: latencies.append(t)),
+            *(
+                _loop(client, "/sentiment", large, stop, lambda s, t: large_items.append(256))
+                for _ in range(2)
+            ),
+        )
+    return {
+        "short p50 ms": 1e3 * statistics.median(latencies),
+        "short p99 ms": 1e3 * percentile(latencies, 0.99),
+        "short requests": len(latencies),
+        "large items/s": sum(large_items) / seconds,
+    }
+
+
+def _long_pairs(texts) -> list[dict]:
+    """Paraphrase pairs made long (each side three questions): ~100+ tokens a row."""
+    pairs = texts["paraphrase"]
+    return [
+        {
+            "sentence1": " ".join(pairs[(i + k) % len(pairs)][0] for k in range(3)),
+            "sentence2": " ".join(pairs[(i + k) % len(pairs)][1] for k in range(3)),
+        }
+        for i in range(len(pairs))
+    ]
+
+
+async def mixed_short_timeout(url: str, texts, seconds: float) -> dict:
+    short = [{"text": item[0]} for item in texts["sentiment"]]
+    long = _long_pairs(texts)
+    outcomes: dict[str, Counter] = {"sentiment": Counter(), "paraphrase": Counter()}
+    stop = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=64)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+        await asyncio.gather(
+            *(
+                _loop(
+                    client,
+                    f"/{task}",
+                    bodies,
+                    stop,
+                    lambda s, t, task=task: outcomes[task].update([s]),
+                )
+                for i in range(48)
+                for task, bodies in [(("sentiment", short), ("paraphrase", long))[i % 2]]
+            )
+        )
+    result = {}
+    for task, counts in outcomes.items():
+        total = sum(counts.values())
+        result[f"{task} answered"] = f"{counts[200] / total:.1%} of {total}" if total else "-"
+    return result
+
+
+async def uniform(url: str, texts, seconds: float) -> dict:
+    short = [{"text": item[0]} for item in texts["sentiment"]]
+    done = Counter()
+    stop = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=16)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+        await asyncio.gather(
+            *(
+                _loop(client, "/sentiment", short, stop, lambda s, t: done.update([s]))
+                for _ in range(16)
+            )
+        )
+    return {"uniform req/s": done[200] / seconds, "uniform errors": sum(done.values()) - done[200]}
+
+
+def measure(model_dir: Path, root: Path | None, texts, seconds: float) -> dict:
+    result: dict = {}
+    for load, env in (
+        (short_behind_large, {}),
+        (mixed_short_timeout, {"BERT_MTS_REQUEST_TIMEOUT_S": "1"}),
+        (uniform, {}),
+    ):
+        server = Server(model_dir, env, root)
+        try:
+            result.update(asyncio.run(load(server.url, texts, seconds)))
+        finally:
+            server.stop()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, default=Path("model_store/default"))
+    parser.add_argument("--before", type=Path, help="checkout of the code to compare against")
+    parser.add_argument("--before-model-dir", type=Path, help="a store that code can read")
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    texts = validation_texts(args.data_dir, 1024)
+    runs = {}
+    if args.before:
+        runs["before"] = measure(args.before_model_dir, args.before, texts, args.seconds)
+    runs["after"] = measure(args.model_dir, None, texts, args.seconds)
+    keys = list(runs["after"])
+    print(f"## Fairness under mixed loads ({args.seconds:g} s per load)\n\n{provenance()}\n")
+    print(markdown_table(["figure", *runs], [[k, *(runs[r][k] for r in runs)] for k in keys]))
+    if "before" in runs:
+        ratio = runs["after"]["uniform req/s"] / runs["before"]["uniform req/s"]
+        print(f"\nuniform load, after / before: {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
