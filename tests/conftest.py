@@ -8,9 +8,15 @@ from pathlib import Path
 import pytest
 
 from model_store.tokenizer import PairTokenizer
+from service.app import create_app
+from service.settings import Settings
 from training.base_model import BaseModel, load_base_model
+from training.presets import PRESETS
 
+from .live_repository import ADMIN_TOKEN
 from .samples import pair_rows, sentiment_rows
+from .servers import ThreadedServer
+from .tiny_store import TinyBranches
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +43,27 @@ def data_dir(tmp_path: Path) -> Path:
     for name, lines in (("sst-train.tsv", sst), ("quora-train.tsv", quora), ("sts-train.tsv", sts)):
         (directory / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return directory
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> TinyBranches:
+    """A tiny base and fresh random branches for it, on demand."""
+    return TinyBranches(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture
+def repository(tiny: TinyBranches, tmp_path: Path) -> Path:
+    """A model repository whose current version serves the three presets."""
+    repo = tmp_path / "repo"
+    tiny.publish(repo, *(tiny.make(task, seed) for seed, task in enumerate(PRESETS)))
+    return repo
+
+
+@pytest.fixture
+def live(repository: Path):
+    """The repository served on loopback, admin routes open to ADMIN_TOKEN."""
+    server = ThreadedServer(
+        create_app(Settings(model_dir=repository, provider="cpu", admin_token=ADMIN_TOKEN))
+    )
+    yield server
+    server.stop()

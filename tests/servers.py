@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -34,3 +41,34 @@ class ThreadedServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+def start_service(store: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    """`python -m service` on a free loopback port, once ready; settings as keywords."""
+    port = free_port()
+    settings = {f"BERT_MTS_{k.upper()}": v for k, v in env.items()}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "--model-dir",
+            str(store),
+            "--port",
+            str(port),
+            "--provider",
+            "cpu",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "BERT_MTS_LOG_LEVEL": "warning", **settings},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("server did not start")

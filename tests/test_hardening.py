@@ -29,7 +29,7 @@ from training.cli import run_cli
 
 from .commands import ROOT, assert_one_line_error, run
 from .manifests import rewrite_manifest
-from .servers import free_port
+from .servers import start_service
 from .tiny_store import build_tiny_store
 
 TOKEN = "a" * 16 + "-0123456789abcdef"  # 33 characters
@@ -38,27 +38,6 @@ TOKEN = "a" * 16 + "-0123456789abcdef"  # 33 characters
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     return build_tiny_store(tmp_path_factory.mktemp("hardening"))
-
-
-def serve(store: Path, **env: str) -> tuple[subprocess.Popen, str]:
-    """`python -m service` on a free loopback port, ready."""
-    port = free_port()
-    settings = {f"BERT_MTS_{k.upper()}": v for k, v in env.items()}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "--model-dir", str(store), "--port", str(port)],
-        cwd=ROOT,
-        env={**os.environ, "BERT_MTS_LOG_LEVEL": "warning", "BERT_MTS_PROVIDER": "cpu", **settings},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not start")
 
 
 # --- the admin token ----------------------------------------------------------------------
@@ -158,7 +137,9 @@ def _exchange(url: str, data: bytes, wait_s: float = 0.0, close: bool = False) -
 
 
 def test_connection_limits_and_aborted_uploads(store: Path) -> None:
-    process, url = serve(store, max_header_bytes="2048", header_timeout_s="1", body_timeout_s="1")
+    process, url = start_service(
+        store, max_header_bytes="2048", header_timeout_s="1", body_timeout_s="1"
+    )
     try:
         bloated = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8192 + b"\r\n\r\n"
         assert _exchange(url, bloated).startswith(b"HTTP/1.1 431 ")

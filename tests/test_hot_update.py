@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from model_store.manifest import load_manifest
 from model_store.repository import list_versions, resolve_store, set_current
@@ -20,30 +19,10 @@ from service.app import create_app
 from service.client import AsyncClient, Client
 from service.settings import Settings
 from training import store as store_cli
-from training.presets import PRESETS
 
 from .commands import ROOT, assert_one_line_error, run
+from .live_repository import ADMIN_TOKEN, PROBES, probe, reload
 from .servers import ThreadedServer, free_port
-from .tiny_store import TinyBranches
-
-TOKEN = "s3cret-token-for-the-hot-update-tests"
-PROBES = {
-    "sentiment": {"text": "a quiet and moving film"},
-    "paraphrase": {"sentence1": "how do I cook rice", "sentence2": "what is the way to cook rice"},
-    "similarity": {"sentence1": "a man plays guitar", "sentence2": "a man is playing music"},
-}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> TinyBranches:
-    return TinyBranches(tmp_path_factory.mktemp("hot"))
-
-
-@pytest.fixture
-def repository(tiny: TinyBranches, tmp_path: Path) -> Path:
-    repo = tmp_path / "repo"
-    tiny.publish(repo, *(tiny.make(task, seed) for seed, task in enumerate(PRESETS)))
-    return repo
 
 
 def test_publish_replaces_one_task_and_rollback_returns(tiny, repository: Path) -> None:
@@ -75,23 +54,6 @@ def test_store_cli_misuse_is_one_line(repository: Path, tmp_path: Path) -> None:
     ]
     for args, fragment in cases:
         assert_one_line_error(run("-m", "training.store", *args), fragment)
-
-
-@pytest.fixture
-def live(repository: Path):
-    server = ThreadedServer(
-        create_app(Settings(model_dir=repository, provider="cpu", admin_token=TOKEN))
-    )
-    yield server
-    server.stop()
-
-
-def probe(client: Client) -> dict[str, dict]:
-    return {task: client._http.post(f"/{task}", json=body).json() for task, body in PROBES.items()}
-
-
-def reload(client: Client, token: str = TOKEN) -> httpx.Response:
-    return client._http.post("/admin/reload", headers={"Authorization": f"Bearer {token}"})
 
 
 def test_swaps_under_load_lose_nothing_and_leave_other_tasks_identical(tiny, repository, live):
@@ -158,7 +120,7 @@ def test_admin_endpoints_need_the_token(repository: Path) -> None:
     finally:
         closed.stop()
     guarded = ThreadedServer(
-        create_app(Settings(model_dir=repository, provider="cpu", admin_token=TOKEN))
+        create_app(Settings(model_dir=repository, provider="cpu", admin_token=ADMIN_TOKEN))
     )
     try:
         with Client(guarded.url) as client:

@@ -4,11 +4,7 @@ versions, with figures, are benchmarks/overload_bench.py)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,45 +12,13 @@ import pytest
 
 from service.client import Client
 
-from .servers import free_port
+from .servers import start_service
 from .tiny_store import build_tiny_store
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     return build_tiny_store(tmp_path_factory.mktemp("reliability"))
-
-
-def start_server(store: Path, **env: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    settings = {f"BERT_MTS_{k.upper()}": v for k, v in env.items()}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "--model-dir",
-            str(store),
-            "--port",
-            str(port),
-            "--provider",
-            "cpu",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "BERT_MTS_LOG_LEVEL": "warning", **settings},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not start")
 
 
 def rss_kib(pid: int) -> int:
@@ -77,7 +41,7 @@ async def burst(url: str, requests: int, concurrency: int) -> list[httpx.Respons
 
 
 def test_overload_sheds_with_503_and_serves_the_rest(store: Path) -> None:
-    process, url = start_server(store, max_queue_items="16", max_batch_size="4")
+    process, url = start_service(store, max_queue_items="16", max_batch_size="4")
     try:
         responses = asyncio.run(burst(url, 300, concurrency=64))
         statuses = {r.status_code for r in responses}
@@ -97,7 +61,7 @@ def test_overload_sheds_with_503_and_serves_the_rest(store: Path) -> None:
 
 
 def test_short_soak_does_not_grow_memory(store: Path) -> None:
-    process, url = start_server(store)
+    process, url = start_service(store)
     try:
         asyncio.run(burst(url, 300, concurrency=16))  # warm-up: arenas, caches, pools
         before = rss_kib(process.pid)

@@ -13,47 +13,18 @@ import pytest
 import torch
 
 from model_store.tasks import TaskDefinition
-from service.app import create_app
 from service.client import ApiError, AsyncClient, Client
-from service.settings import Settings
 from training.branch import save_branch
-from training.presets import PRESETS
 from training.task_model import TaskModel
 from training.tasks import task_spec
 
 from .commands import ROOT, run
+from .live_repository import PROBES, probe, reload
 from .servers import ThreadedServer
 from .tiny_store import TinyBranches
 
-TOKEN = "user-task-tests-admin-token-0123456789"
 TOPICS = {"sports": "the striker scored a late goal", "politics": "the senate passed the bill"}
 TOPICS["science"] = "the cells divided under the microscope"
-PROBES = {
-    "sentiment": {"text": "a quiet and moving film"},
-    "paraphrase": {"sentence1": "how do I cook rice", "sentence2": "what is the way to cook rice"},
-    "similarity": {"sentence1": "a man plays guitar", "sentence2": "a man is playing music"},
-}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> TinyBranches:
-    return TinyBranches(tmp_path_factory.mktemp("user-tasks"))
-
-
-@pytest.fixture
-def repository(tiny: TinyBranches, tmp_path: Path) -> Path:
-    repo = tmp_path / "repo"
-    tiny.publish(repo, *(tiny.make(task, seed) for seed, task in enumerate(PRESETS)))
-    return repo
-
-
-@pytest.fixture
-def live(repository: Path):
-    server = ThreadedServer(
-        create_app(Settings(model_dir=repository, provider="cpu", admin_token=TOKEN))
-    )
-    yield server
-    server.stop()
 
 
 def train_topic_branch(tiny: TinyBranches, directory: Path) -> Path:
@@ -83,16 +54,6 @@ def publish(tiny: TinyBranches, repository: Path, *args: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def probe(client: Client) -> dict[str, dict]:
-    return {task: client._http.post(f"/{task}", json=body).json() for task, body in PROBES.items()}
-
-
-def reload(client: Client) -> dict:
-    response = client._http.post("/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def test_a_user_task_is_added_live_answered_listed_and_removed(
     tiny: TinyBranches, repository: Path, live: ThreadedServer, tmp_path: Path
 ) -> None:
@@ -105,7 +66,7 @@ def test_a_user_task_is_added_live_answered_listed_and_removed(
         assert "served tasks: paraphrase, sentiment, similarity" in unknown.value.detail
 
         publish(tiny, repository, "--branch", str(topic_branch))
-        assert reload(client)["result"] == "loaded"
+        assert reload(client).json()["result"] == "loaded"
 
         answer = client.predict("topic", "the goalkeeper saved a penalty")
         assert answer.kind == "classification" and answer.task == "topic"
@@ -123,7 +84,7 @@ def test_a_user_task_is_added_live_answered_listed_and_removed(
         assert probe(client) == before  # the other tasks answer bit-identically
 
         publish(tiny, repository, "--remove", "topic")
-        assert reload(client)["result"] == "loaded"
+        assert reload(client).json()["result"] == "loaded"
         gone = client._http.post("/v1/tasks/topic", json={"text": "the striker scored"})
         assert gone.status_code == 404
         assert gone.json()["detail"].endswith("served tasks: paraphrase, sentiment, similarity")
@@ -142,7 +103,7 @@ def test_a_regression_task_answers_within_its_range(
     branch = save_branch(model, tiny.base, tiny.tokenizer, tiny.out, {}, {})
     tiny.publish(repository, branch)
     with Client(live.url) as client:
-        reload(client)
+        assert reload(client).status_code == 200
         answer = client.predict("rating", "a film")
         assert answer.kind == "regression" and answer.score == 10.0
         (described,) = [t for t in client.tasks() if t.name == "rating"]
