@@ -137,51 +137,53 @@ def similarity_result(result: TaskResult) -> schemas.SimilarityResponse:
     )
 
 
-@router.post(
+def _named_endpoint(path: str, request_type, single_type, batch_type, to_body, summary: str):
+    """A preset's named endpoint: the generic flow with the preset's own response shape."""
+    task = path.strip("/")
+
+    async def endpoint(request: Request, body):
+        inputs, single = inputs_of(body)
+        results = await _infer(request).predict(task, inputs)
+        if single:
+            return to_body(results[0])
+        return batch_type(
+            results=[to_body(r) for r in results], model_version=results[0].model_version
+        )
+
+    endpoint.__doc__ = summary
+    # Real types, not the postponed strings of this module: FastAPI reads them per route.
+    endpoint.__annotations__ = {"request": Request, "body": request_type}
+    router.add_api_route(
+        path,
+        endpoint,
+        methods=["POST"],
+        name=task,
+        response_model=single_type | batch_type,
+        responses=ERRORS,
+    )
+
+
+_named_endpoint(
     "/sentiment",
-    response_model=schemas.SentimentResponse | schemas.SentimentBatchResponse,
-    responses=ERRORS,
+    schemas.SentimentRequest | schemas.SentimentBatchRequest,
+    schemas.SentimentResponse,
+    schemas.SentimentBatchResponse,
+    sentiment_result,
+    "5-class sentiment (0 negative .. 4 positive) of one text or a batch.",
 )
-async def sentiment(
-    request: Request, body: schemas.SentimentRequest | schemas.SentimentBatchRequest
-):
-    """5-class sentiment (0 negative .. 4 positive) of one text or a batch."""
-    inputs, single = inputs_of(body)
-    results = await _infer(request).predict("sentiment", inputs)
-    if single:
-        return sentiment_result(results[0])
-    return schemas.SentimentBatchResponse(
-        results=[sentiment_result(r) for r in results], model_version=results[0].model_version
-    )
-
-
-@router.post(
+_named_endpoint(
     "/paraphrase",
-    response_model=schemas.ParaphraseResponse | schemas.ParaphraseBatchResponse,
-    responses=ERRORS,
+    schemas.PairRequest | schemas.PairBatchRequest,
+    schemas.ParaphraseResponse,
+    schemas.ParaphraseBatchResponse,
+    paraphrase_result,
+    "Whether two questions are paraphrases, with the probability that they are.",
 )
-async def paraphrase(request: Request, body: schemas.PairRequest | schemas.PairBatchRequest):
-    """Whether two questions are paraphrases, with the probability that they are."""
-    inputs, single = inputs_of(body)
-    results = await _infer(request).predict("paraphrase", inputs)
-    if single:
-        return paraphrase_result(results[0])
-    return schemas.ParaphraseBatchResponse(
-        results=[paraphrase_result(r) for r in results], model_version=results[0].model_version
-    )
-
-
-@router.post(
+_named_endpoint(
     "/similarity",
-    response_model=schemas.SimilarityResponse | schemas.SimilarityBatchResponse,
-    responses=ERRORS,
+    schemas.PairRequest | schemas.PairBatchRequest,
+    schemas.SimilarityResponse,
+    schemas.SimilarityBatchResponse,
+    similarity_result,
+    "Semantic similarity of two sentences, 0 (unrelated) to 5 (equivalent).",
 )
-async def similarity(request: Request, body: schemas.PairRequest | schemas.PairBatchRequest):
-    """Semantic similarity of two sentences, 0 (unrelated) to 5 (equivalent)."""
-    inputs, single = inputs_of(body)
-    results = await _infer(request).predict("similarity", inputs)
-    if single:
-        return similarity_result(results[0])
-    return schemas.SimilarityBatchResponse(
-        results=[similarity_result(r) for r in results], model_version=results[0].model_version
-    )
