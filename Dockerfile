@@ -29,13 +29,14 @@ RUN python3 -m venv /opt/train \
 RUN /opt/train/bin/python -m training.default_model build \
         --shipped model_store/shipped --out /models/default
 
-# Serving environment: the serving dependencies only (no torch).
+# Serving environment: the serving dependencies only (no torch), plus the torch-free
+# part of the store command (`python -m training.store list|rollback`) for operators.
 FROM base AS builder
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY model_store/*.py ./model_store/
-COPY training/__init__.py ./training/__init__.py
+COPY training/__init__.py training/cli.py training/data.py training/errors.py training/store.py ./training/
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir '.[serve,gpu]'
 

@@ -5,6 +5,7 @@ listed and documented, the other tasks untouched; then removed again."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -129,8 +130,31 @@ def test_the_async_client_serves_every_kind(live: ThreadedServer) -> None:
     assert [t.name for t in tasks] == ["sentiment", "paraphrase", "similarity"]
 
 
-def test_store_list_and_rollback_run_without_torch(repository: Path, tiny) -> None:
+def _serving_image_sources(directory: Path) -> Path:
+    """The project files the Dockerfile's serving stage copies, and nothing else."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stage = dockerfile[dockerfile.index("AS builder") : dockerfile.index("AS runtime")]
+    for line in stage.splitlines():
+        if line.startswith("COPY ") and "--from" not in line:
+            *sources, _ = line.split()[1:]
+            for pattern in sources:
+                for source in ROOT.glob(pattern):
+                    target = directory / source.relative_to(ROOT)
+                    if source.is_dir():
+                        shutil.copytree(
+                            source, target, ignore=shutil.ignore_patterns("__pycache__")
+                        )
+                    else:
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy(source, target)
+    return directory
+
+
+def test_store_list_and_rollback_run_in_the_serving_image_without_torch(
+    repository: Path, tiny, tmp_path: Path
+) -> None:
     tiny.publish(repository, tiny.make("sentiment", 7))
+    image = _serving_image_sources(tmp_path / "image")
     blocked = "import sys; sys.modules['torch'] = None; import runpy; "
     for args in (["list"], ["rollback"]):
         code = blocked + (
@@ -138,7 +162,16 @@ def test_store_list_and_rollback_run_without_torch(repository: Path, tiny) -> No
             "runpy.run_module('training.store', run_name='__main__')"
         )
         result = subprocess.run(
-            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+            [
+                sys.executable,
+                "-I",
+                "-c",
+                f"import sys; sys.path.insert(0, {str(image)!r}); " + code,
+            ],
+            cwd=image,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr
     assert "current version" in result.stdout
