@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from model_store.manifest import sha256_of
+from training import bases
 from training.bert import BertConfig, BertEncoder, ConfigError
 from training.mpnet import MPNetConfig, MPNetEncoder
 
@@ -80,9 +81,21 @@ def default_base_model_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
+def _named_or_path(path: str | Path) -> Path:
+    """A directory, or the name of an installable base (`python -m training.bases`)."""
+    if Path(path).exists() or str(path) not in bases.BASES:
+        return Path(path)
+    installed = bases.installed_dir(str(path))
+    if installed is None:
+        raise BaseModelError(
+            f"base model {path} is not installed: run {bases.install_hint(str(path))}"
+        )
+    return installed
+
+
 def read_base_model_spec(path: str | Path | None = None) -> BaseModelSpec:
     """Read config.json and find the weights, without loading them (cheap CLI checks)."""
-    directory = default_base_model_dir() if path is None else Path(path)
+    directory = default_base_model_dir() if path is None else _named_or_path(path)
     if not directory.is_dir():
         raise BaseModelError(f"base model directory {directory} does not exist")
     config_path = directory / "config.json"

@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-model",
         type=Path,
         metavar="PATH",
-        help="Hugging Face BERT checkpoint directory (default: all-MiniLM-L6-v2, 6 layers)",
+        help="Hugging Face BERT or MPNet checkpoint directory, or an installed base's name "
+        "such as all-mpnet-base-v2 (default: all-MiniLM-L6-v2, 6 layers)",
     )
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument(
@@ -95,7 +96,12 @@ def check_arguments(args: argparse.Namespace, base: BaseModelSpec) -> None:
     """Refuse what would fail later, before any weights are loaded or data is read."""
     depth = base.num_layers
     if not 1 <= args.layers <= depth:
-        hint = "; for more layers use a deeper --base-model" if args.layers > depth else ""
+        hint = (
+            "; for more layers use a deeper --base-model, e.g. all-mpnet-base-v2 (12 layers: "
+            "python -m training.bases install all-mpnet-base-v2)"
+            if args.layers > depth
+            else ""
+        )
         raise UsageError(
             f"--layers {args.layers}: the base model {base.name} has {depth} layers, "
             f"so K must be 1..{depth}{hint}"
