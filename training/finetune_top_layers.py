@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable, n
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from model_store.tokenizer import DEFAULT_MAX_SEQ_LEN, PairTokenizer
+from training import distributed
 from training.base_model import BaseModel, BaseModelSpec, load_base_model, read_base_model_spec
 from training.branch import save_branch
 from training.cli import (
@@ -182,7 +183,7 @@ def train_task(
     base: BaseModel,
     tokenizer: PairTokenizer,
     config: TrainConfig,
-) -> Path:
+) -> Path | None:
     log.info(
         "%s: %d train / %d validation examples from %s",
         spec.name,
@@ -193,6 +194,8 @@ def train_task(
     result = train_branch(
         base.encoder, tokenizer, spec, data.train, data.val, config, progress=not args.quiet
     )
+    if not distributed.current().is_main:
+        return None  # under torchrun every rank holds the same branch; rank 0 writes it
     validation = result.validation_summary(spec, len(data.val))
     validation["train_seconds"] = round(result.seconds, 3)
     training_args = {
@@ -216,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_arguments(args, read_base_model_spec(args.base_model))
     config = train_config(args)
+    distributed.init_from_env()  # torchrun: join the other ranks (training/distributed.py)
     if args.threads:
         import torch
 
