@@ -113,9 +113,9 @@ def check_arguments(args: argparse.Namespace, base: BaseModelSpec) -> None:
         raise UsageError(
             f"--limit must be at least 2 (a train and a validation example), got {args.limit}"
         )
-    if not 3 <= args.max_seq_len <= base.config.max_position_embeddings:
+    if not 3 <= args.max_seq_len <= base.config.max_sequence_length:
         raise UsageError(
-            f"--max-seq-len must be 3..{base.config.max_position_embeddings} for this base, "
+            f"--max-seq-len must be 3..{base.config.max_sequence_length} for this base, "
             f"got {args.max_seq_len}"
         )
     if args.train_file is not None and args.task == "all":
