@@ -135,7 +135,8 @@ def mpnet_branches(mpnet, mpnet_tokenizer, tmp_path_factory):
 @pytest.fixture(scope="module")
 def mpnet_store(mpnet, mpnet_branches, tmp_path_factory):
     out = tmp_path_factory.mktemp("mpnet-stores") / "mpnet"
-    return publish_store(mpnet, mpnet_branches, out, variants=("fp32", "int8"))
+    # publishing checks every graph against PyTorch: fp32 within 1e-4, fp16 within 5e-2
+    return publish_store(mpnet, mpnet_branches, out, variants=("fp32", "int8", "fp16"))
 
 
 def test_merged_mpnet_equals_each_single_task_model(mpnet, mpnet_tokenizer, mpnet_branches):
@@ -155,6 +156,7 @@ def test_onnx_and_int8_graphs_match_pytorch(mpnet, mpnet_tokenizer, mpnet_branch
     manifest = load_manifest(mpnet_store.directory)
     assert manifest.base_model["model_type"] == "mpnet"
     assert manifest.base_model["token_types"] is False
+    assert set(manifest.extra["parity"]) == {"fp32", "int8", "fp16"}
     assert manifest.input_names[:3] == ("input_ids", "attention_mask", "token_type_ids")
     merged = MergedModel(mpnet.encoder, [b.model for b in mpnet_branches])
     batch, task_ids = mixed_batch(mpnet_tokenizer, [2, 0, 1, 0, 2, 1, 1])
