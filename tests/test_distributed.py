@@ -47,7 +47,11 @@ def test_two_processes_train_the_branch_one_process_trains(tmp_path: Path, data_
         *("--data-dir", str(data_dir), "--epochs", "2", "--batch-size", "16"),
         *("--lr", "1e-3", "--max-seq-len", "32", "--threads", "1", "--quiet"),
     ]
-    assert finetune_top_layers.main([*common, "--out", str(tmp_path / "single")]) == 0
+    threads = torch.get_num_threads()  # --threads sets it for the whole test process
+    try:
+        assert finetune_top_layers.main([*common, "--out", str(tmp_path / "single")]) == 0
+    finally:
+        torch.set_num_threads(threads)
     launched = subprocess.run(
         [
             *(sys.executable, "-m", "torch.distributed.run", "--standalone"),
