@@ -1,6 +1,7 @@
-"""Max |difference| between this project's encoder and transformers.BertModel.
+"""Max |difference| between this project's encoder and transformers' BertModel/MPNetModel.
 
     python benchmarks/encoder_parity.py --data-dir ../shared/data
+    python benchmarks/encoder_parity.py --base-model all-mpnet-base-v2   # after installing it
 
 Runs both on real sentence pairs from sts-train (padded batches, both segments) and
 reports the largest absolute difference of the last hidden state over real tokens.
@@ -33,7 +34,9 @@ def main() -> None:
     args = parser.parse_args()
 
     base = load_base_model(args.base_model)
-    reference = transformers.BertModel.from_pretrained(
+    family = base.spec.config.model_type
+    reference_class = transformers.MPNetModel if family == "mpnet" else transformers.BertModel
+    reference = reference_class.from_pretrained(
         str(base.path), add_pooling_layer=False, attn_implementation="eager"
     ).eval()
     tokenizer = PairTokenizer.from_dir(base.path)
@@ -51,12 +54,12 @@ def main() -> None:
         )
         with torch.no_grad():
             ours = base.encoder(ids, mask, types)
-            theirs = reference(
-                input_ids=ids, attention_mask=mask, token_type_ids=types
-            ).last_hidden_state
+            # MPNet takes no token types: our encoder is given them and must ignore them
+            extra = {"token_type_ids": types} if family == "bert" else {}
+            theirs = reference(input_ids=ids, attention_mask=mask, **extra).last_hidden_state
         worst = max(worst, float((ours - theirs).abs()[mask.bool()].max()))
     print_report(
-        "Encoder parity with transformers.BertModel (last hidden state, fp32)",
+        f"Encoder parity with transformers.{reference_class.__name__} (last hidden state, fp32)",
         ["base model", "sentence pairs", "max abs difference", "tolerance"],
         [(base.name, len(examples), f"{worst:.2e}", "1e-05")],
     )

@@ -58,7 +58,11 @@ class PairTokenizer:
     def __init__(self, tokenizer: Tokenizer, source: Path, max_seq_len: int) -> None:
         if max_seq_len < _MIN_SEQ_LEN:
             raise TokenizerError(f"max_seq_len must be at least {_MIN_SEQ_LEN}, got {max_seq_len}")
-        pad_id = tokenizer.token_to_id("[PAD]")
+        # The padding id the tokenizer was saved with comes first: MPNet pads with <pad>
+        # (id 1, which its position ids count from) although its vocabulary also holds
+        # an unused [PAD]. BERT tokenizers without a padding setting use [PAD].
+        padding = tokenizer.padding
+        pad_id = padding["pad_id"] if padding else tokenizer.token_to_id("[PAD]")
         if pad_id is None:
             raise TokenizerError(f"{source} has no [PAD] token: not a BERT tokenizer")
         tokenizer.no_padding()
@@ -101,8 +105,21 @@ class PairTokenizer:
         return sha256_of(self.source)
 
     def save(self, path: str | Path) -> None:
-        """Write the tokenizer as tokenizer.json (also when it was built from vocab.txt)."""
-        self._tokenizer.save(str(path))
+        """Write the tokenizer as tokenizer.json (also when it was built from vocab.txt).
+
+        The padding id is written into the file only where reading it back would
+        otherwise pick another one (MPNet's <pad> beside an unused [PAD]), so BERT
+        tokenizer files stay byte-identical to what earlier versions wrote.
+        """
+        if self.pad_id == self._tokenizer.token_to_id("[PAD]"):
+            self._tokenizer.save(str(path))
+            return
+        pad_token = self._tokenizer.id_to_token(self.pad_id)
+        self._tokenizer.enable_padding(pad_id=self.pad_id, pad_token=pad_token)
+        try:
+            self._tokenizer.save(str(path))
+        finally:
+            self._tokenizer.no_padding()
 
     def encode(
         self, texts_a: Sequence[str], texts_b: Sequence[str] | None = None

@@ -15,7 +15,14 @@ FINETUNE = str(ROOT / "training" / "finetune_top_layers.py")
 
 def test_too_many_layers_names_the_depth_and_the_way_out(data_dir: Path) -> None:
     result = run(FINETUNE, "--task", "sentiment", "--layers", "8", "--data-dir", str(data_dir))
-    assert_one_line_error(result, "--layers 8", "has 6 layers", "1..6", "deeper --base-model")
+    assert_one_line_error(
+        result,
+        "--layers 8",
+        "has 6 layers",
+        "1..6",
+        "deeper --base-model",
+        "python -m training.bases install all-mpnet-base-v2",
+    )
 
 
 MISUSE = [

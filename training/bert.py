@@ -23,7 +23,7 @@ from torch.nn import functional as F
 # survives a later fp16 conversion without turning into -inf.
 MASK_BIAS = -10000.0
 
-_ACTIVATIONS = {
+ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
@@ -52,18 +52,30 @@ class BertConfig:
     attention_probs_dropout_prob: float = 0.1
     pad_token_id: int = 0
 
+    model_type = "bert"
+    # What the serving side must know about the inputs (recorded in the manifest).
+    uses_token_types = True
+    position_ids = "absolute"  # 0, 1, 2, ... whatever the padding
+
+    @property
+    def max_sequence_length(self) -> int:
+        """Longest input the position table covers."""
+        return self.max_position_embeddings
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> BertConfig:
         """Build from a parsed config.json, refusing what the encoder would get wrong."""
         model_type = raw.get("model_type", "bert")
         if model_type != "bert":
-            raise ConfigError(f"model_type is {model_type!r}; only BERT checkpoints are supported")
+            raise ConfigError(
+                f"model_type is {model_type!r}; only BERT and MPNet checkpoints are supported"
+            )
         position_type = raw.get("position_embedding_type", "absolute")
         if position_type != "absolute":
             raise ConfigError(
                 f"position_embedding_type {position_type!r} is not supported (only 'absolute')"
             )
-        if raw.get("hidden_act", "gelu") not in _ACTIVATIONS:
+        if raw.get("hidden_act", "gelu") not in ACTIVATIONS:
             raise ConfigError(f"hidden_act {raw.get('hidden_act')!r} is not supported")
         required = (
             "vocab_size",
@@ -154,7 +166,7 @@ class BertIntermediate(nn.Module):
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.activation = _ACTIVATIONS[config.hidden_act]
+        self.activation = ACTIVATIONS[config.hidden_act]
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.activation(self.dense(hidden))
@@ -202,11 +214,19 @@ def run_layers(
     layers: nn.ModuleList | list[nn.Module],
     hidden: torch.Tensor,
     attention_mask: torch.Tensor,
+    position_bias: nn.Module | None = None,
 ) -> torch.Tensor:
-    """Run `hidden` through `layers` in order; shared by the trunk and every branch."""
-    mask_bias = attention_mask_bias(attention_mask, hidden.dtype)
+    """Run `hidden` through `layers` in order; shared by the trunk and every branch.
+
+    `position_bias` is the base's relative position bias (MPNet; None for BERT): it is
+    computed here once for the batch and added, with the padding mask, to the scores
+    of every layer.
+    """
+    score_bias = attention_mask_bias(attention_mask, hidden.dtype)
+    if position_bias is not None and len(layers):
+        score_bias = score_bias + position_bias(hidden)
     for layer in layers:
-        hidden = layer(hidden, mask_bias)
+        hidden = layer(hidden, score_bias)
     return hidden
 
 
@@ -231,6 +251,11 @@ class BertEncoder(nn.Module):
     @property
     def layers(self) -> nn.ModuleList:
         return self.encoder.layer
+
+    @property
+    def position_bias(self) -> None:
+        """BERT's positions are absolute, in the embeddings: no bias on the scores."""
+        return None
 
     def trunk_depth(self, branch_layers: int) -> int:
         """Number of layers below a branch of `branch_layers` layers (L - K)."""

@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable, n
 
 from model_store.tasks import INPUTS, KINDS, TaskDefinition
 from model_store.tokenizer import DEFAULT_MAX_SEQ_LEN, PairTokenizer
+from training import distributed
 from training.base_model import BaseModel, BaseModelSpec, load_base_model, read_base_model_spec
 from training.branch import save_branch
 from training.cli import (
@@ -80,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-model",
         type=Path,
         metavar="PATH",
-        help="Hugging Face BERT checkpoint directory (default: all-MiniLM-L6-v2, 6 layers)",
+        help="Hugging Face BERT or MPNet checkpoint directory, or an installed base's name "
+        "such as all-mpnet-base-v2 (default: all-MiniLM-L6-v2, 6 layers)",
     )
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument(
@@ -121,7 +123,12 @@ def check_arguments(args: argparse.Namespace, base: BaseModelSpec) -> None:
     """Refuse what would fail later, before any weights are loaded or data is read."""
     depth = base.num_layers
     if not 1 <= args.layers <= depth:
-        hint = "; for more layers use a deeper --base-model" if args.layers > depth else ""
+        hint = (
+            "; for more layers use a deeper --base-model, e.g. all-mpnet-base-v2 (12 layers: "
+            "python -m training.bases install all-mpnet-base-v2)"
+            if args.layers > depth
+            else ""
+        )
         raise UsageError(
             f"--layers {args.layers}: the base model {base.name} has {depth} layers, "
             f"so K must be 1..{depth}{hint}"
@@ -132,9 +139,9 @@ def check_arguments(args: argparse.Namespace, base: BaseModelSpec) -> None:
         raise UsageError(
             f"--limit must be at least 2 (a train and a validation example), got {args.limit}"
         )
-    if not 3 <= args.max_seq_len <= base.config.max_position_embeddings:
+    if not 3 <= args.max_seq_len <= base.config.max_sequence_length:
         raise UsageError(
-            f"--max-seq-len must be 3..{base.config.max_position_embeddings} for this base, "
+            f"--max-seq-len must be 3..{base.config.max_sequence_length} for this base, "
             f"got {args.max_seq_len}"
         )
     defining = [
@@ -255,7 +262,7 @@ def train_task(
     base: BaseModel,
     tokenizer: PairTokenizer,
     config: TrainConfig,
-) -> Path:
+) -> Path | None:
     log.info(
         "%s: %d train / %d validation examples from %s",
         spec.name,
@@ -266,6 +273,8 @@ def train_task(
     result = train_branch(
         base.encoder, tokenizer, spec, data.train, data.val, config, progress=not args.quiet
     )
+    if not distributed.current().is_main:
+        return None  # under torchrun every rank holds the same branch; rank 0 writes it
     validation = result.validation_summary(spec, len(data.val))
     validation["train_seconds"] = round(result.seconds, 3)
     training_args = {
@@ -290,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_arguments(args, read_base_model_spec(args.base_model))
     config = train_config(args)
+    distributed.init_from_env()  # torchrun: join the other ranks (training/distributed.py)
     if args.threads:
         import torch
 

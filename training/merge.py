@@ -150,6 +150,18 @@ def _validation_entry(info: BranchInfo) -> dict:
     return validation
 
 
+def input_conventions(base: BaseModel) -> dict:
+    """How the graph reads its inputs, for whoever feeds it: the encoder family, whether
+    token_type_ids matter (an MPNet graph takes and ignores them) and how position ids
+    are made (inside the graph either way, so the service feeds the same four inputs)."""
+    config = base.spec.config
+    return {
+        "model_type": config.model_type,
+        "token_types": config.uses_token_types,
+        "position_ids": config.position_ids,
+    }
+
+
 def build_manifest(
     directory: Path,
     name: str,
@@ -175,7 +187,7 @@ def build_manifest(
     return Manifest(
         directory=directory,
         name=name,
-        base_model=dict(branches[0].info.meta["base_model"]),
+        base_model={**branches[0].info.meta["base_model"], **input_conventions(base)},
         max_seq_len=tokenizer.max_seq_len,
         trunk_layers=merged.trunk_depth,
         input_names=INPUT_NAMES,

@@ -40,8 +40,13 @@ class TaskPath(nn.Module):
         self.head: TaskHead = copy.deepcopy(branch.head)
         self.pooling = branch.pooling
 
-    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = run_layers(self.layers, hidden, attention_mask)
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_bias: nn.Module | None = None,
+    ) -> torch.Tensor:
+        hidden = run_layers(self.layers, hidden, attention_mask, position_bias)
         return self.head(pool(hidden, attention_mask, self.pooling))
 
 
@@ -64,6 +69,8 @@ class MergedModel(nn.Module):
         self.trunk_depth = min(branch.trunk_depth for branch in branches)
         self.embeddings = copy.deepcopy(base.embeddings)
         self.trunk = nn.ModuleList(copy.deepcopy(base.layers[: self.trunk_depth]))
+        # MPNet's relative position bias (None for BERT), shared by the trunk and paths.
+        self.position_bias = copy.deepcopy(base.position_bias)
         self.paths = nn.ModuleDict(
             {
                 branch.spec.name: TaskPath(
@@ -82,11 +89,20 @@ class MergedModel(nn.Module):
         token_type_ids: torch.Tensor,
         task_ids: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        hidden = run_layers(self.trunk, self.embeddings(input_ids, token_type_ids), attention_mask)
+        hidden = run_layers(
+            self.trunk,
+            self.embeddings(input_ids, token_type_ids),
+            attention_mask,
+            self.position_bias,
+        )
         outputs = []
         for task_index, name in enumerate(self.task_names):
             rows = torch.nonzero(task_ids == task_index).reshape(-1)
             outputs.append(
-                self.paths[name](hidden.index_select(0, rows), attention_mask.index_select(0, rows))
+                self.paths[name](
+                    hidden.index_select(0, rows),
+                    attention_mask.index_select(0, rows),
+                    self.position_bias,
+                )
             )
         return tuple(outputs)

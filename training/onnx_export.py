@@ -53,7 +53,30 @@ def export_fp32(model: MergedModel, path: Path, opset: int = OPSET) -> None:
             do_constant_folding=True,
             dynamo=False,
         )
+    _keep_all_inputs(path)
     onnx.checker.check_model(str(path), full_check=True)
+
+
+def _keep_all_inputs(path: Path) -> None:
+    """Put back graph inputs the exporter dropped because nothing reads them.
+
+    An MPNet graph ignores token_type_ids (it has no segment embeddings), and the
+    exporter then leaves that input out; every graph keeps the same four inputs instead,
+    so whoever feeds a store (the service, any other ONNX Runtime client) does not need
+    to know which encoder family is inside.
+    """
+    model = onnx.load(str(path))
+    present = {value.name for value in model.graph.input}
+    missing = [name for name in INPUT_NAMES[:3] if name not in present]
+    if not missing:
+        return
+    for name in missing:
+        position = INPUT_NAMES.index(name)
+        model.graph.input.insert(
+            position,
+            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, ["batch", "sequence"]),
+        )
+    onnx.save(model, str(path))
 
 
 def quantize_int8(source: Path, target: Path) -> None:

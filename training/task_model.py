@@ -118,7 +118,7 @@ class TaskModel(nn.Module):
     def forward_from_trunk(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
-        hidden = run_layers(self.branch_layers, hidden, attention_mask)
+        hidden = run_layers(self.branch_layers, hidden, attention_mask, self.base.position_bias)
         return self.head(pool(hidden, attention_mask, self.pooling))
 
     def forward(

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from model_store.tokenizer import EncodedRow, PairTokenizer
 from training.bert import BertEncoder
 from training.data import Example
+from training.distributed import DistContext, current
 from training.task_model import TaskModel
 from training.tasks import TaskSpec
 from training.trunk_cache import CACHE_DTYPES, TrunkStates
@@ -138,6 +139,18 @@ def _bucketed_batches(
     return [batches[i] for i in permutation]
 
 
+class _BranchFromTrunk(torch.nn.Module):
+    """The trainable part as one module whose forward is a training step's forward:
+    what DistributedDataParallel wraps to sum the branch's gradients across ranks."""
+
+    def __init__(self, model: TaskModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_from_trunk(hidden, attention_mask)
+
+
 @torch.no_grad()
 def predict(model: TaskModel, states: TrunkStates, count: int, batch_size: int) -> np.ndarray:
     """Raw head outputs for examples 0..count-1, [count, num_outputs], in order."""
@@ -204,8 +217,14 @@ def train_branch(
     val_examples: Sequence[Example],
     config: TrainConfig,
     progress: bool = True,
+    dist: DistContext | None = None,
 ) -> TrainResult:
-    """Fine-tune a fresh branch of `config.layers` layers; return it at its best epoch."""
+    """Fine-tune a fresh branch of `config.layers` layers; return it at its best epoch.
+
+    Under torchrun (`dist`, by default the process's context) each rank caches and runs
+    only its shard of every global batch; see training/distributed.py.
+    """
+    dist = dist or current()
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -215,10 +234,17 @@ def train_branch(
 
     train_rows = encode_examples(tokenizer, spec, train_examples)
     val_rows = encode_examples(tokenizer, spec, val_examples)
-    train_states = build_trunk_states(model, tokenizer, train_rows, config)
+    train_shard, val_shard = dist.shard(len(train_rows)), dist.shard(len(val_rows))
+    train_states = build_trunk_states(
+        model, tokenizer, [train_rows[i] for i in train_shard.indices], config
+    )
     remaining = max(0, int(config.cache_budget_mb * 2**20) - train_states.used_bytes)
     val_states = build_trunk_states(
-        model, tokenizer, val_rows, config, remaining if config.trunk_cache else 0
+        model,
+        tokenizer,
+        [val_rows[i] for i in val_shard.indices],
+        config,
+        remaining if config.trunk_cache else 0,
     )
     train_labels, val_labels = labels_of(train_examples), labels_of(val_examples)
 
@@ -227,25 +253,36 @@ def train_branch(
     scheduler = _linear_schedule(optimizer, steps_per_epoch * config.epochs, config.warmup)
     result = TrainResult(model=model, best_epoch=0)
     best_state: dict[str, torch.Tensor] = {}
+    step = dist.wrap(_BranchFromTrunk(model))
 
     for epoch in range(1, config.epochs + 1):
         epoch_started = time.perf_counter()
-        model.train()
+        step.train()
         loss_sum = 0.0
         batches = _bucketed_batches(train_rows, config.batch_size, generator)
-        bar = tqdm(batches, desc=f"{spec.name} epoch {epoch}/{config.epochs}", disable=not progress)
+        bar = tqdm(
+            batches,
+            desc=f"{spec.name} epoch {epoch}/{config.epochs}",
+            disable=not (progress and dist.is_main),
+        )
         for indices in bar:
-            batch = train_states.batch(indices)
-            outputs = model.forward_from_trunk(batch.hidden, batch.attention_mask)
-            loss = spec.loss(outputs, train_labels[indices])
+            positions, mine = train_shard.own(indices)
+            share = train_shard.share(indices)  # 1.0 in one process
+            if not mine:  # none of this batch is ours: take part with a zero-weight row
+                positions, mine = [0], [train_shard.indices[0]]
+            batch = train_states.batch(positions)
+            outputs = step(batch.hidden, batch.attention_mask)
+            loss = spec.loss(outputs, train_labels[mine])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            loss_sum += float(loss.detach()) * len(indices)
+            loss_sum += float(loss.detach()) * len(indices) * share / dist.world_size
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        outputs = predict(model, val_states, len(val_rows), config.batch_size * 2)
+        loss_sum = dist.sum(loss_sum)
+        local = predict(model, val_states, len(val_shard.indices), config.batch_size * 2)
+        outputs = dist.gather_rows(local, val_shard)
         val_loss, val_metric = score(spec, outputs, val_labels)
         stats = EpochStats(
             epoch=epoch,
@@ -269,6 +306,7 @@ def train_branch(
             result.best_epoch = epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
+    dist.check_same(result.best_epoch, "the best epoch")
     model.load_state_dict(best_state)
     model.eval()
     result.seconds = time.perf_counter() - started

@@ -1,0 +1,144 @@
+"""Serving cost of a deeper base: one task's throughput from two stores, side by side.
+
+    apt-get install wrk
+    python benchmarks/base_serve_bench.py --store model_store/default \\
+        --store runs/mpnet-store --task similarity --data-dir ../shared/data
+
+Why: a 12-layer, 768-wide base (all-mpnet-base-v2) buys accuracy with compute at serving
+time, and the trade-off needs both numbers. For each store, with the same method as
+benchmarks/serve_bench.py: the offline ONNX Runtime ceiling for the task's validation
+inputs (length-sorted batches of 32, fp32 graph, no HTTP), then the service on loopback
+under wrk at each concurrency (single-item requests of that task, dynamic batching on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.report import markdown_table, provenance
+from benchmarks.serve_bench import Server, run_wrk, validation_texts
+from model_store.manifest import load_manifest
+from model_store.repository import resolve_store
+from model_store.runtime import CPU, MultiTaskSession
+from model_store.tokenizer import PairTokenizer
+
+
+def offline_items_per_s(store: Path, task: str, items, repeats: int = 3) -> float:
+    manifest = load_manifest(store)
+    session = MultiTaskSession(manifest, "fp32", providers=[CPU])
+    tokenizer = PairTokenizer.from_file(manifest.tokenizer_path, manifest.max_seq_len)
+    pair = manifest.task(task).pair
+    task_id = session.task_id(task)
+
+    def run() -> float:
+        started = time.perf_counter()
+        texts_b = [item[1] for item in items] if pair else None
+        rows = sorted(tokenizer.encode([item[0] for item in items], texts_b), key=len)
+        for i in range(0, len(rows), 32):
+            chunk = rows[i : i + 32]
+            session.run(tokenizer.pad(chunk), np.full(len(chunk), task_id))
+        return len(rows) / (time.perf_counter() - started)
+
+    run()  # warm-up
+    return statistics.median(run() for _ in range(repeats))
+
+
+def request_lines(task: str, items) -> list[str]:
+    if len(items[0]) == 1:
+        return [f"/{task}\t{json.dumps({'text': item[0]})}" for item in items]
+    return [
+        f"/{task}\t{json.dumps({'sentence1': item[0], 'sentence2': item[1]})}" for item in items
+    ]
+
+
+def describe(store: Path, task: str) -> tuple[str, int, int, str]:
+    manifest = load_manifest(store)
+    entry = manifest.task(task)
+    metric = entry.validation.get("value")
+    return (
+        str(manifest.base_model.get("name")),
+        int(manifest.base_model.get("num_layers", 0)),
+        entry.layers,
+        f"{metric:.4f}" if isinstance(metric, float) else "?",
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", type=Path, action="append", required=True)
+    parser.add_argument("--task", default="similarity")
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--per-task", type=int, default=400)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    args = parser.parse_args()
+
+    items = validation_texts(args.data_dir, args.per_task)[args.task]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for given in args.store:
+            store = resolve_store(given)  # a store, or a repository's current version
+            base, layers, k, metric = describe(store, args.task)
+            ceiling = offline_items_per_s(store, args.task, items)
+            server = Server(given, {})
+            try:
+                for connections in args.concurrency:
+                    result = run_wrk(
+                        server.url,
+                        request_lines(args.task, items),
+                        connections,
+                        args.seconds,
+                        Path(tmp),
+                        server.process.pid,
+                    )
+                    rows.append(
+                        (
+                            base,
+                            layers,
+                            k,
+                            metric,
+                            f"{ceiling:.1f}",
+                            connections,
+                            f"{result['rps']:.1f}",
+                            f"{result['p50_us'] / 1e3:.1f}",
+                            f"{result['p99_us'] / 1e3:.1f}",
+                            result["status_errors"] + result["other_errors"],
+                            f"{result['rows_per_batch']:.1f}",
+                        )
+                    )
+            finally:
+                server.stop()
+    print(f"## Serving {args.task} from each store ({args.seconds} s per row)\n")
+    print(f"{provenance()}\n")
+    print(
+        markdown_table(
+            [
+                "base",
+                "base layers",
+                "K",
+                "validation metric",
+                "offline items/s",
+                "concurrency",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "rows/batch",
+            ],
+            rows,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
