@@ -5,9 +5,10 @@ The queue is bounded by work, not only rows: `max_queue_tokens` caps the tokens
 waiting, so a full queue always drains well within the request timeout whatever the
 lengths (1,024 rows of 128 tokens are 8x the work of 1,024 rows of 16).
 
-Order is fair between requests and bounded in age. Each row gets a tag: the virtual
-time V at its request's arrival (V is the largest tag that has run so far), plus the
-tokens of its request's earlier rows. Across requests that is arrival order, whatever
+Order is fair between requests (start-time fair queuing, Goyal et al. 1996, with each
+request a flow of its own). Each row gets a start tag: the virtual time V at its
+request's arrival plus the tokens of its request's earlier rows; V is the tag of the
+oldest row in the batch that last ran. Across requests that is arrival order, whatever
 the lengths, so long inputs are never overtaken indefinitely by short ones; within a
 large request its rows spread out, so a short request that arrives behind a 256-row
 request waits for about one batch, not 256 rows (the large request interleaves with
@@ -216,7 +217,10 @@ class DynamicBatcher:
         for item in window:
             if id(item) not in chosen:
                 heapq.heappush(self._queue, (item.tag, next(self._arrivals), item))
-        self._virtual_time = max(self._virtual_time, max(item.tag for item in batch))
+        # V follows the row the batch was formed for, not the batch's largest tag: rows of
+        # a large request that joined this batch for their length must not push new
+        # requests behind the rest of that large request.
+        self._virtual_time = max(self._virtual_time, first.tag)
         for item in batch:
             item.tag = -1.0  # running: no longer counted as waiting, whatever happens
         self._live_rows -= len(batch)

@@ -256,3 +256,28 @@ async def test_queue_is_bounded_by_tokens_and_refuses_what_can_never_fit() -> No
     engine.gate.set()
     await asyncio.gather(*running, waiting[1])
     await batcher.stop()
+
+
+@pytest.mark.anyio
+async def test_a_batch_of_rows_from_late_in_a_large_request_does_not_push_newcomers_back() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, max_batch_size=4, max_queue_items=512, overhead_tokens=0)
+    batcher.start()
+    engine.gate.clear()
+    blocker = batcher.submit([row(5)], [0])
+    await asyncio.sleep(0.05)
+    # Short rows spread over the whole request: the first batch (for its first row) also
+    # takes short rows from its end, whose tags are far ahead.
+    large = batcher.submit([row(5 if i % 8 == 0 else 60) for i in range(64)], [0] * 64)
+    engine.gate.set()
+    while len(engine.batches) < 2:
+        await asyncio.sleep(0.001)
+    engine.gate.clear()
+    await asyncio.sleep(0.05)
+    started = len(engine.batches)
+    short = batcher.submit([row(3)], [1])
+    engine.gate.set()
+    await asyncio.gather(*blocker, *large, *short)
+    position = next(i for i, b in enumerate(engine.batches) if (1, 3) in b)
+    assert position - started <= 2, f"ran {position - started} batches after it arrived"
+    await batcher.stop()
