@@ -183,9 +183,8 @@ def main() -> None:
     print(markdown_table(["figure", *runs], [[k, *(runs[r][k] for r in runs)] for k in keys]))
     if "before" in runs:
         key = "uniform req/s (median)"
-        print(
-            f"\nuniform load, after / before (medians): {runs['after'][key] / runs['before'][key]:.3f}"
-        )
+        ratio = runs["after"][key] / runs["before"][key]
+        print(f"\nuniform load, after / before (medians): {ratio:.3f}")
 
 
 if __name__ == "__main__":
