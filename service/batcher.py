@@ -2,8 +2,11 @@
 
 Requests put their rows (already tokenized) into one queue and await a future per row.
 The queue is bounded by work, not only rows: `max_queue_tokens` caps the tokens
-waiting, so a full queue always drains well within the request timeout whatever the
-lengths (1,024 rows of 128 tokens are 8x the work of 1,024 rows of 16).
+waiting (1,024 rows of 128 tokens are 8x the work of 1,024 rows of 16), and once the
+engine's pace is measured (tokens per second over recent batches) a request is only
+accepted if the work ahead of it drains within `max_queue_seconds`: a request that
+would time out in the queue is refused at once (503) instead of costing a wait, and the
+work the engine does goes to requests that will be answered.
 
 Order is fair between requests (start-time fair queuing, Goyal et al. 1996, with each
 request a flow of its own). Each row gets a start tag: the virtual time V at its
@@ -81,6 +84,7 @@ class DynamicBatcher:
         max_queue_items: int,
         overhead_tokens: int = 32,
         max_queue_tokens: int | None = None,
+        max_queue_seconds: float | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._metrics = metrics
@@ -89,6 +93,8 @@ class DynamicBatcher:
         self.max_wait_s = max_wait_ms / 1000
         self.max_queue_items = max_queue_items
         self.max_queue_tokens = max_queue_tokens or max_queue_items * 128
+        self.max_queue_seconds = max_queue_seconds
+        self.tokens_per_second: float | None = None  # measured pace, smoothed
         self.overhead_tokens = overhead_tokens
         # A heap of (tag, arrival number, row); rows of gone requests stay in it until
         # popped, but stop counting towards the bounds at once.
@@ -117,7 +123,20 @@ class DynamicBatcher:
 
     @property
     def full(self) -> bool:
-        return self._live_rows >= self.max_queue_items or self._live_tokens >= self.max_queue_tokens
+        return (
+            self._live_rows >= self.max_queue_items
+            or self._live_tokens >= self.max_queue_tokens
+            or self._drains_too_late(0)
+        )
+
+    def _drains_too_late(self, extra_tokens: int) -> bool:
+        """Would the queue, with `extra_tokens` more, outlast `max_queue_seconds` at the
+        measured pace? Never before the pace is known, and never for an empty queue (a
+        lone request always gets its chance)."""
+        if not self.max_queue_seconds or not self.tokens_per_second or not self._live_rows:
+            return False
+        seconds = (self._live_tokens + extra_tokens) / self.tokens_per_second
+        return seconds > self.max_queue_seconds
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
@@ -146,6 +165,11 @@ class DynamicBatcher:
         ):
             raise QueueFull(
                 f"queue full ({self._live_rows} rows, {self._live_tokens} tokens waiting)"
+            )
+        if self._drains_too_late(tokens):
+            raise QueueFull(
+                f"the {self._live_tokens} tokens waiting would not be done within "
+                f"{self.max_queue_seconds:g} s"
             )
         loop = asyncio.get_running_loop()
         futures = []
@@ -266,6 +290,15 @@ class DynamicBatcher:
             if batch:
                 await self._run(loop, batch)
 
+    def _observe_pace(self, tokens: int, seconds: float) -> None:
+        """Tokens per second, smoothed over recent batches (a fifth of the weight to the
+        newest): what the queue's time bound divides by."""
+        if seconds <= 0:
+            return
+        pace = tokens / seconds
+        previous = self.tokens_per_second
+        self.tokens_per_second = pace if previous is None else 0.8 * previous + 0.2 * pace
+
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Row]) -> None:
         rows = [item.row for item in batch]
         task_ids = [item.task_id for item in batch]
@@ -277,11 +310,11 @@ class DynamicBatcher:
                 if not item.future.done():
                     item.future.set_exception(err)
             return
+        seconds = time.perf_counter() - started
         self._metrics.observe_batch(
-            rows=len(rows),
-            padded_tokens=len(rows) * max(len(row) for row in rows),
-            seconds=time.perf_counter() - started,
+            rows=len(rows), padded_tokens=len(rows) * max(len(row) for row in rows), seconds=seconds
         )
+        self._observe_pace(sum(len(row) for row in rows), seconds)
         for item, result in zip(batch, results, strict=True):
             if not item.future.done():
                 item.future.set_result(result)

@@ -29,6 +29,11 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 
+# The queue accepts work it can finish within this share of the request timeout (the
+# rest is left for the request's own batch).
+QUEUE_SHARE_OF_TIMEOUT = 0.8
+
+
 class ReloadRefused(Exception):
     """The new version failed its checks; the old one is still serving."""
 
@@ -64,6 +69,7 @@ class ModelReloader:
             s.max_queue_items,
             s.batch_overhead_tokens,
             s.max_queue_tokens,
+            s.request_timeout_s * QUEUE_SHARE_OF_TIMEOUT,
         )
         batcher.start()
         return batcher

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -280,4 +281,25 @@ async def test_a_batch_of_rows_from_late_in_a_large_request_does_not_push_newcom
     await asyncio.gather(*blocker, *large, *short)
     position = next(i for i, b in enumerate(engine.batches) if (1, 3) in b)
     assert position - started <= 2, f"ran {position - started} batches after it arrived"
+    await batcher.stop()
+
+
+@pytest.mark.anyio
+async def test_work_that_would_outlast_the_time_bound_is_refused_at_once() -> None:
+    def paced(rows, task_ids):  # 1,000 tokens per second
+        time.sleep(sum(len(r) for r in rows) / 1000)
+        return [len(r) for r in rows]
+
+    batcher = DynamicBatcher(paced, ServiceMetrics(), 4, 1000, 0, 512, 0, 10_000, 0.3)
+    batcher.start()
+    assert batcher.tokens_per_second is None
+    assert await asyncio.gather(*batcher.submit([row(50)], [0])) == [50]
+    assert 700 < batcher.tokens_per_second < 1100  # measured, not configured
+    running = batcher.submit([row(100)], [0])  # 0.1 s of work
+    await asyncio.sleep(0)
+    waiting = batcher.submit([row(100)], [0])  # at most 0.2 s waiting: fits in 0.3 s
+    with pytest.raises(QueueFull, match="would not be done within 0.3 s"):
+        batcher.submit([row(300)], [0])  # over 0.35 s would wait: refused now, not later
+    assert batcher.full is False
+    await asyncio.gather(*running, *waiting)
     await batcher.stop()
