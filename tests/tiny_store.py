@@ -37,15 +37,16 @@ TINY_CONFIG = {
 }
 
 
-def tiny_base_dir(directory: Path, seed: int = 0) -> Path:
+def tiny_base_dir(directory: Path, seed: int = 0, layers: int = 2) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    encoder = BertEncoder(BertConfig.from_dict(TINY_CONFIG))
+    config = {**TINY_CONFIG, "num_hidden_layers": layers}
+    encoder = BertEncoder(BertConfig.from_dict(config))
     save_file(
         {k: v.contiguous() for k, v in encoder.state_dict().items()},
         str(directory / "model.safetensors"),
     )
-    (directory / "config.json").write_text(json.dumps(TINY_CONFIG))
+    (directory / "config.json").write_text(json.dumps(config))
     shutil.copy(default_base_model_dir() / "tokenizer.json", directory / "tokenizer.json")
     return directory
 
