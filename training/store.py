@@ -8,8 +8,8 @@
 `publish` merges the given branches with the current version's other branches (kept
 in the repository), less any `--remove`d task, into a new immutable version and makes
 it current; a running service picks it up on reload (POST /admin/reload or SIGHUP).
-With the same trunk depth, the tasks that were not replaced keep bit-identical
-outputs. On a new directory, `publish` creates the repository from the given branches.
+The tasks that were not replaced keep bit-identical outputs, whatever the new
+branch's depth. On a new directory, `publish` creates the repository from the given branches.
 
 `list` and `rollback` need no torch (they run inside the serving image): the merge
 machinery is imported only by `publish`.
