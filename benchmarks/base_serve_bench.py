@@ -21,8 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.report import markdown_table, provenance
@@ -38,7 +36,6 @@ def offline_items_per_s(store: Path, task: str, items, repeats: int = 3) -> floa
     session = MultiTaskSession(manifest, "fp32", providers=[CPU])
     tokenizer = PairTokenizer.from_file(manifest.tokenizer_path, manifest.max_seq_len)
     pair = manifest.task(task).pair
-    task_id = session.task_id(task)
 
     def run() -> float:
         started = time.perf_counter()
@@ -46,7 +43,7 @@ def offline_items_per_s(store: Path, task: str, items, repeats: int = 3) -> floa
         rows = sorted(tokenizer.encode([item[0] for item in items], texts_b), key=len)
         for i in range(0, len(rows), 32):
             chunk = rows[i : i + 32]
-            session.run(tokenizer.pad(chunk), np.full(len(chunk), task_id))
+            session.run_task(tokenizer.pad(chunk), task)
         return len(rows) / (time.perf_counter() - started)
 
     run()  # warm-up

@@ -17,6 +17,13 @@ from dataclasses import dataclass, field
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+# Operations whose schema-valid bodies may still name what the live model does not serve:
+# `/v1/predict` takes task names (the served set changes with every reload, so no static
+# schema can list them) and refuses unknown ones, or ones of the other input shape, with
+# a 422. Every other check (no 5xx, documented statuses, response schemas) still applies.
+_DATA_DEPENDENT = {"/v1/predict"}
 
 
 @dataclass
@@ -41,8 +48,9 @@ def _run_operation(base_url: str, operation, mode, examples: int, report: FuzzRe
         response = case.call(base_url=base_url)
         report.statuses[response.status_code] += 1
         report.requests_per_operation[key] += 1
+        excluded = [positive_data_acceptance] if operation.path in _DATA_DEPENDENT else None
         try:
-            case.validate_response(response)
+            case.validate_response(response, excluded_checks=excluded)
         except BaseException as err:  # schemathesis raises a group listing every failed check
             if isinstance(err, KeyboardInterrupt | SystemExit):
                 raise

@@ -32,7 +32,7 @@ import onnx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.report import print_report
-from model_store.runtime import CPU, MultiTaskSession
+from model_store.runtime import CPU, MultiTaskSession, task_mask
 from model_store.tokenizer import EncodedRow, PairTokenizer
 from training.base_model import load_base_model
 from training.data import read_examples, split_train_val
@@ -70,13 +70,14 @@ def run_windows(sessions: dict[str, MultiTaskSession], windows, tokenizer) -> No
     for window in windows:
         if "merged" in sessions:
             session = sessions["merged"]
-            ids = np.array([session.task_id(task) for task, _ in window])
-            session.run(tokenizer.pad([row for _, row in window]), ids)
+            sets = [[session.task_id(task)] for task, _ in window]
+            mask = task_mask(sets, len(session.manifest.tasks))
+            session.run(tokenizer.pad([row for _, row in window]), mask)
             continue
         for task, session in sessions.items():
             rows = [row for name, row in window if name == task]
             if rows:
-                session.run(tokenizer.pad(rows), np.zeros(len(rows), dtype=np.int64))
+                session.run(tokenizer.pad(rows), np.ones((len(rows), 1), dtype=bool))
 
 
 def items_per_second(sessions, windows, tokenizer, repeats: int) -> float:

@@ -28,8 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.report import markdown_table, provenance
@@ -244,19 +242,18 @@ def offline(model_dir: Path, texts, batch_size: int, repeats: int = 5) -> dict[s
     session = MultiTaskSession(manifest, "fp32", providers=[CPU])
     tokenizer = PairTokenizer.from_file(manifest.tokenizer_path, manifest.max_seq_len)
     sentences = [item[0] for item in texts["sentiment"]]
-    task_id = session.task_id("sentiment")
 
     def batched() -> float:
         started = time.perf_counter()
         rows = sorted(tokenizer.encode(sentences), key=len)
         for i in range(0, len(rows), batch_size):
             chunk = rows[i : i + batch_size]
-            session.run(tokenizer.pad(chunk), np.full(len(chunk), task_id))
+            session.run_task(tokenizer.pad(chunk), "sentiment")
         return len(rows) / (time.perf_counter() - started)
 
     def one(sentence: str) -> float:
         started = time.perf_counter()
-        session.run(tokenizer.encode_batch([sentence]), np.array([task_id]))
+        session.run_task(tokenizer.encode_batch([sentence]), "sentiment")
         return time.perf_counter() - started
 
     batched()  # warm-up

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ from model_store.tasks import TaskDefinition, TaskDefinitionError
 
 MANIFEST_FILE = "manifest.json"
 # 2: tasks carry their definition; the manifest carries its own sha256.
-FORMAT_VERSION = 2
+# 3: the graph is a tree: rows carry a task mask (`task_mask` [batch, tasks] bool, one
+#    input may ask several tasks) instead of one task id, and each task its fork depth.
+FORMAT_VERSION = 3
 GRAPH_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -55,6 +58,7 @@ class TaskEntry:
     layers: int
     pooling: str
     validation: dict[str, Any]
+    fork_depth: int  # frozen base layers below the task's branch: L - K
 
     @property
     def name(self) -> str:
@@ -79,6 +83,7 @@ class TaskEntry:
             "output": self.output,
             "branch_version": self.branch_version,
             "layers": self.layers,
+            "fork_depth": self.fork_depth,
             "pooling": self.pooling,
             "validation": self.validation,
         }
@@ -93,6 +98,7 @@ class TaskEntry:
             layers=int(raw["layers"]),
             pooling=str(raw["pooling"]),
             validation=dict(raw.get("validation", {})),
+            fork_depth=int(raw["fork_depth"]),
         )
 
 
@@ -104,7 +110,8 @@ class Manifest:
     name: str
     base_model: dict[str, Any]
     max_seq_len: int
-    trunk_layers: int
+    num_layers: int  # L, of the base
+    trunk_layers: int  # frozen layers every task shares: the shallowest fork
     input_names: tuple[str, ...]
     tasks: tuple[TaskEntry, ...]
     graphs: dict[str, str]  # variant -> file name
@@ -126,6 +133,17 @@ class Manifest:
         return self.directory / self.graphs[variant]
 
     @property
+    def frozen_layers(self) -> int:
+        """Frozen base layers the graph holds (once): up to the deepest fork."""
+        return max(task.fork_depth for task in self.tasks)
+
+    def layer_evaluations(self, names: Sequence[str]) -> int:
+        """Layers one input runs to answer these tasks: the frozen layers up to the
+        deepest of their forks once, then each task's own K layers. One task costs L."""
+        entries = [self.task(name) for name in names]
+        return max(t.fork_depth for t in entries) + sum(t.layers for t in entries)
+
+    @property
     def tokenizer_path(self) -> Path:
         return self.directory / TOKENIZER_FILE
 
@@ -136,7 +154,9 @@ class Manifest:
             "created": self.created,
             "base_model": self.base_model,
             "max_seq_len": self.max_seq_len,
+            "num_layers": self.num_layers,
             "trunk_layers": self.trunk_layers,
+            "frozen_layers": self.frozen_layers,
             "input_names": list(self.input_names),
             "tasks": [task.to_json() for task in self.tasks],
             "graphs": self.graphs,
@@ -168,7 +188,16 @@ def write_manifest(manifest: Manifest) -> Path:
     return path
 
 
-_REQUIRED = ("name", "base_model", "max_seq_len", "trunk_layers", "input_names", "tasks", "graphs")
+_REQUIRED = (
+    "name",
+    "base_model",
+    "max_seq_len",
+    "num_layers",
+    "trunk_layers",
+    "input_names",
+    "tasks",
+    "graphs",
+)
 
 
 def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
@@ -203,6 +232,7 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
             name=raw["name"],
             base_model=dict(raw["base_model"]),
             max_seq_len=int(raw["max_seq_len"]),
+            num_layers=int(raw["num_layers"]),
             trunk_layers=int(raw["trunk_layers"]),
             input_names=tuple(raw["input_names"]),
             tasks=tuple(TaskEntry.from_json(task) for task in raw["tasks"]),
@@ -225,7 +255,7 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
     return manifest
 
 
-_KNOWN_KEYS = {"format_version", *_REQUIRED, "files", "created", SELF_HASH_KEY}
+_KNOWN_KEYS = {"format_version", *_REQUIRED, "frozen_layers", "files", "created", SELF_HASH_KEY}
 
 
 def check_tasks(manifest: Manifest) -> None:
@@ -242,6 +272,15 @@ def check_tasks(manifest: Manifest) -> None:
     ):
         if len(set(values)) != len(values):
             raise StoreError(f"{path}: {what} must be distinct, got {', '.join(values)}")
+    for task in manifest.tasks:
+        if task.fork_depth != manifest.num_layers - task.layers or task.fork_depth < 0:
+            raise StoreError(
+                f"{path}: task {task.name} forks at layer {task.fork_depth}, but a branch of "
+                f"{task.layers} layers on a {manifest.num_layers}-layer base forks at "
+                f"{manifest.num_layers - task.layers}"
+            )
+    if manifest.trunk_layers != min(task.fork_depth for task in manifest.tasks):
+        raise StoreError(f"{path}: trunk_layers is not the shallowest fork depth")
 
 
 def verify_files(manifest: Manifest) -> None:

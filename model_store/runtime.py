@@ -1,13 +1,14 @@
 """Run a store's merged graph with ONNX Runtime: the one place that knows ORT.
 
 Used by the publish step (to verify a graph before it goes live) and by the service
-(to serve it). Inputs are numpy arrays from `model_store.tokenizer`; outputs are the
-raw per-task head outputs, each holding that task's rows in batch order.
+(to serve it). Inputs are numpy arrays from `model_store.tokenizer` and a task mask (the
+tasks each row asks, several for a multi-task row); outputs are the raw per-task head
+outputs, each holding the rows that asked that task, in batch order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -23,6 +24,15 @@ def default_providers() -> list[str]:
     """CUDA when this onnxruntime build has it (onnxruntime-gpu), then CPU as fallback."""
     available = ort.get_available_providers()
     return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+def task_mask(task_sets: Sequence[Iterable[int]], num_tasks: int) -> np.ndarray:
+    """The graph's `task_mask` input: [rows, tasks] bool, row i asking the task ids in
+    task_sets[i]."""
+    mask = np.zeros((len(task_sets), num_tasks), dtype=bool)
+    for row, tasks in enumerate(task_sets):
+        mask[row, list(tasks)] = True
+    return mask
 
 
 class MultiTaskSession:
@@ -72,13 +82,20 @@ class MultiTaskSession:
     def task_id(self, task: str) -> int:
         return self.manifest.task(task).task_id
 
-    def run(self, batch: EncodedBatch, task_ids: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw outputs per task name; rows of a task keep their order within the batch."""
+    def run(self, batch: EncodedBatch, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw outputs per task name, for `mask` [rows, tasks] (bool: the tasks each row
+        asks); a task's output holds the rows that asked it, in batch order."""
         feeds = {
             "input_ids": batch.input_ids,
             "attention_mask": batch.attention_mask,
             "token_type_ids": batch.token_type_ids,
-            "task_ids": np.asarray(task_ids, dtype=np.int64),
+            "task_mask": np.asarray(mask, dtype=bool),
         }
         results = self._session.run(self._outputs, feeds)
         return {task.name: out for task, out in zip(self.manifest.tasks, results, strict=True)}
+
+    def run_task(self, batch: EncodedBatch, task: str) -> np.ndarray:
+        """Raw outputs of every row of `batch` for one task."""
+        rows = len(batch.input_ids)
+        mask = task_mask([[self.task_id(task)]] * rows, len(self.manifest.tasks))
+        return self.run(batch, mask)[task]

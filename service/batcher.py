@@ -46,7 +46,10 @@ from service.metrics import ServiceMetrics
 # padding for bursts and big batch requests, small enough to stay roughly FIFO.
 _WINDOW_BATCHES = 8
 
-RunBatch = Callable[[Sequence[EncodedRow], Sequence[int]], Sequence[Any]]
+# The tasks one row asks: one task id, or several for a multi-task row (whose shared
+# frozen layers run once). The batcher does not look inside: it only passes them on.
+TaskSet = tuple[int, ...]
+RunBatch = Callable[[Sequence[EncodedRow], Sequence[TaskSet]], Sequence[Any]]
 
 
 class QueueFull(Exception):
@@ -63,13 +66,15 @@ class ShuttingDown(Exception):
 
 @dataclass
 class _Row:
-    task_id: int
+    tasks: TaskSet
     row: EncodedRow
     future: asyncio.Future = field(repr=False)
     tag: float = 0.0  # fair-queuing tag: smaller runs sooner; -1 once out of the queue
 
     @property
     def tokens(self) -> int:
+        """A row's work, however many tasks it asks: its tokens once (a multi-task row
+        shares the frozen layers, and fairness and queue bounds count input, not tasks)."""
         return len(self.row)
 
 
@@ -149,8 +154,11 @@ class DynamicBatcher:
             await self._task
         self._executor.shutdown(wait=True)
 
-    def submit(self, rows: Sequence[EncodedRow], task_ids: Sequence[int]) -> list[asyncio.Future]:
-        """Queue rows; all or none (a request is never half-accepted)."""
+    def submit(
+        self, rows: Sequence[EncodedRow], task_sets: Sequence[TaskSet]
+    ) -> list[asyncio.Future]:
+        """Queue rows, each with the tasks it asks; all or none (a request is never
+        half-accepted)."""
         if self._closing:
             raise ShuttingDown("the service is shutting down")
         tokens = sum(len(row) for row in rows)
@@ -174,9 +182,9 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         futures = []
         tag = self._virtual_time
-        for row, task_id in zip(rows, task_ids, strict=True):
+        for row, tasks in zip(rows, task_sets, strict=True):
             future = loop.create_future()
-            item = _Row(task_id, row, future, tag)
+            item = _Row(tasks, row, future, tag)
             future.add_done_callback(lambda _, item=item: self._forget(item))
             heapq.heappush(self._queue, (tag, next(self._arrivals), item))
             tag += len(row)
@@ -301,10 +309,10 @@ class DynamicBatcher:
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Row]) -> None:
         rows = [item.row for item in batch]
-        task_ids = [item.task_id for item in batch]
+        task_sets = [item.tasks for item in batch]
         started = time.perf_counter()
         try:
-            results = await loop.run_in_executor(self._executor, self._run_batch, rows, task_ids)
+            results = await loop.run_in_executor(self._executor, self._run_batch, rows, task_sets)
         except Exception as err:  # an engine failure fails this batch, not the service
             for item in batch:
                 if not item.future.done():

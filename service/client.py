@@ -7,6 +7,8 @@
         client.predict("topic", "the striker scored twice").label_name   # any served task
         client.predict("similarity", ("A man plays.", "A man is playing.")).score
         [task.name for task in client.tasks()]
+        client.predict_many("the film was great").answers["sentiment"].label_name
+        client.predict_many(("a", "b"), tasks=["paraphrase", "similarity"]).layer_evaluations
 
 Responses are parsed into the service's own pydantic models, so a client and a server
 of the same version cannot disagree on the contract. A 4xx/5xx raises `ApiError` with
@@ -75,6 +77,10 @@ def _items_body(items: Sequence[Item]) -> dict:
     return _pairs(items)  # type: ignore[arg-type]
 
 
+def _many_body(body: dict, tasks: Sequence[str] | None) -> dict:
+    return body if tasks is None else {**body, "tasks": list(tasks)}
+
+
 def _parse_result(response: httpx.Response) -> schemas.TaskResult:
     _raise_for_error(response)
     return _RESULT.validate_json(response.content)
@@ -125,6 +131,23 @@ class Client:
 
     def tasks(self) -> list[schemas.TaskDescription]:
         return _parse(self._http.get("/v1/tasks"), schemas.TaskList).tasks
+
+    def task_list(self) -> schemas.TaskList:
+        """The tasks with their fork depths, and the model's layer counts."""
+        return _parse(self._http.get("/v1/tasks"), schemas.TaskList)
+
+    def predict_many(
+        self, item: Item, tasks: Sequence[str] | None = None
+    ) -> schemas.MultiTaskResponse:
+        """Several tasks about one input (default: every served task of its shape)."""
+        body = _many_body(_item_body(item), tasks)
+        return self._post("/v1/predict", body, schemas.MultiTaskResponse)
+
+    def predict_many_batch(
+        self, items: Sequence[Item], tasks: Sequence[str] | None = None
+    ) -> schemas.MultiTaskBatchResponse:
+        body = _many_body(_items_body(items), tasks)
+        return self._post("/v1/predict", body, schemas.MultiTaskBatchResponse)
 
     def info(self) -> schemas.ServiceInfo:
         return _parse(self._http.get("/info"), schemas.ServiceInfo)
@@ -190,6 +213,21 @@ class AsyncClient:
 
     async def tasks(self) -> list[schemas.TaskDescription]:
         return _parse(await self._http.get("/v1/tasks"), schemas.TaskList).tasks
+
+    async def task_list(self) -> schemas.TaskList:
+        return _parse(await self._http.get("/v1/tasks"), schemas.TaskList)
+
+    async def predict_many(
+        self, item: Item, tasks: Sequence[str] | None = None
+    ) -> schemas.MultiTaskResponse:
+        body = _many_body(_item_body(item), tasks)
+        return await self._post("/v1/predict", body, schemas.MultiTaskResponse)
+
+    async def predict_many_batch(
+        self, items: Sequence[Item], tasks: Sequence[str] | None = None
+    ) -> schemas.MultiTaskBatchResponse:
+        body = _many_body(_items_body(items), tasks)
+        return await self._post("/v1/predict", body, schemas.MultiTaskBatchResponse)
 
     async def info(self) -> schemas.ServiceInfo:
         return _parse(await self._http.get("/info"), schemas.ServiceInfo)

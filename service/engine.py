@@ -19,7 +19,7 @@ import numpy as np
 
 from model_store.manifest import Manifest, StoreError, TaskEntry, load_manifest
 from model_store.repository import resolve_store
-from model_store.runtime import CPU, CUDA, MultiTaskSession, default_providers
+from model_store.runtime import CPU, CUDA, MultiTaskSession, default_providers, task_mask
 from model_store.tokenizer import EncodedRow, PairTokenizer
 
 log = logging.getLogger(__name__)
@@ -146,14 +146,14 @@ class Engine:
         """Two rows per task through the graph, one short and one at the maximum length:
         fail at start-up (or reload), not on the first long request. Each task's output
         must be as wide as its definition says (labels, or one value) and finite."""
-        rows, task_ids = [], []
+        rows, task_sets = [], []
         longest = " ".join(["smoke"] * self.manifest.max_seq_len)
         for task in self.manifest.tasks:
             for text in ("smoke test", longest):
                 rows += self.encode([text], [text] if task.pair else None)
-                task_ids.append(task.task_id)
-        ids = np.asarray(task_ids, dtype=np.int64)
-        outputs = self.session.run(self.tokenizer.pad(rows), ids)
+                task_sets.append((task.task_id,))
+        mask = task_mask(task_sets, len(self.manifest.tasks))
+        outputs = self.session.run(self.tokenizer.pad(rows), mask)
         for task in self.manifest.tasks:
             shape = outputs[task.name].shape
             expected = (2, task.definition.num_outputs)
@@ -173,17 +173,28 @@ class Engine:
     def task_id(self, task: str) -> int:
         return self.tasks[task].task_id
 
-    def run(self, rows: Sequence[EncodedRow], task_ids: Sequence[int]) -> list[Prediction]:
-        """One ONNX Runtime call for rows of any tasks; predictions in row order."""
-        ids = np.asarray(task_ids, dtype=np.int64)
-        outputs = self.session.run(self.tokenizer.pad(rows), ids)
-        predictions: list[Prediction | None] = [None] * len(rows)
+    def run(
+        self, rows: Sequence[EncodedRow], task_sets: Sequence[Sequence[int]]
+    ) -> list[dict[str, Prediction]]:
+        """One ONNX Runtime call for rows of any tasks, each row asking one task or
+        several (its frozen layers then run once, and it fans out at the forks); per
+        row, in row order, a prediction per task it asked, by task name."""
+        served = len(self.manifest.tasks)
+        unknown = [
+            i
+            for i, tasks in enumerate(task_sets)
+            if not tasks or not all(0 <= task < served for task in tasks)
+        ]
+        if unknown:
+            raise ValueError(f"rows {unknown} have task ids the model does not serve")
+        mask = task_mask(task_sets, served)
+        outputs = self.session.run(self.tokenizer.pad(rows), mask)
+        predictions: list[dict[str, Prediction]] = [{} for _ in rows]
         for task in self.manifest.tasks:
-            positions = np.flatnonzero(ids == task.task_id)
+            positions = np.flatnonzero(mask[:, task.task_id])
             values = postprocess(task, outputs[task.name])
             for position, value in zip(positions, values, strict=True):
-                predictions[position] = Prediction(task.name, value, rows[position].truncated)
-        missing = [i for i, p in enumerate(predictions) if p is None]
-        if missing:
-            raise ValueError(f"rows {missing} have task ids the model does not serve")
-        return predictions  # type: ignore[return-value]
+                predictions[position][task.name] = Prediction(
+                    task.name, value, rows[position].truncated
+                )
+        return predictions

@@ -11,11 +11,11 @@ thin and the service answers the same way whichever route was called.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from model_store.manifest import TaskEntry
+from model_store.manifest import Manifest, TaskEntry
 from service.batcher import QueueFull, RequestTooLarge, ShuttingDown
 from service.engine import Engine, Prediction
 from service.metrics import ServiceMetrics
@@ -88,6 +88,15 @@ class TaskResult:
         return float(self.prediction.values[0])
 
 
+@dataclass(frozen=True)
+class MultiTaskAnswers:
+    """A multi-task request's answers, all from one model version."""
+
+    tasks: list[str]  # in the order asked, repeats dropped
+    answers: list[dict[str, TaskResult]]  # per input, by task name
+    layer_evaluations: int  # encoder layers each input ran for these tasks
+
+
 class Infer:
     """Validate, tokenize, queue, await and read results, for any served task."""
 
@@ -111,6 +120,11 @@ class Infer:
         live = self._models.live
         return list(live.engine.manifest.tasks) if live is not None else []
 
+    def served_manifest(self) -> Manifest | None:
+        """The live model's manifest (fork depths, layer counts), None before a load."""
+        live = self._models.live
+        return live.engine.manifest if live is not None else None
+
     def task(self, name: str) -> TaskEntry:
         """The served task of that name: 503 before a model is loaded, 404 if unknown."""
         live = self._models.live
@@ -124,6 +138,59 @@ class Infer:
 
     async def predict(self, task_name: str, inputs: Inputs) -> list[TaskResult]:
         """Answers for every input, in order, all from one model version."""
+
+        def resolve(engine: Engine) -> list[TaskEntry]:
+            task = self.task(task_name)
+            self._check_shape(task, inputs)
+            return [task]
+
+        engine, (task,), predictions = await self._run(inputs, resolve)
+        return [self._result(engine, task, p[task.name]) for p in predictions]
+
+    async def predict_many(
+        self, task_names: Sequence[str] | None, inputs: Inputs
+    ) -> MultiTaskAnswers:
+        """Every requested task's answer for every input, each input's frozen layers run
+        once (its row fans out to the tasks' branches in the graph). `task_names` None
+        means every served task that takes the inputs' shape."""
+
+        def resolve(engine: Engine) -> list[TaskEntry]:
+            if task_names is None:
+                tasks = [t for t in engine.manifest.tasks if t.pair == inputs.pair]
+                if not tasks:
+                    shape = "text pairs" if inputs.pair else "single texts"
+                    raise ServiceError(422, f"no served task takes {shape}")
+                return tasks
+            if not task_names:
+                raise ServiceError(422, "tasks is empty: name at least one task, or leave it out")
+            unknown = [name for name in task_names if name not in engine.tasks]
+            if unknown:
+                served = ", ".join(sorted(engine.tasks)) or "none"
+                raise ServiceError(422, f"unknown task {unknown[0]!r}; served tasks: {served}")
+            tasks = [engine.tasks[name] for name in dict.fromkeys(task_names)]
+            for task in tasks:
+                self._check_shape(task, inputs)
+            return tasks
+
+        engine, tasks, predictions = await self._run(inputs, resolve)
+        answers = [
+            {task.name: self._result(engine, task, row[task.name]) for task in tasks}
+            for row in predictions
+        ]
+        names = [task.name for task in tasks]
+        return MultiTaskAnswers(names, answers, engine.manifest.layer_evaluations(names))
+
+    @staticmethod
+    def _check_shape(task: TaskEntry, inputs: Inputs) -> None:
+        if task.pair != inputs.pair:
+            wanted = "a text pair (sentence1, sentence2 or pairs)" if task.pair else "one text"
+            raise ServiceError(422, f"task {task.name} takes {wanted} per input")
+
+    async def _run(
+        self, inputs: Inputs, resolve: Callable[[Engine], list[TaskEntry]]
+    ) -> tuple[Engine, list[TaskEntry], list[dict[str, Prediction]]]:
+        """Tokenize, queue one row per input asking `resolve`'s tasks, await the rows:
+        the live engine, the tasks, and each row's predictions by task name."""
         if len(inputs) > self._max_items:
             raise ServiceError(
                 422,
@@ -134,10 +201,7 @@ class Infer:
             live = self._models.live  # one (engine, batcher) pair for the whole request
             if live is None:
                 raise ServiceError(503, "model not loaded yet", retry=True)
-            task = self.task(task_name)
-            if task.pair != inputs.pair:
-                wanted = "a text pair (sentence1, sentence2 or pairs)" if task.pair else "one text"
-                raise ServiceError(422, f"task {task.name} takes {wanted} per input")
+            tasks = resolve(live.engine)
             if len(inputs) <= _INLINE_TOKENIZE_ITEMS:
                 rows = live.engine.encode(inputs.texts_a, inputs.texts_b)
                 break
@@ -149,8 +213,9 @@ class Infer:
             # A reload swapped the model while this request was being tokenized: encode
             # again for the new one (its tokenizer, tasks and batcher), as if it came now.
         engine, batcher = live.engine, live.batcher
+        task_set = tuple(task.task_id for task in tasks)
         try:
-            futures = batcher.submit(rows, [task.task_id] * len(rows))
+            futures = batcher.submit(rows, [task_set] * len(rows))
         except QueueFull as err:
             self._metrics.shed.inc()
             raise ServiceError(503, f"overloaded: {err}; retry later", retry=True) from err
@@ -164,8 +229,9 @@ class Infer:
             raise ServiceError(
                 503, f"no answer within {self._timeout_s} s; retry later", retry=True
             ) from None
-        self._metrics.items.labels(task.name).inc(len(predictions))
-        return [self._result(engine, task, p) for p in predictions]
+        for task in tasks:
+            self._metrics.items.labels(task.name).inc(len(predictions))
+        return engine, tasks, list(predictions)
 
     @staticmethod
     def _result(engine: Engine, task: TaskEntry, prediction: Prediction) -> TaskResult:

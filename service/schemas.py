@@ -14,7 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 # Non-empty after stripping; whitespace-only text carries nothing to classify.
 # (pydantic refuses strings holding lone surrogates, e.g. "\ud800", as invalid.)
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+# The pattern says the same in the OpenAPI schema, so a schema-valid body is never a
+# whitespace-only text: one character that is not whitespace for Python's str.strip
+# (\s, plus the separators \x1c-\x1f that regex engines do not count as whitespace).
+_NOT_BLANK = r"[^\s\x1c-\x1f]"
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, pattern=_NOT_BLANK)]
 Pair = Annotated[list[Text], Field(min_length=2, max_length=2)]
 
 
@@ -125,11 +129,70 @@ class TaskDescription(BaseModel):
     range: list[float] | None = Field(None, description="regression tasks: [low, high]")
     version: str = Field(description="version of the task branch")
     layers: int = Field(description="K: the tuned top layers of the task's branch")
+    fork_depth: int = Field(
+        description="frozen base layers below the task's branch (L - K): where it forks"
+    )
     endpoint: str
 
 
 class TaskList(BaseModel):
     tasks: list[TaskDescription]
+    # None while no model is loaded (then `tasks` is empty too).
+    num_layers: int | None = Field(None, description="L: the layers of the base encoder")
+    shared_layers: int | None = Field(
+        None, description="frozen layers every task shares (the shallowest fork depth)"
+    )
+    frozen_layers: int | None = Field(
+        None, description="frozen layers the graph holds, once: up to the deepest fork"
+    )
+
+
+# --- multi-task requests: one input, several tasks -------------------------------------
+
+TaskNames = Annotated[
+    list[Annotated[str, StringConstraints(max_length=48)]] | None,
+    Field(
+        max_length=64,
+        description="tasks to answer (default: every served task taking this input shape)",
+    ),
+]
+
+
+class MultiTextRequest(TextRequest):
+    tasks: TaskNames = None
+
+
+class MultiTextBatchRequest(TextBatchRequest):
+    tasks: TaskNames = None
+
+
+class MultiPairRequest(PairRequest):
+    tasks: TaskNames = None
+
+
+class MultiPairBatchRequest(PairBatchRequest):
+    tasks: TaskNames = None
+
+
+MultiTaskRequest = (
+    MultiTextRequest | MultiTextBatchRequest | MultiPairRequest | MultiPairBatchRequest
+)
+
+
+class _MultiTaskCost(BaseModel):
+    tasks: list[str] = Field(description="the tasks answered, in the order asked")
+    layer_evaluations: int = Field(
+        description="encoder layers run per input for these tasks: the frozen layers up to "
+        "the deepest fork once, plus each task's K (asking each task alone costs L each)"
+    )
+
+
+class MultiTaskResponse(_MultiTaskCost):
+    answers: dict[str, TaskResult] = Field(description="by task name")
+
+
+class MultiTaskBatchResponse(_MultiTaskCost):
+    results: list[dict[str, TaskResult]] = Field(description="per input, answers by task name")
 
 
 # --- operations -------------------------------------------------------------------------

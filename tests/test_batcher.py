@@ -298,7 +298,7 @@ async def test_work_that_would_outlast_the_time_bound_is_refused_at_once() -> No
     running = batcher.submit([row(100)], [0])  # 0.1 s of work
     await asyncio.sleep(0)
     waiting = batcher.submit([row(100)], [0])  # at most 0.2 s waiting: fits in 0.3 s
-    with pytest.raises(QueueFull, match="would not be done within 0.3 s"):
+    with pytest.raises(QueueFull, match=r"would not be done within 0\.3 s"):
         batcher.submit([row(300)], [0])  # over 0.35 s would wait: refused now, not later
     assert batcher.full is False
     await asyncio.gather(*running, *waiting)

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from model_store.manifest import load_manifest
+from model_store.manifest import StoreError, load_manifest
 from model_store.repository import list_versions, resolve_store, set_current
 from service.app import create_app
 from service.client import AsyncClient, Client
@@ -22,6 +23,7 @@ from training import store as store_cli
 
 from .commands import ROOT, assert_one_line_error, run
 from .live_repository import ADMIN_TOKEN, PROBES, probe, reload
+from .manifests import rewrite_manifest
 from .servers import ThreadedServer, free_port
 
 
@@ -172,3 +174,22 @@ def test_sighup_reloads_a_running_process(tiny, repository: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_publish_re_merges_a_repository_of_the_previous_format(tiny, repository) -> None:
+    """A repository whose current version an older release published (format 2, one
+    task id per row) gets a new version in the current format from its kept branches."""
+    old = resolve_store(repository)
+    before = {t.name: t.branch_version for t in load_manifest(old).tasks}
+    rewrite_manifest(old, lambda raw: raw.__setitem__("format_version", 2))
+    with pytest.raises(StoreError, match="format_version 2 is not supported"):
+        load_manifest(old)
+    new_branch = tiny.make("sentiment", 50)
+    args = ["publish", "--store", str(repository), "--base-model", str(tiny.base_dir)]
+    assert store_cli.main([*args, "--branch", str(new_branch)]) == 0
+    current = load_manifest(resolve_store(repository))
+    assert current.directory != old and "task_mask" in current.input_names
+    after = {t.name: t.branch_version for t in current.tasks}
+    assert after["paraphrase"] == before["paraphrase"]
+    assert after["similarity"] == before["similarity"]
+    assert after["sentiment"] != before["sentiment"]

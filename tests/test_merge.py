@@ -1,5 +1,6 @@
-"""Merging branches into one shared-trunk graph: parity with the single-task models,
-routing, the ONNX export and its variants, the store format, and task independence.
+"""Merging branches into one tree-shaped graph: parity with the single-task models,
+routing of single- and multi-task rows, the ONNX export and its variants, the store
+format, and task independence (also when a new branch forks below every other).
 
 Branches are trained here in a few steps on template sentences: their quality does not
 matter, only that every transformation preserves what they compute.
@@ -17,7 +18,7 @@ import torch
 
 from model_store.atomic import ArtifactExistsError
 from model_store.manifest import MANIFEST_FILE, StoreError, load_manifest
-from model_store.runtime import CPU, MultiTaskSession
+from model_store.runtime import CPU, MultiTaskSession, task_mask
 from model_store.tokenizer import PairTokenizer
 from training import merge
 from training.branch import BRANCH_META, read_branch_info, save_branch
@@ -34,7 +35,12 @@ from .samples import pair_rows, sentiment_rows
 # Stated tolerances: merged PyTorch vs single-task PyTorch, and ONNX fp32 vs PyTorch.
 MERGE_TOLERANCE = 1e-5
 ONNX_TOLERANCE = 1e-4
+# Three different depths: on the 6-layer base the tasks fork at layers 5, 4 and 3.
 DEPTHS = {"sentiment": 1, "paraphrase": 2, "similarity": 3}
+
+
+def one_task_each(task_ids: np.ndarray, tasks: int = 3) -> np.ndarray:
+    return task_mask([[int(t)] for t in task_ids], tasks)
 
 
 def examples_for(task: str, count: int, seed: int) -> list[Example]:
@@ -47,8 +53,10 @@ def examples_for(task: str, count: int, seed: int) -> list[Example]:
     return [Example(a, b, s * scale, i) for i, (a, b, s) in enumerate(rows)]
 
 
-def train_and_save(base, tokenizer, task: str, out: Path, seed: int = 0) -> Path:
-    config = TrainConfig(layers=DEPTHS[task], epochs=1, batch_size=16, seed=seed, lr=1e-3)
+def train_and_save(
+    base, tokenizer, task: str, out: Path, seed: int = 0, layers: int | None = None
+) -> Path:
+    config = TrainConfig(layers=layers or DEPTHS[task], epochs=1, batch_size=16, seed=seed, lr=1e-3)
     train, val = examples_for(task, 32, seed), examples_for(task, 8, seed + 100)
     result = train_branch(
         base.encoder, tokenizer, preset_spec(task), train, val, config, progress=False
@@ -96,11 +104,21 @@ def as_torch(batch):
     ]
 
 
-def test_trunk_is_shared_below_the_deepest_branch(base, branches) -> None:
+def test_each_frozen_layer_appears_once_and_each_task_forks_at_its_depth(base, branches) -> None:
     merged = MergedModel(base.encoder, [b.model for b in branches])
-    assert merged.trunk_depth == base.encoder.num_layers - max(DEPTHS.values())
-    # each path: the unchanged base layers up to its branch, then its K tuned layers
-    assert [len(merged.paths[t].layers) for t in merged.task_names] == [3, 3, 3]
+    layers = base.encoder.num_layers
+    assert merged.fork_depths == tuple(layers - k for k in DEPTHS.values())
+    assert merged.trunk_depth == layers - max(DEPTHS.values())  # shared by every task
+    # the frozen layers up to the deepest fork, once; each branch only its K tuned layers
+    assert len(merged.frozen) == layers - min(DEPTHS.values())
+    assert [len(merged.branches[t].layers) for t in merged.task_names] == [1, 2, 3]
+    weights = sum(p.numel() for p in merged.parameters())
+    layer = sum(p.numel() for p in base.encoder.layers[0].parameters())
+    heads = sum(p.numel() for b in merged.branches.values() for p in b.head.parameters())
+    embeddings = sum(p.numel() for p in base.encoder.embeddings.parameters())
+    assert weights == embeddings + (len(merged.frozen) + sum(DEPTHS.values())) * layer + heads
+    assert merged.layer_evaluations(["sentiment"]) == layers
+    assert merged.layer_evaluations(list(DEPTHS)) == (layers - 1) + sum(DEPTHS.values())
 
 
 def test_merged_model_equals_each_single_task_model(base, tokenizer, branches) -> None:
@@ -108,23 +126,43 @@ def test_merged_model_equals_each_single_task_model(base, tokenizer, branches) -
     batch, task_ids = mixed_batch(tokenizer, [0, 1, 2, 2, 0, 1, 0])
     inputs = as_torch(batch)
     with torch.no_grad():
-        outputs = merged(*inputs, torch.from_numpy(task_ids))
+        outputs = merged(*inputs, torch.from_numpy(one_task_each(task_ids)))
         for task_id, branch in enumerate(branches):
             rows = torch.from_numpy(np.flatnonzero(task_ids == task_id))
-            single = branch.model(*(tensor[rows] for tensor in inputs))
+            single = branch.model.eval()(*(tensor[rows] for tensor in inputs))
             assert outputs[task_id].shape == single.shape
+            assert float((outputs[task_id] - single).abs().max()) <= MERGE_TOLERANCE
+
+
+def test_multi_task_rows_equal_each_single_task_model(base, tokenizer, branches) -> None:
+    """Pair rows asking both pair tasks, or one of them, among text rows: each task's
+    output holds exactly the rows that asked it, in batch order, as its own model gives."""
+    merged = MergedModel(base.encoder, [b.model for b in branches])
+    rows, _ = mixed_rows(tokenizer, [1, 0, 1, 1, 0, 2])
+    sets = [[1, 2], [0], [2], [1, 2], [0], [1]]
+    batch = tokenizer.pad(rows)
+    mask = task_mask(sets, 3)
+    inputs = as_torch(batch)
+    with torch.no_grad():
+        outputs = merged(*inputs, torch.from_numpy(mask))
+        for task_id, branch in enumerate(branches):
+            mine = torch.from_numpy(np.flatnonzero(mask[:, task_id]))
+            single = branch.model.eval()(*(tensor[mine] for tensor in inputs))
+            assert outputs[task_id].shape == single.shape == (len(mine), single.shape[1])
             assert float((outputs[task_id] - single).abs().max()) <= MERGE_TOLERANCE
 
 
 def test_store_manifest_lists_tasks_files_and_hashes(store, branches) -> None:
     raw = json.loads((store.directory / MANIFEST_FILE).read_text())
-    assert raw["format_version"] == 2 and raw["opset"] >= 17
+    assert raw["format_version"] == 3 and raw["opset"] >= 17
     assert [t["definition"]["name"] for t in raw["tasks"]] == [
         "sentiment",
         "paraphrase",
         "similarity",
     ]
     assert [t["layers"] for t in raw["tasks"]] == [1, 2, 3]
+    assert [t["fork_depth"] for t in raw["tasks"]] == [5, 4, 3]
+    assert (raw["num_layers"], raw["trunk_layers"], raw["frozen_layers"]) == (6, 3, 5)
     assert [t["branch_version"] for t in raw["tasks"]] == [b.info.version for b in branches]
     assert raw["tasks"][0]["definition"]["labels"][4] == "positive"
     assert set(raw["files"]) == {
@@ -133,7 +171,7 @@ def test_store_manifest_lists_tasks_files_and_hashes(store, branches) -> None:
         "model.fp16.onnx",
         "tokenizer.json",
     }
-    assert raw["input_names"] == ["input_ids", "attention_mask", "token_type_ids", "task_ids"]
+    assert raw["input_names"] == ["input_ids", "attention_mask", "token_type_ids", "task_mask"]
     assert raw["base_model"]["sha256"] == branches[0].info.base_sha256
     assert not list(store.directory.parent.glob(".*"))  # no staging left behind
 
@@ -145,23 +183,44 @@ def test_onnx_fp32_matches_pytorch_and_mixed_rows_match_single_task_batches(
     session = MultiTaskSession(store, "fp32", providers=[CPU])
     rows, task_ids = mixed_rows(tokenizer, [2, 0, 1, 0, 2, 1, 1])
     batch = tokenizer.pad(rows)
-    mixed = session.run(batch, task_ids)
+    mixed = session.run(batch, one_task_each(task_ids))
     with torch.no_grad():
-        reference = merged(*as_torch(batch), torch.from_numpy(task_ids))
+        reference = merged(*as_torch(batch), torch.from_numpy(one_task_each(task_ids)))
     for task_id, name in enumerate(merged.task_names):
         assert np.abs(mixed[name] - reference[task_id].numpy()).max() <= ONNX_TOLERANCE
         # the same rows alone, padded only to their own length, give the same answers
         own = np.flatnonzero(task_ids == task_id)
-        alone = session.run(tokenizer.pad([rows[i] for i in own]), np.full(len(own), task_id))
+        alone_mask = one_task_each(np.full(len(own), task_id))
+        alone = session.run(tokenizer.pad([rows[i] for i in own]), alone_mask)
         assert np.abs(alone[name] - mixed[name]).max() <= ONNX_TOLERANCE
         assert all(alone[other].shape[0] == 0 for other in merged.task_names if other != name)
 
 
+def test_onnx_multi_task_rows_match_pytorch_and_single_task_rows(
+    base, tokenizer, branches, store
+) -> None:
+    merged = MergedModel(base.encoder, [b.model for b in branches])
+    session = MultiTaskSession(store, "fp32", providers=[CPU])
+    rows, _ = mixed_rows(tokenizer, [1, 2, 0, 1])
+    batch = tokenizer.pad(rows)
+    sets = [[1, 2], [1, 2], [0], [2]]
+    mask = task_mask(sets, 3)
+    many = session.run(batch, mask)
+    with torch.no_grad():
+        reference = merged(*as_torch(batch), torch.from_numpy(mask))
+    for task_id, name in enumerate(merged.task_names):
+        assert np.abs(many[name] - reference[task_id].numpy()).max() <= ONNX_TOLERANCE
+        # the rows that asked it among others answer as if every row asked it alone
+        alone = session.run(batch, task_mask([[task_id]] * len(rows), 3))[name]
+        assert np.abs(many[name] - alone[mask[:, task_id]]).max() <= MERGE_TOLERANCE
+
+
 def test_int8_and_fp16_graphs_run_and_stay_close(tokenizer, store) -> None:
     batch, task_ids = mixed_batch(tokenizer, [0, 1, 2, 0, 1, 2])
-    fp32 = MultiTaskSession(store, "fp32", providers=[CPU]).run(batch, task_ids)
+    mask = one_task_each(task_ids)
+    fp32 = MultiTaskSession(store, "fp32", providers=[CPU]).run(batch, mask)
     for variant, tolerance in (("int8", 0.5), ("fp16", 5e-2)):
-        other = MultiTaskSession(store, variant, providers=[CPU]).run(batch, task_ids)
+        other = MultiTaskSession(store, variant, providers=[CPU]).run(batch, mask)
         for name, values in fp32.items():
             assert other[name].shape == values.shape and other[name].dtype == np.float32
             assert np.abs(other[name] - values).max() <= tolerance, (variant, name)
@@ -170,18 +229,31 @@ def test_int8_and_fp16_graphs_run_and_stay_close(tokenizer, store) -> None:
     ).stat().st_size
 
 
+@pytest.mark.parametrize(
+    ("task", "layers"),
+    [
+        ("sentiment", 1),  # the shallowest branch, retrained
+        ("similarity", 3),  # the deepest branch, retrained
+        ("similarity", 4),  # a new branch deeper than every other: the trunk shrinks
+    ],
+)
 def test_replacing_one_branch_leaves_the_others_bit_identical(
-    base, tokenizer, branch_dirs, store, tmp_path
+    base, tokenizer, branch_dirs, store, tmp_path, task, layers
 ) -> None:
-    retrained = train_and_save(base, tokenizer, "sentiment", tmp_path / "branches", seed=1)
-    paths = [retrained, branch_dirs["paraphrase"], branch_dirs["similarity"]]
+    retrained = train_and_save(base, tokenizer, task, tmp_path / "b", seed=1, layers=layers)
+    paths = [retrained if t == task else path for t, path in branch_dirs.items()]
     updated = publish_store(base, load_branches(paths, base), tmp_path / "updated", ("fp32",))
-    batch, task_ids = mixed_batch(tokenizer, [0, 1, 2, 1, 0, 2, 2])
-    before = MultiTaskSession(store, "fp32", providers=[CPU]).run(batch, task_ids)
-    after = MultiTaskSession(updated, "fp32", providers=[CPU]).run(batch, task_ids)
-    assert np.array_equal(before["paraphrase"], after["paraphrase"])
-    assert np.array_equal(before["similarity"], after["similarity"])
-    assert not np.array_equal(before["sentiment"], after["sentiment"])
+    assert load_manifest(updated.directory).task(task).layers == layers
+    rows, task_ids = mixed_rows(tokenizer, [0, 1, 2, 1, 0, 2, 2])
+    batch = tokenizer.pad(rows)
+    masks = [one_task_each(task_ids), task_mask([[0], [1, 2], [1, 2], [1], [0], [2], [1, 2]], 3)]
+    for mask in masks:
+        before = MultiTaskSession(store, "fp32", providers=[CPU]).run(batch, mask)
+        after = MultiTaskSession(updated, "fp32", providers=[CPU]).run(batch, mask)
+        for other in DEPTHS:
+            if other != task:
+                assert np.array_equal(before[other], after[other]), (other, mask.tolist())
+        assert not np.array_equal(before[task], after[task])
 
 
 def _copy_branch(source: Path, target: Path, **changes) -> Path:

@@ -12,7 +12,7 @@ import torch
 import transformers
 
 from model_store.manifest import load_manifest
-from model_store.runtime import CPU, MultiTaskSession
+from model_store.runtime import CPU, MultiTaskSession, task_mask
 from model_store.tokenizer import PairTokenizer
 from service.engine import Engine
 from service.settings import Settings
@@ -145,7 +145,7 @@ def test_merged_mpnet_equals_each_single_task_model(mpnet, mpnet_tokenizer, mpne
     batch, task_ids = mixed_batch(mpnet_tokenizer, [0, 1, 2, 2, 0, 1, 0])
     inputs = as_torch(batch)
     with torch.no_grad():
-        outputs = merged(*inputs, torch.from_numpy(task_ids))
+        outputs = merged(*inputs, torch.from_numpy(task_mask([[t] for t in task_ids], 3)))
         for task_id, branch in enumerate(mpnet_branches):
             rows = torch.from_numpy(np.flatnonzero(task_ids == task_id))
             single = branch.model(*(tensor[rows] for tensor in inputs))
@@ -160,10 +160,11 @@ def test_onnx_and_int8_graphs_match_pytorch(mpnet, mpnet_tokenizer, mpnet_branch
     assert manifest.input_names[:3] == ("input_ids", "attention_mask", "token_type_ids")
     merged = MergedModel(mpnet.encoder, [b.model for b in mpnet_branches])
     batch, task_ids = mixed_batch(mpnet_tokenizer, [2, 0, 1, 0, 2, 1, 1])
+    mask = task_mask([[t] for t in task_ids], 3)
     with torch.no_grad():
-        reference = merged(*as_torch(batch), torch.from_numpy(task_ids))
-    fp32 = MultiTaskSession(manifest, "fp32", providers=[CPU]).run(batch, task_ids)
-    int8 = MultiTaskSession(manifest, "int8", providers=[CPU]).run(batch, task_ids)
+        reference = merged(*as_torch(batch), torch.from_numpy(mask))
+    fp32 = MultiTaskSession(manifest, "fp32", providers=[CPU]).run(batch, mask)
+    int8 = MultiTaskSession(manifest, "int8", providers=[CPU]).run(batch, mask)
     for task_id, name in enumerate(merged.task_names):
         assert np.abs(fp32[name] - reference[task_id].numpy()).max() <= ONNX_TOLERANCE
         assert np.abs(int8[name] - fp32[name]).max() <= INT8_TOLERANCE
@@ -177,8 +178,10 @@ def test_served_answers_equal_the_graph(mpnet_tokenizer, mpnet_store) -> None:
     texts_a = ["a man plays a guitar .", "rain"]
     texts_b = ["a man is playing music and singing loudly .", "sun"]
     task = engine.task_id("similarity")
-    served = engine.run(engine.encode(texts_a, texts_b), [task, task])
+    served = engine.run(engine.encode(texts_a, texts_b), [(task,), (task,)])
     session = MultiTaskSession(load_manifest(mpnet_store.directory), "fp32", providers=[CPU])
-    raw = session.run(mpnet_tokenizer.encode_batch(texts_a, texts_b), np.array([task, task]))
+    mask = task_mask([[task], [task]], len(engine.tasks))
+    raw = session.run(mpnet_tokenizer.encode_batch(texts_a, texts_b), mask)
     expected = np.clip(raw["similarity"][:, 0], 0.0, 5.0)
-    assert np.abs(np.array([float(p.values[0]) for p in served]) - expected).max() <= 1e-6
+    got = np.array([float(p["similarity"].values[0]) for p in served])
+    assert np.abs(got - expected).max() <= 1e-6

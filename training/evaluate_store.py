@@ -65,7 +65,7 @@ def task_outputs(
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         batch = tokenizer.pad([rows[i] for i in chunk])
-        outputs[chunk] = session.run(batch, np.full(len(chunk), task.task_id))[task.name]
+        outputs[chunk] = session.run_task(batch, task.name)
     return outputs
 
 

@@ -1,4 +1,4 @@
-"""Merge task branches into one shared-trunk graph and publish it to the model store.
+"""Merge task branches into one tree-shaped graph and publish it to the model store.
 
     python -m training.merge \\
         --branch model_store/branches/sentiment --branch model_store/branches/paraphrase \\
@@ -32,7 +32,7 @@ from model_store.manifest import (
     load_manifest,
     write_manifest,
 )
-from model_store.runtime import CPU, MultiTaskSession
+from model_store.runtime import CPU, MultiTaskSession, task_mask
 from model_store.tokenizer import EncodedBatch, PairTokenizer
 from training.base_model import BaseModel, load_base_model
 from training.branch import (
@@ -100,33 +100,40 @@ def load_branches(paths: Sequence[Path], base: BaseModel) -> list[LoadedBranch]:
 def probe_batch(
     tokenizer: PairTokenizer, branches: Sequence[LoadedBranch]
 ) -> tuple[EncodedBatch, np.ndarray]:
-    """A few rows of every task, interleaved, to check a graph against PyTorch."""
-    rows, task_ids = [], []
+    """A few rows of every task, interleaved, then each probe input asking every task
+    of its shape at once, to check a graph (single- and multi-task rows) against PyTorch."""
+    rows, task_sets = [], []
     for round_index in range(3):
         for task_id, branch in enumerate(branches):
             texts = _PROBE[branch.model.spec.pair][round_index]
             rows += tokenizer.encode([texts[0]], [texts[1]] if len(texts) > 1 else None)
-            task_ids.append(task_id)
-    return tokenizer.pad(rows), np.array(task_ids, dtype=np.int64)
+            task_sets.append([task_id])
+    for pair in (False, True):
+        same_shape = [i for i, b in enumerate(branches) if b.model.spec.pair == pair]
+        if same_shape:
+            texts = _PROBE[pair][0]
+            rows += tokenizer.encode([texts[0]], [texts[1]] if pair else None)
+            task_sets.append(same_shape)
+    return tokenizer.pad(rows), task_mask(task_sets, len(branches))
 
 
 def merged_outputs(
-    model: MergedModel, batch: EncodedBatch, task_ids: np.ndarray
+    model: MergedModel, batch: EncodedBatch, mask: np.ndarray
 ) -> dict[str, np.ndarray]:
     inputs = [
         torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.token_type_ids)
     ]
     with torch.no_grad():
-        outputs = model(*inputs, torch.from_numpy(task_ids))
+        outputs = model(*inputs, torch.from_numpy(mask))
     return {name: out.numpy() for name, out in zip(model.task_names, outputs, strict=True)}
 
 
 def verify_graph(
-    manifest: Manifest, variant: str, expected: dict[str, np.ndarray], batch, task_ids
+    manifest: Manifest, variant: str, expected: dict[str, np.ndarray], batch, mask
 ) -> float:
     """Max |ORT - PyTorch| over all tasks; raises if over the variant's tolerance."""
     session = MultiTaskSession(manifest, variant, providers=[CPU])
-    actual = session.run(batch, task_ids)
+    actual = session.run(batch, mask)
     worst = max(float(np.abs(actual[t] - expected[t]).max()) for t in expected)
     tolerance = {"fp32": FP32_TOLERANCE, "fp16": FP16_TOLERANCE}.get(variant)
     if not np.isfinite(worst) or (tolerance is not None and worst > tolerance):
@@ -180,6 +187,7 @@ def build_manifest(
             layers=branch.info.layers,
             pooling=branch.model.pooling,
             validation=_validation_entry(branch.info),
+            fork_depth=branch.model.trunk_depth,
         )
         for task_id, branch in enumerate(branches)
     )
@@ -189,6 +197,7 @@ def build_manifest(
         name=name,
         base_model={**branches[0].info.meta["base_model"], **input_conventions(base)},
         max_seq_len=tokenizer.max_seq_len,
+        num_layers=merged.num_layers,
         trunk_layers=merged.trunk_depth,
         input_names=INPUT_NAMES,
         tasks=tasks,
@@ -218,8 +227,8 @@ def publish_store(
             f"the branches were trained with another tokenizer than {tokenizer.source}"
         )
     merged = MergedModel(base.encoder, [branch.model for branch in branches])
-    batch, task_ids = probe_batch(tokenizer, branches)
-    expected = merged_outputs(merged, batch, task_ids)
+    batch, mask = probe_batch(tokenizer, branches)
+    expected = merged_outputs(merged, batch, mask)
     with atomic_directory(out, replace=replace) as staging:
         export_fp32(merged, staging / GRAPH_FILES["fp32"])
         if "int8" in variants:
@@ -230,7 +239,7 @@ def publish_store(
         manifest = build_manifest(staging, out.name, base, tokenizer, branches, merged, variants)
         write_manifest(manifest)
         manifest = load_manifest(staging)
-        parity = {v: verify_graph(manifest, v, expected, batch, task_ids) for v in variants}
+        parity = {v: verify_graph(manifest, v, expected, batch, mask) for v in variants}
         manifest.extra["parity"] = {v: f"{d:.3g}" for v, d in parity.items()}
         write_manifest(manifest)
         log.info("checked against PyTorch, max abs difference: %s", manifest.extra["parity"])
@@ -267,10 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = load_base_model(args.base_model)
     branches = load_branches([info.path for info in infos], base)
     manifest = publish_store(base, branches, args.out, variants, replace=args.replace)
-    tasks = ", ".join(f"{t.name} (K={t.layers})" for t in manifest.tasks)
+    tasks = ", ".join(f"{t.name} (K={t.layers}, fork {t.fork_depth})" for t in manifest.tasks)
     print(
-        f"published {manifest.directory}: {tasks}; trunk {manifest.trunk_layers} layers; "
-        f"graphs {', '.join(manifest.graphs)}"
+        f"published {manifest.directory}: {tasks}; frozen layers {manifest.frozen_layers} "
+        f"(shared by all tasks: {manifest.trunk_layers}); graphs {', '.join(manifest.graphs)}"
     )
     return 0
 

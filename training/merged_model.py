@@ -1,14 +1,19 @@
-"""Several task branches over one shared trunk, as a single PyTorch module.
+"""Several task branches over the shared frozen layers, as one tree-shaped module.
 
-With branch depths K_i on an L-layer base, the shared trunk is the embeddings and
-layers [0, L - max K_i): everything no task changed. Each task's path is then
-  - the unchanged base layers between the trunk and its own tuned layers
-    ([L - max K_i, L - K_i), empty for the deepest branch),
-  - its K_i tuned layers, and its head.
-The trunk runs once on the whole batch; each path runs only on the rows whose task id
-selects it (ONNX Runtime executes every node of a graph whatever outputs are asked
-for, so routing rows is what keeps one task's traffic from paying for the others).
-Each task's output holds its rows in the order they appear in the batch.
+On an L-layer base, task t tuned its top K_t layers; its fork depth is f_t = L - K_t.
+The frozen base layers [0, max f_t) appear once in the module (and in the exported
+graph); every task's branch takes the hidden state at its own fork depth and runs its
+K_t tuned layers and its head. This is the merged model of Wei et al.: the frozen
+layers are shared whatever the depths, not only those below the deepest branch.
+
+Rows carry a task membership mask, so one input can ask several tasks at once:
+  - a row's need is the deepest fork among its tasks; frozen layer d runs only on the
+    rows whose need is above d (nested active sets, narrowed at each distinct fork
+    depth), so a row of one task costs exactly L layers, as a single-task model does,
+    and a row of a set S costs max_{t in S} f_t + sum_{t in S} K_t;
+  - each task gathers its rows at its fork depth and answers them in batch order.
+ONNX Runtime executes every node of a graph whatever outputs are asked for, so this
+routing is what keeps one task's traffic from paying for the others.
 """
 
 from __future__ import annotations
@@ -19,24 +24,31 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from training.bert import BertEncoder, run_layers
+from training.base_model import Encoder
+from training.bert import run_layers
 from training.task_model import TaskHead, TaskModel, pool
 
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "task_ids")
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "task_mask")
 
 
 def output_name(task: str) -> str:
     return f"{task}_logits"
 
 
-class TaskPath(nn.Module):
-    """From the top of the shared trunk to one task's raw outputs."""
+def layer_evaluations(fork_depths: Sequence[int], num_layers: int) -> int:
+    """Layers one input runs for a set of tasks forking at `fork_depths`: the frozen
+    layers up to the deepest fork once, then each task's own K = L - f layers."""
+    return max(fork_depths) + sum(num_layers - fork for fork in fork_depths)
 
-    def __init__(self, bridge: Sequence[nn.Module], branch: TaskModel) -> None:
+
+class TaskBranch(nn.Module):
+    """From a task's fork depth to its raw outputs: its K tuned layers and its head."""
+
+    def __init__(self, branch: TaskModel) -> None:
         super().__init__()
         # Copies (of the layers, not of the base the task model points to), so the
         # merged model owns its weights and never aliases a model still in use.
-        self.layers = copy.deepcopy(nn.ModuleList([*bridge, *branch.branch_layers]))
+        self.layers = copy.deepcopy(branch.branch_layers)
         self.head: TaskHead = copy.deepcopy(branch.head)
         self.pooling = branch.pooling
 
@@ -51,14 +63,14 @@ class TaskPath(nn.Module):
 
 
 class MergedModel(nn.Module):
-    """Embeddings + shared trunk + one routed path per task; eval-only.
+    """Embeddings + the frozen layers once + one branch per task at its fork; eval-only.
 
-    forward(input_ids, attention_mask, token_type_ids, task_ids) returns one tensor per
-    task, in `task_names` order: [rows of that task, num_outputs]. task_ids[i] is the
-    index in `task_names` of row i's task.
+    forward(input_ids, attention_mask, token_type_ids, task_mask) returns one tensor
+    per task, in `task_names` order: [rows asking that task, num_outputs], rows in batch
+    order. task_mask[i, t] (bool) says whether row i asks task t.
     """
 
-    def __init__(self, base: BertEncoder, branches: Sequence[TaskModel]) -> None:
+    def __init__(self, base: Encoder, branches: Sequence[TaskModel]) -> None:
         super().__init__()
         if not branches:
             raise ValueError("merging needs at least one branch")
@@ -66,42 +78,63 @@ class MergedModel(nn.Module):
         if len(set(names)) != len(names):
             raise ValueError(f"one branch per task, got {names}")
         self.task_names = tuple(names)
-        self.trunk_depth = min(branch.trunk_depth for branch in branches)
+        self.num_layers = base.num_layers
+        self.fork_depths = tuple(branch.trunk_depth for branch in branches)
+        # Layers every task shares (the old trunk), and frozen layers held in the graph.
+        self.trunk_depth = min(self.fork_depths)
+        self.frozen_depth = max(self.fork_depths)
         self.embeddings = copy.deepcopy(base.embeddings)
-        self.trunk = nn.ModuleList(copy.deepcopy(base.layers[: self.trunk_depth]))
-        # MPNet's relative position bias (None for BERT), shared by the trunk and paths.
+        self.frozen = nn.ModuleList(copy.deepcopy(base.layers[: self.frozen_depth]))
+        # MPNet's relative position bias (None for BERT), shared by the frozen layers
+        # and every branch.
         self.position_bias = copy.deepcopy(base.position_bias)
-        self.paths = nn.ModuleDict(
-            {
-                branch.spec.name: TaskPath(
-                    base.layers[self.trunk_depth : branch.trunk_depth], branch
-                )
-                for branch in branches
-            }
+        self.branches = nn.ModuleDict({b.spec.name: TaskBranch(b) for b in branches})
+        self.register_buffer(
+            "forks", torch.tensor(self.fork_depths, dtype=torch.long), persistent=False
         )
         self.eval()
         self.requires_grad_(False)
+
+    def layer_evaluations(self, tasks: Sequence[str]) -> int:
+        forks = [self.fork_depths[self.task_names.index(task)] for task in tasks]
+        return layer_evaluations(forks, self.num_layers)
 
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor,
-        task_ids: torch.Tensor,
+        task_mask: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        hidden = run_layers(
-            self.trunk,
-            self.embeddings(input_ids, token_type_ids),
-            attention_mask,
-            self.position_bias,
-        )
+        asks = task_mask.to(torch.bool)
+        # The deepest fork any of a row's tasks needs (0 for a row asking nothing).
+        need = (asks.to(torch.long) * self.forks).amax(dim=1)
+        hidden = self.embeddings(input_ids, token_type_ids)
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        depth = 0
+        at_fork: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for fork in sorted(set(self.fork_depths)):
+            if fork > depth:
+                # Narrow to the rows that need layers [depth, fork); `rows` stays sorted,
+                # so every set keeps batch order.
+                keep = torch.nonzero(need.index_select(0, rows) >= fork).reshape(-1)
+                rows = rows.index_select(0, keep)
+                hidden = run_layers(
+                    self.frozen[depth:fork],
+                    hidden.index_select(0, keep),
+                    attention_mask.index_select(0, rows),
+                    self.position_bias,
+                )
+                depth = fork
+            at_fork[fork] = (hidden, rows)
         outputs = []
         for task_index, name in enumerate(self.task_names):
-            rows = torch.nonzero(task_ids == task_index).reshape(-1)
+            hidden_f, rows_f = at_fork[self.fork_depths[task_index]]
+            mine = torch.nonzero(asks[:, task_index].index_select(0, rows_f)).reshape(-1)
             outputs.append(
-                self.paths[name](
-                    hidden.index_select(0, rows),
-                    attention_mask.index_select(0, rows),
+                self.branches[name](
+                    hidden_f.index_select(0, mine),
+                    attention_mask.index_select(0, rows_f.index_select(0, mine)),
                     self.position_bias,
                 )
             )

@@ -1,7 +1,8 @@
 """Export the merged model to ONNX, and derive its int8 (CPU) and fp16 (GPU) variants.
 
 The fp32 graph is traced from `MergedModel` with dynamic batch and sequence axes and a
-dynamic row count per task output. int8 is ONNX Runtime's dynamic quantization
+dynamic row count per task output; the
+`task_mask` input is [batch, tasks] bool. int8 is ONNX Runtime's dynamic quantization
 (weights int8, activations quantized on the fly): smaller and faster on CPUs. fp16
 converts weights and compute to half precision, keeping int64 inputs and fp32 outputs,
 for GPUs; CPUs run it too, slowly, which is enough to check its numbers.
@@ -22,20 +23,24 @@ OPSET = 17
 
 
 def example_inputs(model: MergedModel, seq_len: int = 8) -> tuple[torch.Tensor, ...]:
-    """A small batch with two rows per task, for tracing."""
-    rows = 2 * len(model.task_names)
+    """A small batch for tracing: two single-task rows per task, then a row asking every
+    task (the routing is traced as operators, so any membership works)."""
+    tasks = len(model.task_names)
+    rows = 2 * tasks + 1
     input_ids = torch.full((rows, seq_len), 1000, dtype=torch.long)
     attention_mask = torch.ones_like(input_ids)
     attention_mask[1::2, seq_len // 2 :] = 0
     token_type_ids = torch.zeros_like(input_ids)
-    task_ids = torch.arange(rows) % len(model.task_names)
-    return input_ids, attention_mask, token_type_ids, task_ids
+    task_mask = torch.zeros((rows, tasks), dtype=torch.bool)
+    task_mask[torch.arange(2 * tasks), torch.arange(2 * tasks) % tasks] = True
+    task_mask[-1] = True
+    return input_ids, attention_mask, token_type_ids, task_mask
 
 
 def export_fp32(model: MergedModel, path: Path, opset: int = OPSET) -> None:
     outputs = [output_name(task) for task in model.task_names]
     dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES[:3]}
-    dynamic_axes["task_ids"] = {0: "batch"}
+    dynamic_axes["task_mask"] = {0: "batch"}
     dynamic_axes.update({name: {0: f"{name}_rows"} for name in outputs})
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of the torch.export-based one.

@@ -159,6 +159,17 @@ def caption(task: TaskDefinition) -> str:
     return f"{task.name} (binary): reliability diagram of the fp32 graph's probabilities."
 
 
+def _forks(manifest: Manifest) -> str:
+    """The graph's shape in words: where each task forks and what all tasks share."""
+    forks = ", ".join(
+        f"{html.escape(t.name)} at layer {t.fork_depth} (K = {t.layers})" for t in manifest.tasks
+    )
+    return (
+        f"tasks fork from the frozen layers {forks}; frozen layers held once in the graph: "
+        f"{manifest.frozen_layers}; shared by every task: {manifest.trunk_layers}"
+    )
+
+
 def render_html(
     manifest: Manifest,
     rows: list[list[str]],
@@ -226,7 +237,7 @@ figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
 </style></head><body>
 <h1>BERT-MTS accuracy report</h1>
 <p>Model: base <code>{html.escape(manifest.base_model.get("name", ""))}</code>,
-trunk of {manifest.trunk_layers} frozen layers, store created {html.escape(manifest.created)}.
+{manifest.num_layers} layers; {_forks(manifest)}; store created {html.escape(manifest.created)}.
 Every shipped figure is measured on the ONNX graphs with ONNX Runtime (CPU), on each
 task's seeded validation split carved from its train file.</p>
 <h2>Per task</h2>

@@ -8,8 +8,8 @@
 `publish` merges the given branches with the current version's other branches (kept
 in the repository), less any `--remove`d task, into a new immutable version and makes
 it current; a running service picks it up on reload (POST /admin/reload or SIGHUP).
-With the same trunk depth, the tasks that were not replaced keep bit-identical
-outputs. On a new directory, `publish` creates the repository from the given branches.
+The tasks that were not replaced keep bit-identical outputs, whatever the new
+branch's depth. On a new directory, `publish` creates the repository from the given branches.
 
 `list` and `rollback` need no torch (they run inside the serving image): the merge
 machinery is imported only by `publish`.
@@ -18,6 +18,7 @@ machinery is imported only by `publish`.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model_store.atomic import atomic_directory
-from model_store.manifest import GRAPH_FILES, MANIFEST_FILE, load_manifest
+from model_store.manifest import GRAPH_FILES, MANIFEST_FILE, StoreError, load_manifest
 from model_store.repository import (
     BRANCHES_DIR,
     VERSIONS_DIR,
@@ -56,6 +57,23 @@ def keep_branch(repository: Path, info: BranchInfo) -> Path:
     return target
 
 
+def current_branches(store: Path) -> list[tuple[str, str]]:
+    """(task, branch version) of a published version, read from its manifest whatever
+    its format version: a repository whose current version an older release published
+    (format 2, before the tree-shaped graph) is re-merged from its kept branches into the
+    current format, instead of being refused."""
+    try:
+        return [
+            (task.name, task.branch_version) for task in load_manifest(store, verify=False).tasks
+        ]
+    except StoreError:
+        try:
+            raw = json.loads((store / MANIFEST_FILE).read_text(encoding="utf-8"))
+            return [(t["definition"]["name"], str(t["branch_version"])) for t in raw["tasks"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UsageError(f"{store}: cannot read its tasks from {MANIFEST_FILE}") from None
+
+
 def _branch_set(repository: Path, new: list[BranchInfo], remove: list[str]) -> list[Path]:
     """The current version's branches, with the given ones replacing or adding tasks and
     the removed ones left out."""
@@ -68,15 +86,15 @@ def _branch_set(repository: Path, new: list[BranchInfo], remove: list[str]) -> l
     paths: dict[str, Path] = {}
     current_tasks: list[str] = []
     if (repository / "CURRENT").is_file():
-        current = load_manifest(resolve_store(repository), verify=False)
-        current_tasks = [task.name for task in current.tasks]
-        for task in current.tasks:
-            if task.name in remove:
+        current = current_branches(resolve_store(repository))
+        current_tasks = [name for name, _ in current]
+        for name, version in current:
+            if name in remove:
                 continue
-            kept = repository / BRANCHES_DIR / task.name / task.branch_version
-            if task.name not in replacing and not kept.is_dir():
-                raise UsageError(f"{repository} lacks branch {task.name}/{task.branch_version}")
-            paths[task.name] = kept
+            kept = repository / BRANCHES_DIR / name / version
+            if name not in replacing and not kept.is_dir():
+                raise UsageError(f"{repository} lacks branch {name}/{version}")
+            paths[name] = kept
     absent = [task for task in remove if task not in current_tasks]
     if absent:
         served = ", ".join(current_tasks) or "none"

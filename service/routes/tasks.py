@@ -1,5 +1,6 @@
 """Task routes: the generic `/v1/tasks/{task}` for any served task, `/v1/tasks` to list
-them, and the three named preset endpoints with their fixed contract.
+them, `/v1/predict` to ask several tasks about one input (its frozen layers run once),
+and the three named preset endpoints with their fixed contract.
 
 Routes only translate: request bodies into `Inputs`, `TaskResult`s into response
 bodies. Which tasks exist is read from the live model at request time, so tasks added
@@ -29,7 +30,7 @@ def _infer(request: Request) -> Infer:
     return request.app.state.infer
 
 
-def inputs_of(body: schemas.TaskRequest) -> tuple[Inputs, bool]:
+def inputs_of(body: schemas.TaskRequest | schemas.MultiTaskRequest) -> tuple[Inputs, bool]:
     """The request's inputs, and whether it was the single-item shape."""
     if isinstance(body, schemas.TextRequest):
         return Inputs([body.text]), True
@@ -74,6 +75,7 @@ def describe(task, version: str) -> schemas.TaskDescription:
         range=list(definition.value_range) if definition.value_range else None,
         version=version,
         layers=task.layers,
+        fork_depth=task.fork_depth,
         endpoint=f"{TASKS_PREFIX}/{task.name}",
     )
 
@@ -83,9 +85,37 @@ router = APIRouter()
 
 @router.get(TASKS_PREFIX, response_model=schemas.TaskList)
 async def list_tasks(request: Request) -> schemas.TaskList:
-    """The tasks the live model serves: kind, input, labels or range, branch version, K."""
-    tasks = _infer(request).served_tasks()
-    return schemas.TaskList(tasks=[describe(task, task.branch_version) for task in tasks])
+    """The tasks the live model serves: kind, input, labels or range, branch version, K
+    and fork depth; and the base's layers, those all tasks share and those the graph holds."""
+    manifest = _infer(request).served_manifest()
+    if manifest is None:
+        return schemas.TaskList(tasks=[])
+    return schemas.TaskList(
+        tasks=[describe(task, task.branch_version) for task in manifest.tasks],
+        num_layers=manifest.num_layers,
+        shared_layers=manifest.trunk_layers,
+        frozen_layers=manifest.frozen_layers,
+    )
+
+
+@router.post(
+    "/v1/predict",
+    response_model=schemas.MultiTaskResponse | schemas.MultiTaskBatchResponse,
+    responses={k: v for k, v in ERRORS.items() if k != 404},
+)
+async def predict_many(request: Request, body: schemas.MultiTaskRequest):
+    """Several tasks about one input (`{"text"}` or `{"sentence1", "sentence2"}`) or a
+    batch (`{"texts"}`, `{"pairs"}`), with `"tasks": [...]` (default: every served task
+    taking that input shape). Each input's frozen layers run once and fan out to the
+    tasks' branches; each answer equals the task's own endpoint's. An unknown task, a
+    task of the other input shape or an empty list is a 422."""
+    inputs, single = inputs_of(body)
+    many = await _infer(request).predict_many(body.tasks, inputs)
+    results = [{name: task_result(r) for name, r in row.items()} for row in many.answers]
+    cost = {"tasks": many.tasks, "layer_evaluations": many.layer_evaluations}
+    if single:
+        return schemas.MultiTaskResponse(**cost, answers=results[0])
+    return schemas.MultiTaskBatchResponse(**cost, results=results)
 
 
 @router.post(
