@@ -19,7 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from training.bert import BertEncoder, run_layers
+from training.base_model import Encoder
+from training.bert import run_layers
 from training.task_model import TaskHead, TaskModel, pool
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "task_ids")
@@ -58,7 +59,7 @@ class MergedModel(nn.Module):
     index in `task_names` of row i's task.
     """
 
-    def __init__(self, base: BertEncoder, branches: Sequence[TaskModel]) -> None:
+    def __init__(self, base: Encoder, branches: Sequence[TaskModel]) -> None:
         super().__init__()
         if not branches:
             raise ValueError("merging needs at least one branch")
