@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import transformers
@@ -20,7 +21,7 @@ from training.base_model import BaseModel, load_base_model
 from training.bert import run_layers
 from training.branch import save_branch
 from training.merge import load_branches, publish_store
-from training.merged_model import MergedModel
+from training.merged_model import INPUT_NAMES, MergedModel
 from training.mpnet import MPNetEncoder
 from training.task_model import TaskModel
 from training.tasks import TASKS
@@ -162,6 +163,9 @@ def test_onnx_and_int8_graphs_match_pytorch(mpnet, mpnet_tokenizer, mpnet_branch
     batch, task_ids = mixed_batch(mpnet_tokenizer, [2, 0, 1, 0, 2, 1, 1])
     with torch.no_grad():
         reference = merged(*as_torch(batch), torch.from_numpy(task_ids))
+    for variant in ("fp32", "int8", "fp16"):  # token_type_ids stays an input, unread
+        graph = onnx.load(str(manifest.graph_path(variant)), load_external_data=False)
+        assert [value.name for value in graph.graph.input] == list(INPUT_NAMES), variant
     fp32 = MultiTaskSession(manifest, "fp32", providers=[CPU]).run(batch, task_ids)
     int8 = MultiTaskSession(manifest, "int8", providers=[CPU]).run(batch, task_ids)
     for task_id, name in enumerate(merged.task_names):
