@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import transformers
@@ -20,7 +21,7 @@ from training.base_model import BaseModel, load_base_model
 from training.bert import run_layers
 from training.branch import save_branch
 from training.merge import load_branches, publish_store
-from training.merged_model import MergedModel
+from training.merged_model import INPUT_NAMES, MergedModel
 from training.mpnet import MPNetEncoder
 from training.task_model import TaskModel
 from training.tasks import preset_spec
@@ -163,6 +164,9 @@ def test_onnx_and_int8_graphs_match_pytorch(mpnet, mpnet_tokenizer, mpnet_branch
     mask = task_mask([[t] for t in task_ids], 3)
     with torch.no_grad():
         reference = merged(*as_torch(batch), torch.from_numpy(mask))
+    for variant in ("fp32", "int8", "fp16"):  # token_type_ids stays an input, unread
+        graph = onnx.load(str(manifest.graph_path(variant)), load_external_data=False)
+        assert [value.name for value in graph.graph.input] == list(INPUT_NAMES), variant
     fp32 = MultiTaskSession(manifest, "fp32", providers=[CPU]).run(batch, mask)
     int8 = MultiTaskSession(manifest, "int8", providers=[CPU]).run(batch, mask)
     for task_id, name in enumerate(merged.task_names):

@@ -12,7 +12,8 @@ import copy
 import torch
 from torch import nn
 
-from training.bert import BertEncoder, run_layers
+from training.base_model import Encoder
+from training.bert import run_layers
 from training.tasks import TaskSpec
 
 POOLINGS = ("cls", "mean")
@@ -50,7 +51,7 @@ class TaskModel(nn.Module):
 
     def __init__(
         self,
-        base: BertEncoder,
+        base: Encoder,
         spec: TaskSpec,
         branch_depth: int,
         pooling: str,
@@ -82,7 +83,7 @@ class TaskModel(nn.Module):
         )
 
     @property
-    def base(self) -> BertEncoder:
+    def base(self) -> Encoder:
         return self._base[0]
 
     @property
