@@ -22,7 +22,17 @@ NAMED_TASK_ENDPOINTS = {
     "/similarity": "similarity",
 }
 _GENERIC_TASK_ENDPOINT = TASKS_PREFIX + "/{task}"
-_KNOWN_PATHS = {"/health", "/ready", "/metrics", "/info", "/admin/reload", TASKS_PREFIX}
+# Several tasks about one input: inference like the task endpoints, under no one task.
+MULTI_TASK_ENDPOINT = "/v1/predict"
+_KNOWN_PATHS = {
+    "/health",
+    "/ready",
+    "/metrics",
+    "/info",
+    "/admin/reload",
+    TASKS_PREFIX,
+    MULTI_TASK_ENDPOINT,
+}
 # nginx's code for "client closed the request": not the service's failure, so operators
 # alerting on 5xx are not woken by clients that hang up.
 CLIENT_CLOSED = 499
@@ -35,6 +45,11 @@ def task_of(path: str) -> str | None:
     if path.startswith(TASKS_PREFIX + "/"):
         return path[len(TASKS_PREFIX) + 1 :] or None
     return None
+
+
+def runs_inference(path: str) -> bool:
+    """Requests on this path queue rows in the batcher (and are shed when it is full)."""
+    return path == MULTI_TASK_ENDPOINT or task_of(path) is not None
 
 
 def _json_error(status: int, detail: str, headers: dict[str, str] | None = None) -> list[dict]:
@@ -123,7 +138,7 @@ class LoadShedMiddleware:
         if (
             scope["type"] == "http"
             and scope["method"] == "POST"
-            and task_of(scope["path"]) is not None
+            and runs_inference(scope["path"])
             and live is not None
             and live.batcher.full
         ):

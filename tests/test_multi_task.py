@@ -163,3 +163,20 @@ async def test_async_client_and_multi_task_rows_batch_with_single_task_rows(sett
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_multi_task_requests_are_counted_and_shed_like_task_requests(settings) -> None:
+    engine = Engine.load(settings.model_dir, settings.engine_config())
+    app = create_app(settings, engine)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            assert (await http.post("/v1/predict", json={"text": TEXT})).status_code == 200
+            batcher = app.state.models.live.batcher
+            batcher.max_queue_items = 0  # as if the queue were full
+            shed = await http.post("/v1/predict", json={"text": TEXT})
+            assert shed.status_code == 503 and "overloaded" in shed.json()["detail"]
+            metrics = (await http.get("/metrics")).text
+    assert 'bert_mts_requests_total{endpoint="/v1/predict",status="200",task=""} 1.0' in metrics
+    assert 'bert_mts_requests_total{endpoint="/v1/predict",status="503",task=""} 1.0' in metrics
