@@ -30,6 +30,11 @@ _TOKENIZER_THREADS = 2
 _INLINE_TOKENIZE_ITEMS = 4
 
 
+def _unknown_task(engine: Engine, name: str) -> str:
+    served = ", ".join(sorted(engine.tasks)) or "none"
+    return f"unknown task {name!r}; served tasks: {served}"
+
+
 class ServiceError(Exception):
     """A request the service will not answer, with the status and detail to send."""
 
@@ -116,31 +121,18 @@ class Infer:
     def close(self) -> None:
         self._tokenizers.shutdown(wait=True)
 
-    def served_tasks(self) -> list[TaskEntry]:
-        live = self._models.live
-        return list(live.engine.manifest.tasks) if live is not None else []
-
     def served_manifest(self) -> Manifest | None:
         """The live model's manifest (fork depths, layer counts), None before a load."""
         live = self._models.live
         return live.engine.manifest if live is not None else None
 
-    def task(self, name: str) -> TaskEntry:
-        """The served task of that name: 503 before a model is loaded, 404 if unknown."""
-        live = self._models.live
-        if live is None:
-            raise ServiceError(503, "model not loaded yet", retry=True)
-        task = live.engine.tasks.get(name)
-        if task is None:
-            served = ", ".join(sorted(live.engine.tasks)) or "none"
-            raise ServiceError(404, f"unknown task {name!r}; served tasks: {served}")
-        return task
-
     async def predict(self, task_name: str, inputs: Inputs) -> list[TaskResult]:
         """Answers for every input, in order, all from one model version."""
 
         def resolve(engine: Engine) -> list[TaskEntry]:
-            task = self.task(task_name)
+            task = engine.tasks.get(task_name)
+            if task is None:
+                raise ServiceError(404, _unknown_task(engine, task_name))
             self._check_shape(task, inputs)
             return [task]
 
@@ -165,8 +157,7 @@ class Infer:
                 raise ServiceError(422, "tasks is empty: name at least one task, or leave it out")
             unknown = [name for name in task_names if name not in engine.tasks]
             if unknown:
-                served = ", ".join(sorted(engine.tasks)) or "none"
-                raise ServiceError(422, f"unknown task {unknown[0]!r}; served tasks: {served}")
+                raise ServiceError(422, _unknown_task(engine, unknown[0]))
             tasks = [engine.tasks[name] for name in dict.fromkeys(task_names)]
             for task in tasks:
                 self._check_shape(task, inputs)
