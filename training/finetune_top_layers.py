@@ -5,6 +5,8 @@
         --base-model /models/bert-base-uncased --epochs 5 --out model_store/branches
     python training/finetune_top_layers.py --task topic --kind classification \\
         --labels sports,politics,science --train-file topics.csv --layers 2
+    python training/finetune_top_layers.py --task sentiment --layers 2 \\
+        --teacher model_store/branches/sentiment/20261122T215734Z-6942583c  # distil
 
 The embeddings and layers [0, L-K) stay frozen (and their outputs are cached, so each
 epoch runs only the top K layers); the best epoch on a seeded validation split carved
@@ -36,6 +38,13 @@ from training.cli import (
     run_cli,
 )
 from training.data import Columns, DataSource, Example, split_train_val
+from training.distill import (
+    DEFAULT_ALPHA,
+    DEFAULT_TEMPERATURE,
+    Distillation,
+    DistillConfig,
+    load_teacher,
+)
 from training.presets import PRESETS
 from training.task_model import POOLINGS
 from training.tasks import TaskSpec, task_spec
@@ -113,6 +122,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--cache-budget-mb", type=float, default=2048.0)
     parser.add_argument("--cache-dtype", choices=tuple(CACHE_DTYPES), default="float32")
+    distill = parser.add_argument_group(
+        "distillation", "learn from a deeper branch of the same task as well as the labels"
+    )
+    distill.add_argument(
+        "--teacher",
+        type=Path,
+        metavar="BRANCH_DIR",
+        help="a branch of this task on the same base (a version directory, or a task "
+        "directory for its newest version)",
+    )
+    distill.add_argument(
+        "--distill-temperature",
+        type=float,
+        metavar="T",
+        help=f"softening of the teacher's probabilities (default {DEFAULT_TEMPERATURE:g})",
+    )
+    distill.add_argument(
+        "--distill-alpha",
+        type=float,
+        metavar="A",
+        help=f"weight of the teacher's term, 1 - A on the labels (default {DEFAULT_ALPHA:g})",
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_data_file_arguments(parser)
@@ -159,6 +190,29 @@ def check_arguments(args: argparse.Namespace, base: BaseModelSpec) -> None:
         raise UsageError(f"{defining[0]} needs --task NAME (without it, every preset trains)")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    if args.teacher is None:
+        given = "--distill-temperature" if args.distill_temperature is not None else None
+        given = given or ("--distill-alpha" if args.distill_alpha is not None else None)
+        if given:
+            raise UsageError(f"{given} needs --teacher BRANCH_DIR")
+    elif args.task is None:
+        raise UsageError("--teacher needs --task NAME: a teacher teaches one task")
+
+
+def distill_config(args: argparse.Namespace) -> DistillConfig | None:
+    if args.teacher is None:
+        return None
+    try:
+        return DistillConfig(
+            temperature=(
+                DEFAULT_TEMPERATURE
+                if args.distill_temperature is None
+                else args.distill_temperature
+            ),
+            alpha=DEFAULT_ALPHA if args.distill_alpha is None else args.distill_alpha,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from err
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -262,6 +316,7 @@ def train_task(
     base: BaseModel,
     tokenizer: PairTokenizer,
     config: TrainConfig,
+    distillation: Distillation | None = None,
 ) -> Path | None:
     log.info(
         "%s: %d train / %d validation examples from %s",
@@ -271,7 +326,14 @@ def train_task(
         data.source.path,
     )
     result = train_branch(
-        base.encoder, tokenizer, spec, data.train, data.val, config, progress=not args.quiet
+        base.encoder,
+        tokenizer,
+        spec,
+        data.train,
+        data.val,
+        config,
+        progress=not args.quiet,
+        distillation=distillation,
     )
     if not distributed.current().is_main:
         return None  # under torchrun every rank holds the same branch; rank 0 writes it
@@ -287,6 +349,8 @@ def train_task(
         "train_examples": len(data.train),
         "skipped_rows": data.skipped,
     }
+    if distillation is not None:
+        training_args["distillation"] = distillation.record()
     out = save_branch(result.model, base, tokenizer, args.out, validation, training_args)
     print(
         f"{spec.name}: validation {spec.metric_name} {result.best.val_metric:.4f} "
@@ -299,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_arguments(args, read_base_model_spec(args.base_model))
     config = train_config(args)
+    distill = distill_config(args)
     distributed.init_from_env()  # torchrun: join the other ranks (training/distributed.py)
     if args.threads:
         import torch
@@ -315,8 +380,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     base = load_base_model(args.base_model)
     tokenizer = PairTokenizer.from_dir(base.path, args.max_seq_len)
+    distillation = (
+        Distillation(load_teacher(args.teacher, base, tokenizer, tasks[0]), distill)
+        if distill
+        else None
+    )
     for spec in tasks:
-        train_task(args, spec, data[spec.name], base, tokenizer, config)
+        train_task(args, spec, data[spec.name], base, tokenizer, config, distillation)
     return 0
 
 

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from model_store.tokenizer import EncodedRow, PairTokenizer
 from training.bert import BertEncoder
 from training.data import Example
+from training.distill import Distillation, distillation_loss, teacher_outputs
 from training.distributed import DistContext, current
 from training.task_model import TaskModel
 from training.tasks import TaskSpec
@@ -218,9 +219,12 @@ def train_branch(
     config: TrainConfig,
     progress: bool = True,
     dist: DistContext | None = None,
+    distillation: Distillation | None = None,
 ) -> TrainResult:
     """Fine-tune a fresh branch of `config.layers` layers; return it at its best epoch.
 
+    With `distillation`, the training loss mixes the labels with the teacher's outputs
+    (training/distill.py); validation still scores against the labels alone.
     Under torchrun (`dist`, by default the process's context) each rank caches and runs
     only its shard of every global batch; see training/distributed.py.
     """
@@ -247,6 +251,13 @@ def train_branch(
         remaining if config.trunk_cache else 0,
     )
     train_labels, val_labels = labels_of(train_examples), labels_of(val_examples)
+    taught = (
+        teacher_outputs(
+            distillation.teacher, tokenizer, [train_rows[i] for i in train_shard.indices]
+        )
+        if distillation
+        else None
+    )
 
     steps_per_epoch = -(-len(train_rows) // config.batch_size)
     optimizer = _optimizer(model, config)
@@ -272,7 +283,12 @@ def train_branch(
                 positions, mine = [0], [train_shard.indices[0]]
             batch = train_states.batch(positions)
             outputs = step(batch.hidden, batch.attention_mask)
-            loss = spec.loss(outputs, train_labels[mine])
+            if distillation is None:
+                loss = spec.loss(outputs, train_labels[mine])
+            else:
+                loss = distillation_loss(
+                    spec, outputs, train_labels[mine], taught[positions], distillation.config
+                )
             optimizer.zero_grad(set_to_none=True)
             (loss * share).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
