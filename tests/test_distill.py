@@ -18,10 +18,11 @@ from torch.nn import functional as F
 
 from model_store.tasks import TaskDefinition
 from training.base_model import load_base_model
-from training.branch import BRANCH_META, save_branch
-from training.data import Example
+from training.branch import BRANCH_META, read_branch_info, save_branch
+from training.data import Example, split_seed_of
 from training.distill import Distillation, DistillConfig, load_teacher, soft_loss
 from training.errors import BranchError
+from training.merge import validation_entry
 from training.task_model import TaskModel
 from training.tasks import preset_spec, task_spec
 from training.trainer import TrainConfig, encode_examples, predict, train_branch
@@ -189,6 +190,10 @@ def test_cli_distils_and_records_the_teacher(
         "3",
         "--distill-alpha",
         "0.25",
+        "--seed",
+        "5",
+        "--split-seed",
+        "0",
     )
     assert result.returncode == 0, result.stderr
     (student,) = (tmp_path / "out" / "sentiment").iterdir()
@@ -198,6 +203,17 @@ def test_cli_distils_and_records_the_teacher(
     assert recorded["teacher"]["version"] == teacher_meta["version"]
     assert recorded["teacher"]["weights_sha256"] == teacher_meta["weights_sha256"]
     assert recorded["teacher"]["layers"] == 2
+
+    # A seed sweep keeps one validation split: the run records it, and evaluation and
+    # publishing score the branch on that split, not on one drawn with the training seed.
+    info = read_branch_info(student)
+    assert (info.meta["training_args"]["seed"], split_seed_of(info.meta["training_args"])) == (5, 0)
+    assert validation_entry(info)["split"]["seed"] == 0
+    evaluated = run("-m", "training.evaluate", "--branch", str(student))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(
+        info.meta["validation"]["value"]
+    )
 
     assert_one_line_error(
         run(*common, "--layers", "1", "--task", "similarity", "--teacher", str(teacher)),

@@ -547,6 +547,13 @@ def _permutation(n: int, seed: int) -> list[int]:
     return order
 
 
+def split_seed_of(training_args: dict) -> int:
+    """The seed a branch's validation split was drawn with: `split_seed` when the run set
+    it apart from the training seed (seed sweeps keep one split), else `seed`."""
+    seed = training_args.get("split_seed", training_args.get("seed"))
+    return int(seed) if seed is not None else 0
+
+
 def split_train_val(
     examples: Sequence[Example], val_fraction: float, seed: int
 ) -> tuple[list[Example], list[Example]]:

@@ -28,7 +28,7 @@ from training.cli import (
     columns_for,
     run_cli,
 )
-from training.data import DataSource, split_train_val
+from training.data import DataSource, split_seed_of, split_train_val
 from training.trainer import encode_examples, labels_of, predict, score
 from training.trunk_cache import TrunkStates
 
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.data is None:
         loaded = recorded.read(spec.parse_label, limit=training_args.get("limit"))
         examples = split_train_val(
-            loaded.examples, training_args.get("val_fraction", 0.1), training_args.get("seed", 0)
+            loaded.examples, training_args.get("val_fraction", 0.1), split_seed_of(training_args)
         )[1]
     else:
         columns = columns_for(args, spec.name, spec.pair, recorded.columns)

@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="sentence order of training pairs: as in the file, swapped, or both",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        metavar="N",
+        help="seed of the validation split (default: --seed); fix it to compare training seeds "
+        "on one split",
+    )
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--limit", type=int, metavar="N", help="use only the first N examples")
     parser.add_argument(
@@ -197,6 +204,10 @@ def check_arguments(args: argparse.Namespace, base: BaseModelSpec) -> None:
             raise UsageError(f"{given} needs --teacher BRANCH_DIR")
     elif args.task is None:
         raise UsageError("--teacher needs --task NAME: a teacher teaches one task")
+
+
+def split_seed(args: argparse.Namespace) -> int:
+    return args.seed if args.split_seed is None else args.split_seed
 
 
 def distill_config(args: argparse.Namespace) -> DistillConfig | None:
@@ -303,7 +314,7 @@ def load_task_data(args: argparse.Namespace, spec: TaskSpec, source: DataSource)
         lines = ", ".join(map(str, loaded.skipped_lines[:10]))
         log.warning("%s: skipped %d malformed rows (lines %s)", source.path, loaded.skipped, lines)
     try:
-        train, val = split_train_val(loaded.examples, args.val_fraction, args.seed)
+        train, val = split_train_val(loaded.examples, args.val_fraction, split_seed(args))
     except ValueError as err:
         raise UsageError(f"{source.path}: {err}") from err
     return TaskData(source, train, val, loaded.skipped)
@@ -343,6 +354,7 @@ def train_task(
         **asdict(config),
         "max_seq_len": args.max_seq_len,
         "val_fraction": args.val_fraction,
+        "split_seed": split_seed(args),
         "limit": args.limit,
         "train_file": str(data.source.path),
         "data": data.source.to_json(),

@@ -42,6 +42,7 @@ from training.branch import (
     resolve_branch_dir,
 )
 from training.cli import OneLineArgumentParser, run_cli
+from training.data import split_seed_of
 from training.errors import MergeError
 from training.merged_model import INPUT_NAMES, MergedModel, output_name
 from training.onnx_export import OPSET, convert_fp16, export_fp32, quantize_int8
@@ -146,13 +147,14 @@ def verify_graph(
 _RECIPE_KEYS = ("epochs", "batch_size", "lr", "head_lr", "warmup", "pair_order", "train_examples")
 
 
-def _validation_entry(info: BranchInfo) -> dict:
+def validation_entry(info: BranchInfo) -> dict:
     """The branch's validation result, plus how its split was drawn, so that the
     published graphs can be scored on the very same validation examples, and the recipe
     that trained it, so reports can say how each task was tuned."""
     validation = {k: v for k, v in info.meta.get("validation", {}).items() if k != "history"}
     args = info.meta.get("training_args", {})
-    validation["split"] = {key: args.get(key) for key in ("val_fraction", "seed", "limit", "data")}
+    validation["split"] = {key: args.get(key) for key in ("val_fraction", "limit", "data")}
+    validation["split"]["seed"] = split_seed_of(args)  # the split's seed, not training's
     validation["recipe"] = {key: args[key] for key in _RECIPE_KEYS if key in args}
     return validation
 
@@ -186,7 +188,7 @@ def build_manifest(
             branch_version=branch.info.version,
             layers=branch.info.layers,
             pooling=branch.model.pooling,
-            validation=_validation_entry(branch.info),
+            validation=validation_entry(branch.info),
             fork_depth=branch.model.trunk_depth,
         )
         for task_id, branch in enumerate(branches)
