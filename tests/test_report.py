@@ -61,6 +61,15 @@ def _sweep_file(directory: Path) -> Path:
         )
         for i, layers in enumerate((1, 2, FULL))
     ]
+    # Two seeds of a distilled K=1 sentiment student keep 99% of full FT (0.52) on average.
+    teacher = {"version": "v", "layers": 2}
+    records += [
+        SweepRecord("sentiment", 1, "accuracy", value, 3, 1.0, {**RECIPE, **extra})
+        for value, extra in (
+            (0.519, {"teacher": teacher}),
+            (0.513, {"teacher": teacher, "seed": 1}),
+        )
+    ]
     record_sweep(path, records)
     return path
 
@@ -78,12 +87,16 @@ def test_report_writes_the_page_and_reproducible_plots(
         "paraphrase_calibration.png",
         "sentiment_confusion.png",
         "similarity_residuals.png",
+        "trade_off.png",
     ]
     for name in pictures:
         assert (out / name).read_bytes().startswith(PNG_MAGIC)
         assert f'src="{name}"' in page
     assert "shipped fp32 / full fine-tuning" in page and "0.862" in page  # literature column
     assert load_sweep(out / SWEEP_COPY) == load_sweep(sweep)
+    # The depth rule, applied: sentiment's distilled K=1 mean (0.516) keeps 99.2% of 0.52.
+    assert "<td>sentiment</td><td>0.5200</td><td>1</td><td>distilled</td><td>0.5160</td>" in page
+    assert "<td>paraphrase</td><td>0.5200</td><td>none of the swept K</td>" in page
 
     first = {name: (out / name).read_bytes() for name in pictures}
     write_report(tiny_store, data_dir, sweep, out, None)  # replaces the directory whole

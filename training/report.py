@@ -28,6 +28,7 @@ from model_store.repository import resolve_store
 from model_store.tasks import TaskDefinition
 from training import report_plots
 from training.cli import OneLineArgumentParser, UsageError, run_cli
+from training.depth_rule import KEEP, base_recipe, choose_depths, sweep_points
 from training.evaluate_store import TaskResult, store_outputs
 from training.sweep_log import FULL, SweepRecord, load_sweep
 from training.tasks import PRESET_SCORE_TASKS, overall_score
@@ -75,20 +76,49 @@ def draw_plots(
         task.name: (task.layers, by_task[task.name].metric("fp32")) for task in manifest.tasks
     }
     full = {task: record.value for task, record in full_references(sweep).items()}
+    points = sweep_points(sweep, sweep_recipe(sweep))
     files["k_sweep"] = "k_sweep.png"
-    report_plots.plot_k_sweep(sweep_line(sweep), full, shipped, out / files["k_sweep"])
+    report_plots.plot_k_sweep(points, full, shipped, out / files["k_sweep"])
+    files["trade_off"] = "trade_off.png"
+    depths = {task.name: task.layers for task in manifest.tasks}
+    report_plots.plot_trade_off(
+        points, full, manifest.num_layers, depths, KEEP, out / files["trade_off"]
+    )
     return files
 
 
-def sweep_line(sweep: list[SweepRecord]) -> list[SweepRecord]:
-    """The partial runs of the recipe most K values were swept with (the chart's line);
-    runs of other recipes (tuning) are listed in the table only."""
+def sweep_recipe(sweep: list[SweepRecord]) -> dict:
+    """The recipe most K values were swept with (seeds and teachers aside): the charts'
+    lines and the depth rule use its runs; other recipes (tuning) are in the table only."""
     partial = [record for record in sweep if record.layers != FULL]
     if not partial:
-        return []
-    keys = [json.dumps(record.recipe, sort_keys=True) for record in partial]
-    common = Counter(keys).most_common(1)[0][0]
-    return [record for record, key in zip(partial, keys, strict=True) if key == common]
+        return {}
+    keys = Counter(json.dumps(base_recipe(record), sort_keys=True) for record in partial)
+    return json.loads(keys.most_common(1)[0][0])
+
+
+def depth_rows(sweep: list[SweepRecord], manifest: Manifest) -> list[list[str]]:
+    """The depth rule applied to the sweep, next to what the store ships."""
+    full = {task: record.value for task, record in full_references(sweep).items()}
+    choices = choose_depths(sweep_points(sweep, sweep_recipe(sweep)), full)
+    shipped = {task.name: task for task in manifest.tasks}
+    rows = []
+    for task, choice in choices.items():
+        point = choice.point
+        entry = shipped.get(task)
+        rows.append(
+            [
+                html.escape(task),
+                _cell(choice.reference),
+                str(point.layers) if point else "none of the swept K",
+                ("distilled" if point.distilled else "labels only") if point else "-",
+                _cell(point.mean if point else None),
+                f"{choice.share:.1%}" if choice.share else "-",
+                str(entry.layers) if entry else "-",
+                str(manifest.num_layers - entry.layers) if entry else "-",
+            ]
+        )
+    return rows
 
 
 def _cell(value: float | str | None, digits: int = 4) -> str:
@@ -177,6 +207,7 @@ def render_html(
     variants: list[str],
     sweep: list[SweepRecord],
     figures: dict[str, str],
+    depths: list[list[str]],
 ) -> str:
     header = [
         "task",
@@ -218,7 +249,10 @@ def render_html(
     ]
     captions = {
         "k_sweep": "Validation metric against K, the number of tuned top layers (sweep "
-        "recipe), with full fine-tuning dashed and the shipped branch starred.",
+        "recipe), with and without distillation (bars span the seeds), full fine-tuning "
+        "dotted and the shipped branch starred.",
+        "trade_off": "Each task's validation metric as a share of its full fine-tuning, "
+        "against the frozen layers it shares with the others (L - K).",
         **{task.name: caption(task.definition) for task in manifest.tasks},
     }
     images = "".join(
@@ -249,6 +283,27 @@ task's seeded validation split carved from its train file.</p>
 set; ours is a 6-layer, 384-wide sentence encoder trained on CPU with the task files in
 <code>../shared/data</code> (16k Quora pairs), so they are context, not a like-for-like
 comparison. docs/results.md discusses the differences.</p>
+<h2>Branch depths</h2>
+<p>The method's rule: each task's K is the smallest number of tuned top layers whose
+validation metric keeps at least {KEEP:.0%} of full fine-tuning, with distillation from
+a deeper branch of the task where it scores higher (mean over seeds where several ran).
+Every task of this store shares the bottom {manifest.trunk_layers} of its
+{manifest.num_layers} layers.</p>
+{
+        _table(
+            [
+                "task",
+                "full fine-tuning",
+                "rule's K",
+                "trained with",
+                "validation",
+                "of full FT",
+                "shipped K",
+                "shipped shares (L - K)",
+            ],
+            depths,
+        )
+    }
 <h2>Recipes of the shipped branches</h2>
 {_table(["task", "K", "pooling", "recipe"], recipes)}
 <h2>Plots</h2>
@@ -274,7 +329,8 @@ def write_report(
     with atomic_directory(out, replace=True) as staging:
         figures = draw_plots(results, manifest, sweep, staging)
         rows, overall = summary_rows(results, manifest, sweep, chosen)
-        page = render_html(manifest, rows, overall, chosen, sweep, figures)
+        depths = depth_rows(sweep, manifest)
+        page = render_html(manifest, rows, overall, chosen, sweep, figures, depths)
         (staging / INDEX).write_text(page, encoding="utf-8")
         # The sweep data travels with the report (and may live inside `out` itself).
         shutil.copyfile(sweep_file, staging / SWEEP_COPY)

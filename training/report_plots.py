@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # files only: no display, no GUI toolkit
 import matplotlib.pyplot as plt
 import numpy as np
 
-from training.sweep_log import SweepRecord
+from training.depth_rule import SweepPoint
 
 _PNG_METADATA = {"Software": None}
 _DPI = 110
@@ -116,26 +116,31 @@ def plot_calibration(probabilities: np.ndarray, labels: np.ndarray, path: Path) 
 
 
 def plot_k_sweep(
-    sweep: Sequence[SweepRecord],
+    points: Sequence[SweepPoint],
     full: dict[str, float],
     shipped: dict[str, tuple[int, float]],
     path: Path,
 ) -> None:
-    """Validation metric against branch depth K per task (one recipe for every K), full
-    fine-tuning as a dashed line, the shipped branch (its own recipe) as a star."""
-    tasks = sorted({record.task for record in sweep} | set(full) | set(shipped))
+    """Validation metric against branch depth K per task (one recipe for every K): top-K
+    tuning alone, and distilled from a teacher (mean over seeds, bars spanning them);
+    full fine-tuning as a dashed line, the shipped branch (its own recipe) as a star."""
+    tasks = sorted({point.task for point in points} | set(full) | set(shipped))
     figure, axes_list = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.8), squeeze=False)
     for axes, task in zip(axes_list[0], tasks, strict=True):
-        runs = sorted((r for r in sweep if r.task == task), key=lambda r: int(r.layers))
-        if runs:
-            axes.plot(
-                [int(r.layers) for r in runs],
-                [r.value for r in runs],
-                marker="o",
-                label="top-K tuned (sweep recipe)",
-            )
+        for distilled, label in ((False, "top-K tuned"), (True, "top-K, distilled")):
+            series = [p for p in points if p.task == task and p.distilled == distilled]
+            if series:
+                axes.errorbar(
+                    [p.layers for p in series],
+                    [p.mean for p in series],
+                    yerr=[[p.mean - p.low for p in series], [p.high - p.mean for p in series]],
+                    marker="s" if distilled else "o",
+                    linestyle="--" if distilled else "-",
+                    capsize=3,
+                    label=label,
+                )
         if task in full:
-            axes.axhline(full[task], linestyle="--", color="tab:green", label="full fine-tuning")
+            axes.axhline(full[task], linestyle=":", color="tab:green", label="full fine-tuning")
         if task in shipped:
             layers, value = shipped[task]
             axes.plot(
@@ -144,7 +149,52 @@ def plot_k_sweep(
             axes.annotate("shipped", (layers, value), textcoords="offset points", xytext=(6, -12))
         axes.set_title(task)
         axes.set_xlabel("K (tuned top layers)")
-        axes.set_ylabel("validation " + (runs[0].metric if runs else "metric"))
+        axes.set_ylabel("validation metric")
         axes.grid(alpha=0.3)
         axes.legend(loc="lower right", fontsize=8)
+    _save(figure, path)
+
+
+def plot_trade_off(
+    points: Sequence[SweepPoint],
+    full: dict[str, float],
+    num_layers: int,
+    shipped: dict[str, int],
+    keep: float,
+    path: Path,
+) -> None:
+    """What sharing costs: each task's metric, as a share of its full fine-tuning, against
+    the frozen layers it shares (L - K); the rule's threshold dashed, the shipped depth
+    starred."""
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    for task in sorted(full):
+        for distilled in (False, True):
+            series = [p for p in points if p.task == task and p.distilled == distilled]
+            if not series:
+                continue
+            axes.plot(
+                [num_layers - p.layers for p in series],
+                [100 * p.mean / full[task] for p in series],
+                marker="s" if distilled else "o",
+                linestyle="--" if distilled else "-",
+                label=f"{task}{', distilled' if distilled else ''}",
+            )
+        if task in shipped:
+            best = [p for p in points if p.task == task and p.layers == shipped[task]]
+            if best:
+                value = max(p.mean for p in best)
+                axes.plot(
+                    [num_layers - shipped[task]],
+                    [100 * value / full[task]],
+                    marker="*",
+                    markersize=14,
+                    color="tab:red",
+                    linestyle="none",
+                )
+    axes.axhline(100 * keep, color="black", linestyle=":", label=f"{keep:.0%} of full FT")
+    axes.set_xlabel("frozen layers shared (L - K)")
+    axes.set_ylabel("validation metric, % of full fine-tuning")
+    axes.set_title("Sharing more layers against keeping accuracy (stars: shipped depth)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, ncol=2, loc="lower left")
     _save(figure, path)
