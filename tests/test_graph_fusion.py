@@ -140,4 +140,8 @@ def test_int8_and_fp16_of_the_fused_graph_answer_batches_with_empty_paths(
 
 
 def test_only_bert_is_fused(base) -> None:
-    assert fusable(merged_model(base, SHAPES["shipped"]))
+    """(tests/test_mpnet.py checks that an MPNet store publishes, unfused.)"""
+    merged = merged_model(base, SHAPES["shipped"])
+    assert fusable(merged)
+    merged.model_type = "mpnet"
+    assert not fusable(merged)

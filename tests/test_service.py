@@ -200,6 +200,7 @@ async def test_health_ready_info_metrics_docs(client, engine) -> None:
     info = (await client.get("/info")).json()
     assert [t["name"] for t in info["tasks"]] == ["sentiment", "paraphrase", "similarity"]
     assert info["execution_provider"] == "CPUExecutionProvider" and info["graph"] == "fp32"
+    assert info["graph_reason"] == "the store has no int8 graph"  # the tiny store: fp32 only
     assert info["batching"]["max_items_per_request"] == 8
     assert isinstance(info["batching"]["max_batch_size"], int)  # not 32.0
     assert '"max_batch_size":32' in (await client.get("/info")).text.replace(" ", "")

@@ -12,8 +12,7 @@ kernel; the Q, K and V projections stay MatMuls), not as `Attention` (which pack
 projections in too). The routing gives a path no rows whenever no row of a batch asks
 its tasks, and the int8 form of `Attention` (`QAttention`) dies on an empty batch
 (SIGFPE, onnxruntime 1.32), taking the server with it; `MultiHeadAttention` takes empty
-batches, and its projections are plain MatMuls that int8 quantizes as before. Measured
-on this project's CPU, the two are within noise of each other (docs/results.md).
+batches, and its projections are plain MatMuls that int8 quantizes as before.
 
 The merged graph's routing is written to keep every pattern intact
 (`training.merged_model`); `expected_operators` is what a complete fusion looks like,
@@ -75,9 +74,7 @@ class FusionReport:
 
 def fusable(model: MergedModel) -> bool:
     """Whether the optimizer knows this encoder family's layers (BERT only)."""
-    return getattr(model.embeddings, "token_type_embeddings", None) is not None and (
-        model.position_bias is None
-    )
+    return model.model_type == "bert"
 
 
 def expected_operators(model: MergedModel) -> dict[str, int]:

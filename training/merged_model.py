@@ -88,6 +88,7 @@ class MergedModel(nn.Module):
         if len(set(names)) != len(names):
             raise ValueError(f"one branch per task, got {names}")
         self.task_names = tuple(names)
+        self.model_type = base.config.model_type  # "bert" or "mpnet"
         self.num_layers = base.num_layers
         self.fork_depths = tuple(branch.trunk_depth for branch in branches)
         # Layers every task shares (the old trunk), and frozen layers held in the graph.
