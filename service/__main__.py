@@ -59,11 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     logging.getLogger(PROG).info(
-        "serving %s (%s) on %s with the %s graph",
+        "serving %s (%s) on %s with the %s graph: %s",
         settings.model_dir,
         ", ".join(engine.tasks),
         engine.provider,
         engine.variant,
+        engine.graph_reason,
     )
     uvicorn.run(
         create_app(settings, engine),

@@ -17,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 
+from model_store.graph_choice import DEFAULT_TOLERANCE_POINTS, GraphChoice, choose_graph
 from model_store.manifest import Manifest, StoreError, TaskEntry, load_manifest
 from model_store.repository import resolve_store
 from model_store.runtime import CPU, CUDA, MultiTaskSession, default_providers, task_mask
@@ -38,6 +39,9 @@ class EngineConfig:
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     spin_wait: bool = True
+    # `auto` serves the fastest graph within this many points of fp32's validation
+    # metric on every task (model_store.graph_choice).
+    graph_tolerance_points: float = DEFAULT_TOLERANCE_POINTS
 
 
 @dataclass(frozen=True)
@@ -79,9 +83,12 @@ def postprocess(task: TaskEntry, raw: np.ndarray) -> np.ndarray:
 class Engine:
     """Encode, run and post-process; thread-compatible (one batch at a time)."""
 
-    def __init__(self, manifest: Manifest, session: MultiTaskSession) -> None:
+    def __init__(
+        self, manifest: Manifest, session: MultiTaskSession, graph_reason: str = "requested"
+    ) -> None:
         self.manifest = manifest
         self.session = session
+        self.graph_reason = graph_reason  # why this variant: for /info and the logs
         self.tokenizer = PairTokenizer.from_file(manifest.tokenizer_path, manifest.max_seq_len)
         self.tasks = {task.name: task for task in manifest.tasks}
 
@@ -96,9 +103,10 @@ class Engine:
         check fails, whatever the cause."""
         manifest = load_manifest(store)
         providers = _providers(config.provider)
-        variant = config.graph
-        if variant == "auto":
-            variant = "fp16" if CUDA in providers and "fp16" in manifest.graphs else "fp32"
+        choice = GraphChoice(config.graph, f"--graph {config.graph} requested")
+        if config.graph == "auto":
+            choice = choose_graph(manifest, CUDA in providers, config.graph_tolerance_points)
+        variant = choice.variant
         session = MultiTaskSession(
             manifest,
             variant,
@@ -111,7 +119,7 @@ class Engine:
             raise EngineError("provider 'cuda' requested, but ONNX Runtime could not use the GPU")
         if config.provider == "auto" and CUDA in providers and session.providers[0] != CUDA:
             log.warning("CUDA provider unavailable at run time: serving on the CPU")
-        engine = cls(manifest, session)
+        engine = cls(manifest, session, choice.reason)
         engine.check_outputs()
         try:
             engine.smoke_test()

@@ -22,12 +22,12 @@ from service.metrics import ServiceMetrics
 from service.reloader import ModelReloader
 
 RETRY_AFTER_SECONDS = "1"
-# Tokenizing is fast (the Rust tokenizer releases the GIL); two threads keep a burst of
-# requests from queueing behind one large batch request. A request of a few items is
-# tokenized on the event loop: that takes tens of microseconds, less than the hand-off
-# to a thread would.
+# Every request is tokenized in a worker thread, never on the event loop: the loop
+# then only parses, queues and answers, and under load the tokenizing of many requests
+# runs beside it (the Rust tokenizer releases the GIL). Two threads keep a burst of
+# requests from queueing behind one large batch request. (Tokenizing a few items on the
+# loop saved the hand-off at concurrency 1 but held the loop at 64: docs/results.md.)
 _TOKENIZER_THREADS = 2
-_INLINE_TOKENIZE_ITEMS = 4
 
 
 def _unknown_task(engine: Engine, name: str) -> str:
@@ -193,9 +193,6 @@ class Infer:
             if live is None:
                 raise ServiceError(503, "model not loaded yet", retry=True)
             tasks = resolve(live.engine)
-            if len(inputs) <= _INLINE_TOKENIZE_ITEMS:
-                rows = live.engine.encode(inputs.texts_a, inputs.texts_b)
-                break
             rows = await loop.run_in_executor(
                 self._tokenizers, live.engine.encode, inputs.texts_a, inputs.texts_b
             )

@@ -124,7 +124,9 @@ class ModelReloader:
             self._describe(engine)
             await old.batcher.stop()  # requests already queued finish on the old graph
             self._metrics.reloads.labels("loaded").inc()
-            log.info("now serving %s", store)
+            log.info(
+                "now serving %s with the %s graph: %s", store, engine.variant, engine.graph_reason
+            )
             return self._outcome("loaded", engine)
 
     async def reload_quietly(self) -> None:

@@ -214,5 +214,6 @@ class ServiceInfo(BaseModel):
     base_model: str
     tasks: list[TaskInfo]
     graph: str
+    graph_reason: str = Field(description="why this graph variant is served")
     execution_provider: str
     batching: dict[str, int | float]

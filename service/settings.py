@@ -25,8 +25,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     model_dir: Path = DEFAULT_MODEL_DIR
-    # Which graph of the store to serve; "auto" is fp16 on CUDA and fp32 on CPU.
+    # Which graph of the store to serve; "auto": the fastest for the hardware (int8 on
+    # CPU, fp16 on CUDA) whose recorded validation metric is within
+    # graph_tolerance_points of fp32's on every task, else fp32.
     graph: Literal["auto", "fp32", "int8", "fp16"] = "auto"
+    graph_tolerance_points: float = Field(1.0, ge=0, description="points of metric, per task")
     # "auto": CUDA when onnxruntime-gpu sees a GPU, else CPU.
     provider: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int = Field(0, ge=0, description="0: ONNX Runtime's default")
@@ -84,4 +87,5 @@ class Settings(BaseSettings):
             intra_op_threads=self.intra_op_threads,
             inter_op_threads=self.inter_op_threads,
             spin_wait=self.ort_spin_wait,
+            graph_tolerance_points=self.graph_tolerance_points,
         )

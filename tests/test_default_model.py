@@ -4,6 +4,7 @@ validation splits, and a tampered or unreproducible build is refused, leaving no
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from training.branch import BRANCH_WEIGHTS, load_branch, resolve_branch_dir, sav
 from training.default_model import (
     CHECKSUMS,
     SHIPPED_DIR,
+    VARIANT_METRICS,
     ChecksumError,
     build,
     pack_branch,
@@ -104,6 +106,19 @@ def test_shipped_model_meets_the_accuracy_bar(built: Path) -> None:
     report = evaluate_store(manifest, SHARED_DATA, ["fp32"])
     overall = overall_score({task: report[task]["fp32"] for task in PRESETS})
     assert overall >= 0.75, report
+
+
+def test_build_copies_the_recorded_variant_metrics_and_auto_serves_int8(built: Path) -> None:
+    """The build needs no data: the metrics recorded with the checksums are in the
+    manifest, and on them the shipped model's int8 graph keeps accuracy on a CPU."""
+    manifest = load_manifest(resolve_store(built))
+    recorded = json.loads((SHIPPED_DIR / VARIANT_METRICS).read_text())
+    assert manifest.extra["variant_metrics"]["tasks"] == recorded["tasks"]
+    assert set(recorded["tasks"]) == set(PRESETS)
+    assert all({"fp32", "int8", "fp16"} <= set(t) for t in recorded["tasks"].values())
+    assert manifest.extra["fusion"]["complete"]
+    engine = Engine.load(built, Settings(model_dir=built, provider="cpu").engine_config())
+    assert engine.variant == "int8", engine.graph_reason
 
 
 def test_tampered_shipped_branch_is_refused(tmp_path: Path) -> None:

@@ -210,7 +210,7 @@ def test_a_full_disk_during_publish_is_one_line_and_leaves_nothing(
     def full_disk(*_args, **_kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "model.onnx"))
 
-    monkeypatch.setattr(merge, "export_fp32", full_disk)
+    monkeypatch.setattr(merge, "export_graph", full_disk)
     capsys.readouterr()
     code = run_cli(store_cli.main, [*common, "--branch", str(branches["sentiment"])], "store")
     lines = capsys.readouterr().err.strip().splitlines()

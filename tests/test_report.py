@@ -47,7 +47,7 @@ def test_sweep_file_replaces_a_rerun_instead_of_duplicating_it(tmp_path: Path) -
 
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory) -> Path:
-    return build_tiny_store(tmp_path_factory.mktemp("report"))
+    return build_tiny_store(tmp_path_factory.mktemp("report"), variants=("fp32", "int8"))
 
 
 def _sweep_file(directory: Path) -> Path:
@@ -93,6 +93,9 @@ def test_report_writes_the_page_and_reproducible_plots(
         assert (out / name).read_bytes().startswith(PNG_MAGIC)
         assert f'src="{name}"' in page
     assert "shipped fp32 / full fine-tuning" in page and "0.862" in page  # literature column
+    # Each variant's metric next to fp32's, and which graph auto serves, and why.
+    assert "int8 - fp32 (points)" in page
+    assert "Served by default" in page and "on a CPU: <b>" in page
     assert load_sweep(out / SWEEP_COPY) == load_sweep(sweep)
     # The depth rule, applied: sentiment's distilled K=1 mean (0.516) keeps 99.2% of 0.52.
     assert "<td>sentiment</td><td>0.5200</td><td>1</td><td>distilled</td><td>0.5160</td>" in page

@@ -16,6 +16,7 @@ import httpx
 import onnxruntime as ort
 import pytest
 
+from service import schemas
 from service.app import create_app
 from service.client import ApiError, AsyncClient, Client
 from service.engine import Engine
@@ -77,6 +78,43 @@ async def test_sentiment_single_and_batch(client: httpx.AsyncClient, engine: Eng
     assert [r["truncated"] for r in batch["results"]] == [False, True, False]
     assert batch["results"][0]["label"] == single["label"]
     assert batch["results"][0]["probabilities"] == pytest.approx(single["probabilities"], abs=1e-5)
+
+
+@pytest.mark.anyio
+async def test_every_request_is_tokenized_off_the_event_loop(
+    client: httpx.AsyncClient, engine: Engine, monkeypatch
+) -> None:
+    """A single text too: tokenizing on the loop would hold every other connection."""
+    threads = []
+    encode = engine.encode
+
+    def recording_encode(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "encode", recording_encode)
+    await client.post("/sentiment", json={"text": "one"})
+    await client.post("/v1/tasks/similarity", json={"sentence1": "a", "sentence2": "b"})
+    await client.post("/v1/predict", json={"text": "one"})
+    assert len(threads) == 3
+    assert all(t is not threading.main_thread() for t in threads)
+    assert all(t.name.startswith("tokenize") for t in threads)
+
+
+@pytest.mark.anyio
+async def test_responses_are_json_of_the_documented_models(client: httpx.AsyncClient) -> None:
+    """Routes encode their own bodies: the shape must still be the response_model's."""
+    for path, body, model in (
+        ("/sentiment", {"text": "a"}, schemas.SentimentResponse),
+        ("/sentiment", {"texts": ["a", "b"]}, schemas.SentimentBatchResponse),
+        ("/v1/tasks/paraphrase", {"pairs": [["a", "b"]]}, schemas.TaskBatchResponse),
+        ("/v1/predict", {"text": "a"}, schemas.MultiTaskResponse),
+    ):
+        response = await client.post(path, json=body)
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        parsed = model.model_validate_json(response.content)
+        assert json.loads(parsed.model_dump_json()) == response.json()
 
 
 @pytest.mark.anyio
@@ -162,6 +200,7 @@ async def test_health_ready_info_metrics_docs(client, engine) -> None:
     info = (await client.get("/info")).json()
     assert [t["name"] for t in info["tasks"]] == ["sentiment", "paraphrase", "similarity"]
     assert info["execution_provider"] == "CPUExecutionProvider" and info["graph"] == "fp32"
+    assert info["graph_reason"] == "the store has no int8 graph"  # the tiny store: fp32 only
     assert info["batching"]["max_items_per_request"] == 8
     assert isinstance(info["batching"]["max_batch_size"], int)  # not 32.0
     assert '"max_batch_size":32' in (await client.get("/info")).text.replace(" ", "")

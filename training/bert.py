@@ -106,9 +106,17 @@ class BertEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        # Position ids as a table sliced to the sequence length, as Hugging Face writes
+        # them (not arange): ONNX Runtime's optimizer recognises exactly that subgraph
+        # when it fuses the embeddings into EmbedLayerNormalization. Not a checkpoint key.
+        self.register_buffer(
+            "position_ids",
+            torch.arange(config.max_position_embeddings).unsqueeze(0),
+            persistent=False,
+        )
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+        positions = self.position_ids[:, : input_ids.shape[1]]
         embedded = (
             self.word_embeddings(input_ids)
             + self.position_embeddings(positions)

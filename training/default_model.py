@@ -2,7 +2,8 @@
 
     python -m training.default_model build                  # model_store/default, once
     python -m training.default_model pack --branch runs/tune/sentiment   # ship a new branch
-    python -m training.default_model build --record         # after packing: new checksums
+    python -m training.default_model build --record --data-dir ../shared/data
+                                                            # after packing: new checksums
 
 Git holds only what training produced: each task's tuned top layers and head, with
 int8 row-wise weight matrices (`model_store/shipped/<task>/<version>/`, see
@@ -13,6 +14,11 @@ onnx and onnxruntime), and the build is refused unless every built file matches 
 sha256 committed in `model_store/shipped/SHA256SUMS`. So a fresh clone serves exactly
 the model that was evaluated, and a corrupted or tampered file is caught, not served.
 The store is written next to its final place and renamed in only when verified.
+
+Recording also measures every graph variant's validation metric per task (which needs
+the training data) and commits them next to the checksums
+(`model_store/shipped/variant_metrics.json`); a build, which must work without the data,
+copies them into the manifest, where `--graph auto` reads them to pick the graph.
 """
 
 from __future__ import annotations
@@ -42,6 +48,13 @@ from training.cli import OneLineArgumentParser, UsageError, run_cli
 from training.merge import LoadedBranch, MergeError, load_branches, publish_store
 from training.presets import preset_order
 from training.store import keep_branch
+from training.variant_metrics import (
+    MeasureMetrics,
+    measurer,
+    read_metrics,
+    recorded,
+    write_metrics,
+)
 from training.weight_codec import INT8_ROWWISE, encode_int8_rowwise
 
 PROG = "default_model"
@@ -50,6 +63,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_DIR = PROJECT_ROOT / "model_store" / "shipped"
 DEFAULT_STORE = Path("model_store/default")
 CHECKSUMS = "SHA256SUMS"
+VARIANT_METRICS = "variant_metrics.json"
 VARIANTS = ("fp32", "int8", "fp16")
 CHECKED_FILES = (*(GRAPH_FILES[v] for v in VARIANTS), TOKENIZER_FILE)
 
@@ -95,19 +109,27 @@ def verify_checksums(built: dict[str, str], expected: dict[str, str]) -> None:
 
 
 def _publish_version(
-    repository: Path, base: BaseModel, branches: list[LoadedBranch]
-) -> tuple[str, dict[str, str]]:
-    """A new version of every variant under `repository`; its id and checked files' hashes."""
+    repository: Path, base: BaseModel, branches: list[LoadedBranch], metrics: MeasureMetrics
+) -> tuple[str, dict[str, str], dict]:
+    """A new version of every variant under `repository`: its id, checked files' hashes
+    and per-variant validation metrics."""
     version = new_version_id()
-    manifest = publish_store(base, branches, repository / VERSIONS_DIR / version, VARIANTS)
-    return version, {name: manifest.files[name] for name in CHECKED_FILES}
+    manifest = publish_store(
+        base, branches, repository / VERSIONS_DIR / version, VARIANTS, metrics=metrics
+    )
+    files = {name: manifest.files[name] for name in CHECKED_FILES}
+    return version, files, manifest.extra["variant_metrics"]
 
 
-def build(shipped: Path, out: Path, record: bool = False) -> tuple[Path, dict[str, str]]:
+def build(
+    shipped: Path, out: Path, record: bool = False, data_dir: Path | None = None
+) -> tuple[Path, dict[str, str]]:
     """Merge the shipped branches into a model repository at `out`, verified by hash.
 
     With `record`, write the built files' hashes to the shipped SHA256SUMS instead of
-    checking them (after deliberately shipping new branches), and build nothing at `out`.
+    checking them (after deliberately shipping new branches), and every variant's
+    validation metrics (measured on the branches' data, looked up in `data_dir`) to
+    variant_metrics.json beside them; build nothing at `out`.
     """
     if not record and out.exists():
         raise UsageError(f"{out} already exists: remove it to rebuild")
@@ -116,11 +138,19 @@ def build(shipped: Path, out: Path, record: bool = False) -> tuple[Path, dict[st
     branches = load_branches(shipped_branch_dirs(shipped), base)
     if record:
         with tempfile.TemporaryDirectory() as scratch:
-            _, files = _publish_version(Path(scratch), base, branches)
+            _, files, metrics = _publish_version(Path(scratch), base, branches, measurer(data_dir))
+        if "unavailable" in metrics:
+            raise UsageError(
+                f"recording needs the branches' validation data: {metrics['unavailable']} "
+                "(point --data-dir at it)"
+            )
+        write_metrics(shipped / VARIANT_METRICS, {"tasks": metrics["tasks"]})
         write_checksums(shipped / CHECKSUMS, files)
         return shipped / CHECKSUMS, files
+    source = f"recorded with the shipped checksums ({VARIANT_METRICS})"
+    shipped_metrics = recorded(read_metrics(shipped / VARIANT_METRICS), source)
     with atomic_directory(out) as staging:
-        version, files = _publish_version(staging, base, branches)
+        version, files, _ = _publish_version(staging, base, branches, shipped_metrics)
         verify_checksums(files, expected or {})
         for branch in branches:
             keep_branch(staging, branch.info)  # later publishes re-merge the untouched tasks
@@ -158,7 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     build_cmd.add_argument("--out", type=Path, default=DEFAULT_STORE)
     build_cmd.add_argument("--shipped", type=Path, default=SHIPPED_DIR)
     build_cmd.add_argument(
-        "--record", action="store_true", help=f"write {CHECKSUMS} from this build"
+        "--record",
+        action="store_true",
+        help=f"write {CHECKSUMS} and {VARIANT_METRICS} from this build",
+    )
+    build_cmd.add_argument(
+        "--data-dir",
+        type=Path,
+        help="with --record: where the branches' data files are, by name (e.g. ../shared/data)",
     )
     pack_cmd = commands.add_parser("pack", help="ship trained branches (int8 weights)")
     pack_cmd.add_argument("--branch", required=True, action="append", type=Path)
@@ -167,9 +204,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "pack":
         for branch in args.branch:
             print(f"packed {pack_branch(branch, args.shipped)}")
-        print("now record the new checksums: python -m training.default_model build --record")
+        print(
+            "now record the new checksums and metrics: "
+            "python -m training.default_model build --record --data-dir ../shared/data"
+        )
         return 0
-    path, _ = build(args.shipped, args.out, args.record)
+    if args.data_dir is not None and not args.record:
+        raise UsageError("--data-dir is only read with --record")
+    path, _ = build(args.shipped, args.out, args.record, args.data_dir)
     print(f"{'recorded' if args.record else 'built and verified'} {path}")
     return 0
 

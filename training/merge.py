@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from model_store.atomic import ArtifactExistsError, atomic_directory
+from model_store.graph_choice import VARIANT_METRICS_KEY
 from model_store.manifest import (
     GRAPH_FILES,
     TOKENIZER_FILE,
@@ -44,9 +45,11 @@ from training.branch import (
 from training.cli import OneLineArgumentParser, run_cli
 from training.data import split_seed_of
 from training.errors import MergeError
+from training.graph_fusion import export_graph
 from training.merged_model import INPUT_NAMES, MergedModel, output_name
-from training.onnx_export import OPSET, convert_fp16, export_fp32, quantize_int8
+from training.onnx_export import OPSET, convert_fp16, quantize_int8
 from training.task_model import TaskModel
+from training.variant_metrics import MeasureMetrics, measurer
 
 PROG = "merge"
 log = logging.getLogger(PROG)
@@ -216,8 +219,16 @@ def publish_store(
     out: Path,
     variants: Sequence[str] = ("fp32", "int8"),
     replace: bool = False,
+    fuse: bool = True,
+    metrics: MeasureMetrics | None = None,
 ) -> Manifest:
-    """Build, verify and atomically publish a store directory at `out`."""
+    """Build, verify and atomically publish a store directory at `out`.
+
+    The fp32 graph is fused (`training.graph_fusion`) before the other variants are
+    derived from it, unless `fuse` is false. `metrics` makes the manifest's per-variant
+    validation metrics from the staged store; by default they are measured on the data
+    the branches recorded (`training.variant_metrics`).
+    """
     if "fp32" not in variants:
         raise MergeError("the fp32 graph is always built: the other variants derive from it")
     if out.exists() and not replace:
@@ -232,7 +243,7 @@ def publish_store(
     batch, mask = probe_batch(tokenizer, branches)
     expected = merged_outputs(merged, batch, mask)
     with atomic_directory(out, replace=replace) as staging:
-        export_fp32(merged, staging / GRAPH_FILES["fp32"])
+        fusion = export_graph(merged, staging / GRAPH_FILES["fp32"], fuse)
         if "int8" in variants:
             quantize_int8(staging / GRAPH_FILES["fp32"], staging / GRAPH_FILES["int8"])
         if "fp16" in variants:
@@ -243,6 +254,8 @@ def publish_store(
         manifest = load_manifest(staging)
         parity = {v: verify_graph(manifest, v, expected, batch, mask) for v in variants}
         manifest.extra["parity"] = {v: f"{d:.3g}" for v, d in parity.items()}
+        manifest.extra["fusion"] = fusion.to_json()
+        manifest.extra[VARIANT_METRICS_KEY] = (metrics or measurer())(manifest)
         write_manifest(manifest)
         log.info("checked against PyTorch, max abs difference: %s", manifest.extra["parity"])
     return load_manifest(out)
@@ -265,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="graphs to build (fp32 always)",
     )
     parser.add_argument("--replace", action="store_true", help="replace an existing store")
+    parser.add_argument(
+        "--no-fuse", action="store_true", help="skip ONNX Runtime's transformer fusions"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help="look the branches' recorded data files up here, by name"
+    )
     return parser
 
 
@@ -277,7 +296,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_compatible(infos)
     base = load_base_model(args.base_model)
     branches = load_branches([info.path for info in infos], base)
-    manifest = publish_store(base, branches, args.out, variants, replace=args.replace)
+    manifest = publish_store(
+        base,
+        branches,
+        args.out,
+        variants,
+        replace=args.replace,
+        fuse=not args.no_fuse,
+        metrics=measurer(args.data_dir),
+    )
     tasks = ", ".join(f"{t.name} (K={t.layers}, fork {t.fork_depth})" for t in manifest.tasks)
     print(
         f"published {manifest.directory}: {tasks}; frozen layers {manifest.frozen_layers} "

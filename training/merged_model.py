@@ -14,12 +14,22 @@ Rows carry a task membership mask, so one input can ask several tasks at once:
   - each task gathers its rows at its fork depth and answers them in batch order.
 ONNX Runtime executes every node of a graph whatever outputs are asked for, so this
 routing is what keeps one task's traffic from paying for the others.
+
+The routing is written so that ONNX Runtime's transformer optimizer still fuses every
+layer of every path (`training.graph_fusion`): rows are selected with a boolean mask
+(ONNX `Compress`, not an index `Gather`, which the optimizer takes for an embedding
+lookup and then will not fuse the residual Add + LayerNorm behind it), and each path
+that starts at depth 0 selects its rows of the integer inputs and runs the embeddings
+itself, so that its embeddings feed its first attention directly (the pattern of
+EmbedLayerNormalization). A row asking a task that forks at 0 and a deeper one is then
+embedded twice: a table lookup and a LayerNorm, next to L layers.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -78,6 +88,7 @@ class MergedModel(nn.Module):
         if len(set(names)) != len(names):
             raise ValueError(f"one branch per task, got {names}")
         self.task_names = tuple(names)
+        self.model_type = base.config.model_type  # "bert" or "mpnet"
         self.num_layers = base.num_layers
         self.fork_depths = tuple(branch.trunk_depth for branch in branches)
         # Layers every task shares (the old trunk), and frozen layers held in the graph.
@@ -109,33 +120,74 @@ class MergedModel(nn.Module):
         asks = task_mask.to(torch.bool)
         # The deepest fork any of a row's tasks needs (0 for a row asking nothing).
         need = (asks.to(torch.long) * self.forks).amax(dim=1)
-        hidden = self.embeddings(input_ids, token_type_ids)
-        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-        depth = 0
-        at_fork: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        for fork in sorted(set(self.fork_depths)):
-            if fork > depth:
-                # Narrow to the rows that need layers [depth, fork); `rows` stays sorted,
-                # so every set keeps batch order.
-                keep = torch.nonzero(need.index_select(0, rows) >= fork).reshape(-1)
-                rows = rows.index_select(0, keep)
+        at_fork: dict[int, _Rows] = {}
+        deeper = sorted({fork for fork in self.fork_depths if fork > 0})
+        if deeper:
+            # The frozen path: rows needing layers [0, f) for the first fork f > 0, then
+            # narrowed at each deeper fork to the rows that still need more.
+            frozen = need > 0
+            rows = self._embedded_rows(input_ids, attention_mask, token_type_ids, frozen)
+            rows = rows._replace(asks=select_rows(asks, frozen), need=select_rows(need, frozen))
+            depth = 0
+            for fork in deeper:
+                if depth:
+                    rows = rows.select(rows.need >= fork)
                 hidden = run_layers(
-                    self.frozen[depth:fork],
-                    hidden.index_select(0, keep),
-                    attention_mask.index_select(0, rows),
-                    self.position_bias,
+                    self.frozen[depth:fork], rows.hidden, rows.attention_mask, self.position_bias
                 )
+                at_fork[fork] = rows = rows._replace(hidden=hidden)
                 depth = fork
-            at_fork[fork] = (hidden, rows)
         outputs = []
         for task_index, name in enumerate(self.task_names):
-            hidden_f, rows_f = at_fork[self.fork_depths[task_index]]
-            mine = torch.nonzero(asks[:, task_index].index_select(0, rows_f)).reshape(-1)
-            outputs.append(
-                self.branches[name](
-                    hidden_f.index_select(0, mine),
-                    attention_mask.index_select(0, rows_f.index_select(0, mine)),
-                    self.position_bias,
+            fork = self.fork_depths[task_index]
+            if fork == 0:
+                mine = self._embedded_rows(
+                    input_ids, attention_mask, token_type_ids, asks[:, task_index]
                 )
+            else:
+                mine = at_fork[fork].select(at_fork[fork].asks[:, task_index])
+            outputs.append(
+                self.branches[name](mine.hidden, mine.attention_mask, self.position_bias)
             )
         return tuple(outputs)
+
+    def _embedded_rows(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor,
+        keep: torch.Tensor,
+    ) -> _Rows:
+        """The embeddings of the rows where `keep` is true (a path starting at depth 0)."""
+        hidden = self.embeddings(select_rows(input_ids, keep), select_rows(token_type_ids, keep))
+        return _Rows(hidden, select_rows(attention_mask, keep))
+
+
+class _Rows(NamedTuple):
+    """The rows one path carries, in batch order: hidden states, their attention mask,
+    and (on the frozen path) the tasks they ask and the depth they need."""
+
+    hidden: torch.Tensor
+    attention_mask: torch.Tensor
+    asks: torch.Tensor | None = None
+    need: torch.Tensor | None = None
+
+    def select(self, keep: torch.Tensor) -> _Rows:
+        return _Rows(*(select_rows(part, keep) if part is not None else None for part in self))
+
+
+class _SelectRows(torch.autograd.Function):
+    """x[keep] along the rows, exported as ONNX Compress (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        return x[keep]
+
+    @staticmethod
+    def symbolic(g, x, keep):
+        return g.op("Compress", x, keep, axis_i=0)
+
+
+def select_rows(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The rows of `x` where the bool vector `keep` is true, in order."""
+    return _SelectRows.apply(x, keep)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from model_store.atomic import atomic_directory
+from model_store.graph_choice import choose_graph
 from model_store.manifest import Manifest, load_manifest
 from model_store.repository import resolve_store
 from model_store.tasks import TaskDefinition
@@ -163,6 +164,11 @@ def summary_rows(
                 html.escape(result.task.definition.metric_name),
                 str(entry.layers),
                 *(_cell(result.metric(v)) for v in variants),
+                *(
+                    _points(result.metric(v) - result.metric("fp32"))
+                    for v in variants
+                    if v != "fp32"
+                ),
                 _cell(reference.value if reference else None),
                 _cell(LITERATURE_BERT_BASE.get(result.name)),
                 _cell(LITERATURE_BERT_MTS.get(result.name), 3),
@@ -177,6 +183,23 @@ def summary_rows(
             overall["full fine-tuning"] = overall_score({t: r.value for t, r in full.items()})
         overall["BERT-MTS report (bert-base)"] = overall_score(LITERATURE_BERT_MTS)
     return rows, overall
+
+
+def _points(difference: float) -> str:
+    """A metric difference in points (hundredths), signed."""
+    return f"{100 * difference:+.2f}"
+
+
+def served_default(manifest: Manifest) -> str:
+    """Which graph `--graph auto` serves on a CPU and on CUDA, and why (from the metrics
+    the store recorded at publish)."""
+    return "; ".join(
+        f"on {where}: <b>{html.escape(c.variant)}</b> ({html.escape(c.reason)})"
+        for where, c in (
+            ("a CPU", choose_graph(manifest, cuda=False)),
+            ("CUDA", choose_graph(manifest, cuda=True)),
+        )
+    )
 
 
 def caption(task: TaskDefinition) -> str:
@@ -214,6 +237,7 @@ def render_html(
         "metric",
         "K",
         *(f"shipped {v}" for v in variants),
+        *(f"{v} - fp32 (points)" for v in variants if v != "fp32"),
         "full fine-tuning",
         "bert-base (literature)",
         "BERT-MTS merged (literature)",
@@ -276,6 +300,8 @@ Every shipped figure is measured on the ONNX graphs with ONNX Runtime (CPU), on 
 task's seeded validation split carved from its train file.</p>
 <h2>Per task</h2>
 {_table(header, rows)}
+<p>Served by default (<code>--graph auto</code>, tolerance 1 point per task):
+{served_default(manifest)}.</p>
 <h2>Overall score</h2>
 <p><code>(sentiment accuracy + paraphrase accuracy + (similarity pearson + 1) / 2) / 3</code></p>
 {_table(["model", "overall"], overall_rows)}

@@ -112,6 +112,7 @@ def publish(args: argparse.Namespace) -> int:
     from training.base_model import load_base_model
     from training.branch import read_branch_info, resolve_branch_dir
     from training.merge import check_compatible, load_branches, publish_store
+    from training.variant_metrics import measurer
 
     repository: Path = args.store
     if not args.branch and not args.remove:
@@ -130,7 +131,11 @@ def publish(args: argparse.Namespace) -> int:
     branches = load_branches(_branch_set(repository, new, args.remove), base)
     version = new_version_id()
     manifest = publish_store(
-        base, branches, repository / VERSIONS_DIR / version, ["fp32", *args.variants]
+        base,
+        branches,
+        repository / VERSIONS_DIR / version,
+        ["fp32", *args.variants],
+        metrics=measurer(args.data_dir),
     )
     if not args.no_activate:
         set_current(repository, version)
@@ -181,9 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     publish_cmd.add_argument("--base-model", type=Path, metavar="PATH")
     publish_cmd.add_argument(
-        "--variants", nargs="*", choices=[v for v in GRAPH_FILES if v != "fp32"], default=[]
+        "--variants",
+        nargs="*",
+        choices=[v for v in GRAPH_FILES if v != "fp32"],
+        default=["int8"],
+        help="graphs besides fp32 (default: int8, which `--graph auto` serves on CPUs when "
+        "its validation metrics keep accuracy)",
     )
     publish_cmd.add_argument("--no-activate", action="store_true", help="do not make it current")
+    publish_cmd.add_argument(
+        "--data-dir",
+        type=Path,
+        help="look the branches' recorded data files up here, by name (for the graphs' "
+        "validation metrics)",
+    )
     publish_cmd.set_defaults(run=publish)
     list_cmd = commands.add_parser("list", help="list versions (* = current)")
     list_cmd.add_argument("--store", required=True, type=Path)

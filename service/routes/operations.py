@@ -46,6 +46,7 @@ async def info(request: Request):
             for t in manifest.tasks
         ],
         graph=engine.variant,
+        graph_reason=engine.graph_reason,
         execution_provider=engine.provider,
         batching={
             "max_batch_size": settings.max_batch_size,

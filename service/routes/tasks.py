@@ -9,7 +9,8 @@ or removed by a reload are served (or 404) without a restart.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Request, Response
+from pydantic import BaseModel
 
 from service import schemas
 from service.inference import Infer, Inputs, TaskResult
@@ -28,6 +29,17 @@ TaskName = Path(description="a served task's name (GET /v1/tasks lists them)", m
 
 def _infer(request: Request) -> Infer:
     return request.app.state.infer
+
+
+def json_response(body: BaseModel) -> Response:
+    """The body, encoded once by its own model (pydantic's Rust encoder).
+
+    A route that returns a model has FastAPI validate it again against the route's
+    response_model (a union here) before encoding it: 12 us for one result, 53 us for 32,
+    against 1 and 18 us for this (docs/results.md; orjson on the dumped dict is no
+    faster). A Response is passed through as it is; response_model still documents it.
+    """
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 def inputs_of(body: schemas.TaskRequest | schemas.MultiTaskRequest) -> tuple[Inputs, bool]:
@@ -114,8 +126,8 @@ async def predict_many(request: Request, body: schemas.MultiTaskRequest):
     results = [{name: task_result(r) for name, r in row.items()} for row in many.answers]
     cost = {"tasks": many.tasks, "layer_evaluations": many.layer_evaluations}
     if single:
-        return schemas.MultiTaskResponse(**cost, answers=results[0])
-    return schemas.MultiTaskBatchResponse(**cost, results=results)
+        return json_response(schemas.MultiTaskResponse(**cost, answers=results[0]))
+    return json_response(schemas.MultiTaskBatchResponse(**cost, results=results))
 
 
 @router.post(
@@ -131,11 +143,13 @@ async def predict_task(request: Request, body: schemas.TaskRequest, task: str = 
     inputs, single = inputs_of(body)
     results = await _infer(request).predict(task, inputs)
     if single:
-        return task_result(results[0])
-    return schemas.TaskBatchResponse(
-        task=task,
-        results=[task_result(r) for r in results],
-        model_version=results[0].model_version,
+        return json_response(task_result(results[0]))
+    return json_response(
+        schemas.TaskBatchResponse(
+            task=task,
+            results=[task_result(r) for r in results],
+            model_version=results[0].model_version,
+        )
     )
 
 
@@ -175,9 +189,11 @@ def _named_endpoint(path: str, request_type, single_type, batch_type, to_body, s
         inputs, single = inputs_of(body)
         results = await _infer(request).predict(task, inputs)
         if single:
-            return to_body(results[0])
-        return batch_type(
-            results=[to_body(r) for r in results], model_version=results[0].model_version
+            return json_response(to_body(results[0]))
+        return json_response(
+            batch_type(
+                results=[to_body(r) for r in results], model_version=results[0].model_version
+            )
         )
 
     endpoint.__doc__ = summary
