@@ -97,6 +97,34 @@ def train(args: argparse.Namespace, task: str, layers: int, seed: int, teacher: 
     return json.loads((saved / BRANCH_META).read_text(encoding="utf-8"))
 
 
+def record_of(meta: dict) -> SweepRecord:
+    """A saved branch as a sweep record: its recipe (the sweep recipe's keys, its seed
+    if not 0, its teacher if distilled) and its best-epoch validation result."""
+    args, validation = meta["training_args"], meta["validation"]
+    recipe = {key: args[key] for key in RECIPE}
+    if args.get("seed"):
+        recipe["seed"] = args["seed"]
+    distillation = args.get("distillation")
+    if distillation:
+        teacher = distillation["teacher"]
+        recipe["teacher"] = {
+            "version": teacher["version"],
+            "layers": teacher["layers"],
+            "value": teacher["validation"]["value"],
+            "temperature": distillation["temperature"],
+            "alpha": distillation["alpha"],
+        }
+    return SweepRecord(
+        task=meta["task"],
+        layers=meta["layers"],
+        metric=validation["metric"],
+        value=round(validation["value"], 4),
+        best_epoch=validation["best_epoch"],
+        minutes=round(validation["train_seconds"] / 60, 2),
+        recipe=recipe,
+    )
+
+
 def teacher_of(args: argparse.Namespace, task: str) -> tuple[Path, dict]:
     info = read_branch_info(resolve_branch_dir(args.teachers / task))
     validation = info.meta.get("validation", {})
@@ -126,7 +154,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "distill")
     parser.add_argument("--json", type=Path, help="record every run in this sweep file")
     parser.add_argument("--reuse", action="store_true", help="skip runs the file records")
+    parser.add_argument(
+        "--table-only",
+        action="store_true",
+        help="train nothing: tabulate the runs the --json file records",
+    )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        nargs="+",
+        metavar="BRANCH",
+        help="only add these trained branches (any recipe) to the --json file",
+    )
     args = parser.parse_args()
+    if args.record:
+        records = [record_of(read_branch_info(resolve_branch_dir(b)).meta) for b in args.record]
+        record_sweep(args.json, records)
+        for record in records:
+            print(record)
+        return
     recorded = {record.key: record for record in load_sweep(args.json)} if args.json else {}
     full = {r.task: r.value for r in recorded.values() if r.layers == FULL}
 
@@ -140,20 +186,14 @@ def main() -> None:
                     distil = mode == "distilled"
                     recipe = recipe_of(seed, teacher if distil else None)
                     key = SweepRecord(task, layers, "", 0.0, 0, 0.0, recipe).key
-                    if args.reuse and key in recorded:
+                    if (args.reuse or args.table_only) and key in recorded:
                         record = recorded[key]
+                    elif args.table_only:
+                        continue
                     else:
                         meta = train(args, task, layers, seed, teacher_path if distil else None)
-                        validation = meta["validation"]
-                        record = SweepRecord(
-                            task=task,
-                            layers=layers,
-                            metric=validation["metric"],
-                            value=round(validation["value"], 4),
-                            best_epoch=validation["best_epoch"],
-                            minutes=round(validation["train_seconds"] / 60, 2),
-                            recipe=recipe,
-                        )
+                        record = record_of(meta)
+                        assert record.key == key, (record.key, key)
                         if args.json:
                             record_sweep(args.json, [record])
                     results.setdefault((task, layers, mode), []).append(record)

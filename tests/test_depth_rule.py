@@ -44,3 +44,19 @@ def test_smallest_k_keeping_the_share_with_distillation_where_it_helps() -> None
 def test_full_runs_are_references_not_points() -> None:
     points = sweep_points([_run("a", FULL, 0.9), _run("a", 2, 0.8)], RECIPE)
     assert [(p.task, p.layers) for p in points] == [("a", 2)]
+
+
+def test_a_task_s_own_recipe_counts_where_it_scores_higher() -> None:
+    """Across recipes (the report's view), a K passes if any recipe passes there; the
+    recipe is named with the point."""
+    sweep = [
+        _run("a", 1, 0.90),
+        _run("a", 2, 0.95),
+        _run("a", 2, 0.995, teacher=True, pooling="mean"),
+        _run("a", 3, 0.999),
+    ]
+    choice = choose_depths(sweep_points(sweep), {"a": 1.0})["a"]
+    assert (choice.point.layers, choice.point.distilled) == (2, True)
+    assert "pooling mean" in choice.point.recipe_text
+    only_sweep = choose_depths(sweep_points(sweep, RECIPE), {"a": 1.0})["a"]
+    assert only_sweep.point.layers == 3

@@ -7,13 +7,15 @@ more frozen layers shared by every task, so the graph is smaller and an input as
 of several tasks runs more of itself once.
 
 Here: K is the smallest K whose validation metric keeps at least `KEEP` (99%) of the
-task's full fine-tuning reference, with or without distillation, whichever is higher
-at that K; where several seeds were run, their mean is what counts. The records come
+task's full fine-tuning reference, with or without distillation and with whichever
+recipe recorded at that K scores higher (the reference itself is the task's best full
+fine-tuning recipe); where several seeds were run, their mean is what counts. The records come
 from `docs/report/k_sweep.json` (benchmarks/k_sweep.py and distill_sweep.py).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +35,11 @@ class SweepPoint:
     layers: int
     distilled: bool
     values: tuple[float, ...]
+    recipe: str = "{}"  # the base recipe, as sorted JSON
+
+    @property
+    def recipe_text(self) -> str:
+        return ", ".join(f"{k} {v}" for k, v in json.loads(self.recipe).items())
 
     @property
     def mean(self) -> float:
@@ -62,15 +69,20 @@ def base_recipe(record: SweepRecord) -> dict:
     return {k: v for k, v in record.recipe.items() if k not in _POINT_KEYS}
 
 
-def sweep_points(sweep: Iterable[SweepRecord], recipe: dict) -> list[SweepPoint]:
-    """The partial runs of one base recipe, grouped over seeds, in (task, K) order."""
-    values: dict[tuple[str, int, bool], list[float]] = {}
+def sweep_points(sweep: Iterable[SweepRecord], recipe: dict | None = None) -> list[SweepPoint]:
+    """The partial runs of one base recipe (default: of every recipe), grouped over
+    seeds, in (task, K) order."""
+    values: dict[tuple[str, int, bool, str], list[float]] = {}
     for record in sweep:
-        if record.layers == FULL or base_recipe(record) != recipe:
+        if record.layers == FULL or (recipe is not None and base_recipe(record) != recipe):
             continue
-        key = (record.task, int(record.layers), "teacher" in record.recipe)
+        text = json.dumps(base_recipe(record), sort_keys=True)
+        key = (record.task, int(record.layers), "teacher" in record.recipe, text)
         values.setdefault(key, []).append(record.value)
-    return [SweepPoint(*key, tuple(found)) for key, found in sorted(values.items())]
+    return [
+        SweepPoint(task, layers, distilled, tuple(found), text)
+        for (task, layers, distilled, text), found in sorted(values.items())
+    ]
 
 
 def choose_depths(

@@ -101,7 +101,8 @@ def sweep_recipe(sweep: list[SweepRecord]) -> dict:
 def depth_rows(sweep: list[SweepRecord], manifest: Manifest) -> list[list[str]]:
     """The depth rule applied to the sweep, next to what the store ships."""
     full = {task: record.value for task, record in full_references(sweep).items()}
-    choices = choose_depths(sweep_points(sweep, sweep_recipe(sweep)), full)
+    recipe = sweep_recipe(sweep)
+    choices = choose_depths(sweep_points(sweep), full)
     shipped = {task.name: task for task in manifest.tasks}
     rows = []
     for task, choice in choices.items():
@@ -112,7 +113,12 @@ def depth_rows(sweep: list[SweepRecord], manifest: Manifest) -> list[list[str]]:
                 html.escape(task),
                 _cell(choice.reference),
                 str(point.layers) if point else "none of the swept K",
-                ("distilled" if point.distilled else "labels only") if point else "-",
+                html.escape(
+                    ("distilled" if point.distilled else "labels only")
+                    + ("" if json.loads(point.recipe) == recipe else f"; {point.recipe_text}")
+                )
+                if point
+                else "-",
                 _cell(point.mean if point else None),
                 f"{choice.share:.1%}" if choice.share else "-",
                 str(entry.layers) if entry else "-",
@@ -312,7 +318,8 @@ comparison. docs/results.md discusses the differences.</p>
 <h2>Branch depths</h2>
 <p>The method's rule: each task's K is the smallest number of tuned top layers whose
 validation metric keeps at least {KEEP:.0%} of full fine-tuning, with distillation from
-a deeper branch of the task where it scores higher (mean over seeds where several ran).
+a deeper branch of the task where it scores higher, and the task's own recipe where it
+differs from the sweep's and scores higher (mean over seeds where several ran).
 Every task of this store shares the bottom {manifest.trunk_layers} of its
 {manifest.num_layers} layers.</p>
 {
