@@ -1,7 +1,7 @@
 """The fused merged graph: every layer of every path fused, numbers unchanged.
 
 Branches here are the base's own layers under fresh random heads, at two fork shapes:
-the shipped model's (one task forking at 0, two at 2) and three distinct forks above 0.
+the first shipped model's (one task forking at 0, two at 2) and three distinct forks above 0.
 Their quality does not matter; the fused graph must compute what PyTorch computes, for
 batches that use every path and for batches that leave paths without rows.
 """
@@ -34,7 +34,7 @@ from .samples import pair_rows, sentiment_rows
 FP32_TOLERANCE = 1e-4
 FP16_TOLERANCE = 5e-2
 SHAPES = {
-    "shipped": {"sentiment": 6, "paraphrase": 4, "similarity": 4},
+    "one at 0, two at 2": {"sentiment": 6, "paraphrase": 4, "similarity": 4},
     "three forks": {"sentiment": 1, "paraphrase": 2, "similarity": 3},
 }
 
@@ -141,7 +141,7 @@ def test_int8_and_fp16_of_the_fused_graph_answer_batches_with_empty_paths(
 
 def test_only_bert_is_fused(base) -> None:
     """(tests/test_mpnet.py checks that an MPNet store publishes, unfused.)"""
-    merged = merged_model(base, SHAPES["shipped"])
+    merged = merged_model(base, SHAPES["one at 0, two at 2"])
     assert fusable(merged)
     merged.model_type = "mpnet"
     assert not fusable(merged)
