@@ -14,46 +14,49 @@ RUN apt-get update \
 
 # Model stage: the default model store, built from the shipped branches with the
 # training half (the CPU torch wheel: no CUDA wheels are needed to export ONNX). The
-# build is refused unless every file matches model_store/shipped/SHA256SUMS, so the
+# build is refused unless every file matches models/shipped/SHA256SUMS, so the
 # image serves exactly the released model. Only the built store leaves this stage.
 # deploy/build_model_store.sh runs the same steps outside Docker.
 FROM base AS model
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY model_store ./model_store
+COPY models/shipped ./models/shipped
 COPY training ./training
 RUN python3 -m venv /opt/train \
     && /opt/train/bin/pip install --no-cache-dir \
         --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
     && /opt/train/bin/pip install --no-cache-dir '.[train]'
-RUN /opt/train/bin/python -m training.default_model build \
-        --shipped model_store/shipped --out /models/default
+RUN /opt/train/bin/python -m training.graph.default_model build \
+        --shipped models/shipped --out /models/default
 
 # Serving environment: the serving dependencies only (no torch), plus the torch-free
-# part of the store command (`python -m training.store list|rollback`) for operators.
+# part of the store command (`python -m training.commands.store list|rollback`) for operators.
 FROM base AS builder
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY model_store/*.py ./model_store/
-COPY training/__init__.py training/cli.py training/data.py training/errors.py training/store.py ./training/
+COPY training/__init__.py training/cli.py training/errors.py ./training/
+COPY training/data/__init__.py training/data/readers.py ./training/data/
+COPY training/commands/__init__.py training/commands/store.py ./training/commands/
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir '.[serve,gpu]'
 
 # Runtime stage: the environment, the baked model repository, an unprivileged user.
 # The repository stays owned by root (readable, not writable, by the service). A model
-# repository mounted at /app/model_store/default (or BERT_MTS_MODEL_DIR pointing at
+# repository mounted at /app/models/default (or BERT_MTS_MODEL_DIR pointing at
 # another mount) replaces the baked one.
 FROM base AS runtime
 RUN useradd --create-home --uid 10001 bertmts
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
-COPY --from=model /models/default ./model_store/default
+COPY --from=model /models/default ./models/default
 USER 10001
 ENV PATH=/opt/venv/bin:$PATH \
     BERT_MTS_HOST=0.0.0.0 \
     BERT_MTS_PORT=8000 \
-    BERT_MTS_MODEL_DIR=/app/model_store/default
+    BERT_MTS_MODEL_DIR=/app/models/default
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python3", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=2).status != 200)"]

@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-MODEL_DIR ?= model_store/default
+MODEL_DIR ?= models/default
 
 .PHONY: install test lint serve model
 
@@ -22,13 +22,13 @@ lint: install
 test: lint
 	$(PY) -m pytest -q
 
-# The trained default model ships as its branches (model_store/shipped/, int8-packed weights); the first
+# The trained default model ships as its branches (models/shipped/, int8-packed weights); the first
 # `make serve` builds the ONNX graphs from them (under a minute) and refuses the result
 # unless every file matches the committed SHA256SUMS. The model directory is a versioned
 # repository, so tasks can be updated live later
-# (python -m training.store publish ... ; then POST /admin/reload or SIGHUP).
+# (python -m training.commands.store publish ... ; then POST /admin/reload or SIGHUP).
 $(MODEL_DIR)/CURRENT: | install
-	$(PY) -m training.default_model build --out $(MODEL_DIR)
+	$(PY) -m training.graph.default_model build --out $(MODEL_DIR)
 
 model: $(MODEL_DIR)/CURRENT
 

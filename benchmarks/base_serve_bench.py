@@ -1,7 +1,7 @@
 """Serving cost of a deeper base: one task's throughput from two stores, side by side.
 
     apt-get install wrk
-    python benchmarks/base_serve_bench.py --store model_store/default \\
+    python benchmarks/base_serve_bench.py --store models/default \\
         --store runs/mpnet-store --task similarity --data-dir ../shared/data
 
 Why: a 12-layer, 768-wide base (all-mpnet-base-v2) buys accuracy with compute at serving

@@ -5,7 +5,7 @@
 
 For each preset task: branches at K = 1, 2, 3 (`--layers`) trained with the labels
 alone and distilled from the task's teacher (default: its shipped branch in
-model_store/shipped/, the best branch this project has of it), at seed 0, and at every
+models/shipped/, the best branch this project has of it), at seed 0, and at every
 `--seeds` for K = 2 (`--seeded-layers`). Every run is the real training command,
 `training/finetune_top_layers.py`, on one validation split (`--split-seed 0`, the split
 every teacher was selected on, so no teacher has seen a validation example), so each
@@ -28,9 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.report import print_report
-from training.branch import BRANCH_META, read_branch_info, resolve_branch_dir
-from training.presets import PRESETS
-from training.sweep_log import FULL, SweepRecord, load_sweep, record_sweep
+from training.data.presets import PRESETS
+from training.fit.branch import BRANCH_META, read_branch_info, resolve_branch_dir
+from training.report.sweep_log import FULL, SweepRecord, load_sweep, record_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 FINETUNE = ROOT / "training" / "finetune_top_layers.py"

@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.report import print_report
 from model_store.tokenizer import PairTokenizer
-from training.base_model import load_base_model
-from training.data import read_examples
-from training.presets import PRESETS
-from training.tasks import preset_spec
+from training.data.presets import PRESETS
+from training.data.readers import read_examples
+from training.encoders.base_model import load_base_model
+from training.fit.objectives import preset_spec
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """Fairness of the dynamic batcher under mixed loads, before and after a change.
 
     git worktree add /tmp/before <commit>     # the code to compare against, with its own
-    (cd /tmp/before && python -m training.default_model build)   # store of its format
-    python benchmarks/fairness_bench.py --model-dir model_store/default \\
-        --before /tmp/before --before-model-dir /tmp/before/model_store/default
+    (cd /tmp/before && python -m training.graph.default_model build)   # store of its format
+    python benchmarks/fairness_bench.py --model-dir models/default \\
+        --before /tmp/before --before-model-dir /tmp/before/models/default
 
 Three loads, each against a fresh server of each checkout, on loopback, with an
 asyncio client in this process (the same for both, so its own CPU cost cancels out in
@@ -170,7 +170,7 @@ def measure(checkouts: dict, texts, seconds: float, repeats: int) -> dict[str, d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=Path("model_store/default"))
+    parser.add_argument("--model-dir", type=Path, default=Path("models/default"))
     parser.add_argument("--before", type=Path, help="checkout of the code to compare against")
     parser.add_argument("--before-model-dir", type=Path, help="a store that code can read")
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))

@@ -21,13 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.report import print_report
 from model_store.tokenizer import PairTokenizer
-from training.base_model import load_base_model
-from training.data import read_examples, split_train_val
-from training.presets import PRESETS
-from training.sweep_log import FULL, SweepRecord, record_sweep
-from training.task_model import POOLINGS
-from training.tasks import preset_spec
-from training.trainer import PAIR_ORDERS, TrainConfig, train_branch
+from training.data.presets import PRESETS
+from training.data.readers import read_examples, split_train_val
+from training.encoders.base_model import load_base_model
+from training.fit.objectives import preset_spec
+from training.fit.task_model import POOLINGS
+from training.fit.trainer import PAIR_ORDERS, TrainConfig, train_branch
+from training.report.sweep_log import FULL, SweepRecord, record_sweep
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Cost of one merged multi-task graph vs three separate single-task graphs.
 
     python benchmarks/merge_cost_bench.py --data-dir ../shared/data \\
-        --branch model_store/branches/sentiment --branch model_store/branches/paraphrase \\
-        --branch model_store/branches/similarity
+        --branch models/branches/sentiment --branch models/branches/paraphrase \\
+        --branch models/branches/similarity
 
 Builds, in a temporary directory, the merged fp32 graph of the given branches and one
 fp32 graph per branch (base + that branch alone: a full single-task model), then prints
@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.report import print_report
 from model_store.runtime import CPU, MultiTaskSession, task_mask
 from model_store.tokenizer import EncodedRow, PairTokenizer
-from training.base_model import load_base_model
-from training.data import read_examples, split_train_val
-from training.merge import load_branches, publish_store
-from training.presets import PRESETS
-from training.tasks import preset_spec
+from training.data.presets import PRESETS
+from training.data.readers import read_examples, split_train_val
+from training.encoders.base_model import load_base_model
+from training.fit.objectives import preset_spec
+from training.graph.merge import load_branches, publish_store
 
 
 def parameter_count(path: Path) -> int:

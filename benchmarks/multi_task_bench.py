@@ -1,7 +1,7 @@
 """One input, T tasks: what a multi-task request saves over asking task by task.
 
-    python benchmarks/multi_task_bench.py --branch model_store/default/branches/paraphrase \\
-        --branch model_store/default/branches/similarity
+    python benchmarks/multi_task_bench.py --branch models/default/branches/paraphrase \\
+        --branch models/default/branches/similarity
     python benchmarks/multi_task_bench.py --synthetic 6 --layers 2
 
 For one input asked T tasks, three ways:
@@ -46,11 +46,11 @@ from model_store.manifest import Manifest, load_manifest
 from model_store.runtime import CPU, MultiTaskSession, task_mask
 from model_store.tasks import TaskDefinition
 from model_store.tokenizer import PairTokenizer
-from training.base_model import BaseModel, load_base_model
-from training.branch import save_branch
-from training.merge import load_branches, publish_store
-from training.task_model import TaskModel
-from training.tasks import task_spec
+from training.encoders.base_model import BaseModel, load_base_model
+from training.fit.branch import save_branch
+from training.fit.objectives import task_spec
+from training.fit.task_model import TaskModel
+from training.graph.merge import load_branches, publish_store
 
 
 def synthetic_branches(base: BaseModel, count: int, layers: int, out: Path) -> list[Path]:

@@ -4,7 +4,7 @@
 
 For each trained (float32) branch: its validation metric on the seeded split it was
 selected on (same file, fraction, seed and limit as recorded in branch.json), then the same
-after encoding and decoding its weights as `training.default_model pack` does, and
+after encoding and decoding its weights as `training.graph.default_model pack` does, and
 the weight bytes of both.
 """
 
@@ -21,12 +21,18 @@ from safetensors.torch import save
 
 from benchmarks.report import print_report
 from model_store.tokenizer import PairTokenizer
-from training.base_model import load_base_model
-from training.branch import load_branch, resolve_branch_dir
-from training.evaluate_store import validation_examples
-from training.tasks import preset_spec
-from training.trainer import TrainConfig, build_trunk_states, encode_examples, labels_of, predict
-from training.weight_codec import decode_int8_rowwise, encode_int8_rowwise
+from training.encoders.base_model import load_base_model
+from training.evaluate.store import validation_examples
+from training.fit.branch import load_branch, resolve_branch_dir
+from training.fit.objectives import preset_spec
+from training.fit.trainer import (
+    TrainConfig,
+    build_trunk_states,
+    encode_examples,
+    labels_of,
+    predict,
+)
+from training.fit.weight_codec import decode_int8_rowwise, encode_int8_rowwise
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Do two checkouts serve the same answers? A fixed probe set, compared byte for byte.
 
     python benchmarks/probe_identity.py --before /tmp/before \\
-        --before-model-dir /tmp/before/model_store/default --model-dir model_store/default
+        --before-model-dir /tmp/before/models/default --model-dir models/default
 
 Both servers answer the three named endpoints for the first N validation rows of each
 preset task (from ../shared/data) plus a few edge cases (empty-ish, very long, non-ASCII
@@ -55,7 +55,7 @@ def answers(model_dir: Path, root: Path | None, requests) -> list[bytes]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=Path("model_store/default"))
+    parser.add_argument("--model-dir", type=Path, default=Path("models/default"))
     parser.add_argument("--before", type=Path, required=True)
     parser.add_argument("--before-model-dir", type=Path, required=True)
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))

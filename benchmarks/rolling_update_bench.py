@@ -1,6 +1,6 @@
 """Rolling model update across two replicas behind HAProxy, under load: failed requests.
 
-    python benchmarks/rolling_update_bench.py --model-dir model_store/default
+    python benchmarks/rolling_update_bench.py --model-dir models/default
 
 Copies the model repository, stages a new sentiment branch version in it (a fresh head
 on the same base: the version, not the accuracy, is what changes), and gives each of
@@ -30,11 +30,11 @@ from benchmarks.rolling import Outcome, rolling_update, served_timeline
 from model_store.manifest import load_manifest
 from model_store.repository import is_repository, list_versions, resolve_store
 from model_store.tokenizer import PairTokenizer
-from training import store as store_cli
-from training.base_model import load_base_model
-from training.branch import save_branch
-from training.task_model import TaskModel
-from training.tasks import preset_spec
+from training.commands import store as store_cli
+from training.encoders.base_model import load_base_model
+from training.fit.branch import save_branch
+from training.fit.objectives import preset_spec
+from training.fit.task_model import TaskModel
 
 
 def stage_new_sentiment_version(repository: Path, scratch: Path) -> str:
@@ -79,7 +79,7 @@ def report(outcome: Outcome) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=Path("model_store/default"))
+    parser.add_argument("--model-dir", type=Path, default=Path("models/default"))
     parser.add_argument("--mode", choices=["restart", "reload", "both"], default="both")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--max-requests", type=int, default=20_000)

@@ -1,7 +1,7 @@
 """Throughput and latency of the HTTP service, with and without dynamic batching.
 
     apt-get install wrk        # the load generator: lean, so it leaves the CPU to the server
-    python benchmarks/serve_bench.py --model-dir model_store/default --data-dir ../shared/data
+    python benchmarks/serve_bench.py --model-dir models/default --data-dir ../shared/data
 
 In one run: the service (started here, on loopback) under wrk at several concurrencies,
 for single-task (and optionally mixed three-task) and 32-text batch requests drawn from
@@ -41,9 +41,9 @@ from model_store.repository import resolve_store
 from model_store.runtime import CPU, MultiTaskSession
 from model_store.tokenizer import PairTokenizer
 from service.client import Client
-from training.data import read_examples, split_train_val
-from training.presets import PRESETS
-from training.tasks import preset_spec
+from training.data.presets import PRESETS
+from training.data.readers import read_examples, split_train_val
+from training.fit.objectives import preset_spec
 
 WRK_SCRIPT = r"""
 local requests = {}

@@ -1,8 +1,8 @@
 """Single-task throughput of two builds of a store's graph, e.g. before and after a change
 to the merged graph's shape, through ONNX Runtime directly.
 
-    python benchmarks/single_task_bench.py --before /tmp/before/model_store/default \\
-        --after model_store/default
+    python benchmarks/single_task_bench.py --before /tmp/before/models/default \\
+        --after models/default
 
 Each graph gets the same rows of each preset task (validation inputs from --data-dir),
 one task per row, in batches of --batch rows of one task; the task is fed the way the

@@ -28,11 +28,11 @@ from benchmarks.serve_bench import Server, request_lines, run_wrk, validation_te
 from model_store.repository import list_versions, set_current
 from model_store.tokenizer import PairTokenizer
 from service.client import Client
-from training import store as store_cli
-from training.base_model import load_base_model
-from training.branch import save_branch
-from training.task_model import TaskModel
-from training.tasks import preset_spec
+from training.commands import store as store_cli
+from training.encoders.base_model import load_base_model
+from training.fit.branch import save_branch
+from training.fit.objectives import preset_spec
+from training.fit.task_model import TaskModel
 
 TOKEN = "bench-token"
 PROBES = {

@@ -14,11 +14,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.report import print_report
 from model_store.tokenizer import PairTokenizer
-from training.base_model import load_base_model
-from training.data import read_examples, split_train_val
-from training.presets import PRESETS
-from training.tasks import preset_spec
-from training.trainer import TrainConfig, train_branch
+from training.data.presets import PRESETS
+from training.data.readers import read_examples, split_train_val
+from training.encoders.base_model import load_base_model
+from training.fit.objectives import preset_spec
+from training.fit.trainer import TrainConfig, train_branch
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Which graph variant `--graph auto` serves: the fastest one that keeps accuracy.
 
 A store records, per graph variant, each task's validation metric, measured when it
-was published (`variant_metrics` in the manifest, written by `training.variant_metrics`).
+was published (`variant_metrics` in the manifest, written by `training.evaluate.variant_metrics`).
 Serving picks the fastest variant for the hardware whose metric is within a tolerance
 of fp32's on every task (in points: hundredths of the metric), else fp32. Without
 recorded metrics there is nothing to weigh speed against, so it serves fp32 and says

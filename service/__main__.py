@@ -1,6 +1,6 @@
 """`python -m service` (or `bert-mts-serve`): serve a model store over HTTP.
 
-    python -m service --model-dir model_store/default --port 8000
+    python -m service --model-dir models/default --port 8000
 
 Every setting can also come from a BERT_MTS_* environment variable (see
 service/settings.py); options given here win. The model is loaded and checked before
@@ -34,7 +34,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--host", help="default 127.0.0.1 (BERT_MTS_HOST)")
     parser.add_argument("--port", type=int, help="default 8000 (BERT_MTS_PORT)")
-    parser.add_argument("--model-dir", type=Path, help="default model_store/default")
+    parser.add_argument("--model-dir", type=Path, help="default models/default")
     parser.add_argument("--graph", choices=("auto", "fp32", "int8", "fp16"))
     parser.add_argument("--provider", choices=("auto", "cpu", "cuda"))
     return parser.parse_args(argv)

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.engine import EngineConfig
 
-DEFAULT_MODEL_DIR = Path("model_store/default")
+DEFAULT_MODEL_DIR = Path("models/default")
 MIN_ADMIN_TOKEN_LENGTH = 32
 
 

@@ -10,13 +10,12 @@ import pytest
 from model_store.tokenizer import PairTokenizer
 from service.app import create_app
 from service.settings import Settings
-from training.base_model import BaseModel, load_base_model
-from training.presets import PRESETS
-
-from .live_repository import ADMIN_TOKEN
-from .samples import pair_rows, sentiment_rows
-from .servers import ThreadedServer
-from .tiny_store import TinyBranches
+from tests.support.live_repository import ADMIN_TOKEN
+from tests.support.samples import pair_rows, sentiment_rows
+from tests.support.servers import ThreadedServer
+from tests.support.tiny_store import TinyBranches
+from training.data.presets import PRESETS
+from training.encoders.base_model import BaseModel, load_base_model
 
 
 @pytest.fixture(scope="session")

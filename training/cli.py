@@ -20,7 +20,7 @@ from model_store.atomic import ArtifactExistsError
 from model_store.manifest import StoreError
 from model_store.tasks import TaskDefinitionError
 from model_store.tokenizer import TokenizerError
-from training.data import Columns, DataError
+from training.data.readers import Columns, DataError
 from training.errors import BaseModelError, BranchError, MergeError, UsageError
 
 USAGE_EXIT_CODE = 2

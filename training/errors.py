@@ -2,7 +2,7 @@
 
 Command-line tools turn these into one line and exit code 2 (`training.cli.run_cli`).
 They live apart from the modules that raise them so that the torch-free commands
-(`training.store list` and `rollback`, which run inside the serving image) can
+(`training.commands.store list` and `rollback`, which run inside the serving image) can
 catch them without importing torch.
 """
 

@@ -1,0 +1,110 @@
+"""`--graph auto`: the fastest graph whose recorded metrics keep accuracy, else fp32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from model_store.graph_choice import choose_graph, losses
+from model_store.manifest import Manifest, TaskEntry
+from service.engine import Engine, EngineConfig
+from tests.support.manifests import rewrite_manifest
+from tests.support.tiny_store import build_tiny_store
+from training.fit.objectives import preset_spec
+
+TASKS = ("sentiment", "paraphrase", "similarity")
+
+
+def manifest_with(metrics: dict | None, graphs=("fp32", "int8", "fp16")) -> Manifest:
+    tasks = tuple(
+        TaskEntry(preset_spec(name).definition, i, f"{name}_logits", "v1", 1, "cls", {}, 1)
+        for i, name in enumerate(TASKS)
+    )
+    extra = {} if metrics is None else {"variant_metrics": metrics}
+    return Manifest(
+        directory=Path("."),
+        name="test",
+        base_model={},
+        max_seq_len=32,
+        num_layers=2,
+        trunk_layers=1,
+        input_names=(),
+        tasks=tasks,
+        graphs={g: f"{g}.onnx" for g in graphs},
+        files={},
+        created="",
+        extra=extra,
+    )
+
+
+def scores(int8_drop: float, fp16_drop: float = 0.0) -> dict:
+    """fp32 at 0.8 on every task; int8 and fp16 lower by the given points on similarity."""
+    tasks = {name: {"metric": "accuracy", "fp32": 0.8, "int8": 0.8, "fp16": 0.8} for name in TASKS}
+    tasks["similarity"]["int8"] = 0.8 - int8_drop / 100
+    tasks["similarity"]["fp16"] = 0.8 - fp16_drop / 100
+    return {"source": "test", "tasks": tasks}
+
+
+def test_cpu_serves_int8_within_the_tolerance() -> None:
+    choice = choose_graph(manifest_with(scores(0.4)), cuda=False)
+    assert choice.variant == "int8"
+    assert "0.40 points (similarity)" in choice.reason and "tolerance 1" in choice.reason
+
+
+def test_cpu_serves_fp32_when_int8_loses_more_than_the_tolerance() -> None:
+    choice = choose_graph(manifest_with(scores(1.5)), cuda=False)
+    assert choice.variant == "fp32"
+    assert "1.50 points (similarity)" in choice.reason
+    # A looser tolerance (the setting) takes it.
+    assert choose_graph(manifest_with(scores(1.5)), False, tolerance_points=2).variant == "int8"
+
+
+def test_a_gain_is_within_any_tolerance() -> None:
+    assert losses(manifest_with(scores(-0.5)), "int8")["similarity"] == pytest.approx(-0.5)
+    assert choose_graph(manifest_with(scores(-0.5)), False, tolerance_points=0).variant == "int8"
+
+
+def test_cuda_applies_the_same_rule_to_fp16() -> None:
+    assert choose_graph(manifest_with(scores(5.0, 0.1)), cuda=True).variant == "fp16"
+    assert choose_graph(manifest_with(scores(0.0, 3.0)), cuda=True).variant == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("metrics", "graphs", "why"),
+    [
+        (None, ("fp32", "int8"), "records no per-variant validation metrics"),
+        ({"unavailable": "data gone"}, ("fp32", "int8"), "data gone"),
+        ({"tasks": {"sentiment": {"fp32": 0.8, "int8": 0.8}}}, ("fp32", "int8"), "per task"),
+        (scores(0.0), ("fp32",), "no int8 graph"),
+    ],
+)
+def test_fp32_without_what_the_rule_needs(metrics, graphs, why: str) -> None:
+    choice = choose_graph(manifest_with(metrics, graphs), cuda=False)
+    assert choice.variant == "fp32" and why in choice.reason
+
+
+def test_engine_serves_what_the_manifest_metrics_allow(tmp_path: Path) -> None:
+    store = build_tiny_store(tmp_path, variants=("fp32", "int8"))
+    config = EngineConfig(provider="cpu")
+
+    def record(drop: float):
+        rewrite_manifest(store, lambda raw: raw.update(variant_metrics=scores(drop)))
+
+    record(0.2)
+    engine = Engine.load(store, config)
+    assert engine.variant == "int8" and "within tolerance" in engine.graph_reason
+    record(2.0)
+    assert Engine.load(store, config).variant == "fp32"
+    assert Engine.load(store, EngineConfig(provider="cpu", graph="int8")).variant == "int8"
+
+
+def test_a_store_without_readable_data_says_so_and_serves_fp32(tiny, tmp_path: Path) -> None:
+    """Branches that recorded no data: publishing still works, the manifest says why
+    there are no metrics, and auto serves fp32 naming that reason."""
+    repository = tmp_path / "repo"
+    tiny.publish(repository, tiny.make("sentiment", 0))
+    engine = Engine.load(repository, EngineConfig(provider="cpu"))
+    recorded = engine.manifest.extra["variant_metrics"]
+    assert "validation data not readable" in recorded["unavailable"]
+    assert engine.variant == "fp32" and "not readable" in engine.graph_reason

@@ -1,0 +1,207 @@
+"""The command-line tools as users run them: misuse ends in one readable line and exit
+code 2, never a traceback; correct use writes branches that evaluate to JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support.commands import ROOT, assert_one_line_error, run
+
+FINETUNE = str(ROOT / "training" / "finetune_top_layers.py")
+
+
+def test_too_many_layers_names_the_depth_and_the_way_out(data_dir: Path) -> None:
+    result = run(FINETUNE, "--task", "sentiment", "--layers", "8", "--data-dir", str(data_dir))
+    assert_one_line_error(
+        result,
+        "--layers 8",
+        "has 6 layers",
+        "1..6",
+        "deeper --base-model",
+        "python -m training.encoders.bases install all-mpnet-base-v2",
+    )
+
+
+MISUSE = [
+    (["--task", "sentiment", "--layers", "0"], "K must be 1..6"),
+    (["--task", "poetry", "--layers", "1"], "poetry is not a preset", "--kind"),
+    (["--task", "poetry", "--kind", "poem", "--layers", "1"], "invalid choice: 'poem'"),
+    (["--task", "Bad Name", "--kind", "binary", "--layers", "1"], "task name"),
+    (
+        ["--task", "sentiment", "--kind", "regression", "--range", "0", "1", "--layers", "1"],
+        "sentiment is a preset",
+        "another name",
+    ),
+    (["--task", "topic", "--kind", "classification", "--layers", "1"], "at least 2 labels"),
+    (["--task", "rating", "--kind", "regression", "--layers", "1"], "value range"),
+    (["--kind", "binary", "--layers", "1"], "--kind needs --task"),
+    (["--task", "match", "--kind", "binary", "--input", "pair", "--layers", "1"], "--train-file"),
+    (["--task", "sentiment"], "--layers"),
+    (["--task", "sentiment", "--layers", "two"], "invalid int value"),
+    (["--layers", "1", "--val-fraction", "1.5"], "--val-fraction"),
+    (["--layers", "1", "--base-model", "/nonexistent"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize("case", MISUSE, ids=lambda case: " ".join(case[0]))
+def test_misuse_is_one_line(case) -> None:
+    args, *fragments = case
+    assert_one_line_error(run(FINETUNE, *args), *fragments)
+
+
+def test_missing_data_file(tmp_path: Path) -> None:
+    result = run(FINETUNE, "--task", "paraphrase", "--layers", "1", "--data-dir", str(tmp_path))
+    assert_one_line_error(result, "quora-train.tsv: file does not exist")
+
+
+def test_malformed_row_names_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "mine.csv"
+    bad.write_text("text,stars\ngreat movie,4\nterrible movie,\n", encoding="utf-8")
+    result = run(
+        FINETUNE,
+        "--task",
+        "sentiment",
+        "--layers",
+        "1",
+        "--train-file",
+        str(bad),
+        "--text-a-column",
+        "text",
+        "--label-column",
+        "stars",
+    )
+    assert_one_line_error(result, "mine.csv:3")
+
+
+def test_a_bad_file_stops_the_run_before_any_training(data_dir: Path, tmp_path: Path) -> None:
+    quora = data_dir / "quora-train.tsv"
+    quora.write_text(quora.read_text() + "99\tq99\tbroken row\tno label\t\n")
+    out = tmp_path / "branches"
+    result = run(FINETUNE, "--layers", "1", "--data-dir", str(data_dir), "--out", str(out))
+    assert_one_line_error(result, "quora-train.tsv:82", "is_duplicate")
+    assert not out.exists()  # sentiment, first in line, was not trained either
+
+
+def test_train_all_tasks_then_evaluate(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "branches"
+    result = run(
+        FINETUNE,
+        "--layers",
+        "1",
+        "--data-dir",
+        str(data_dir),
+        "--epochs",
+        "1",
+        "--limit",
+        "40",
+        "--max-seq-len",
+        "32",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    versions = {
+        task: list((out / task).iterdir()) for task in ("sentiment", "paraphrase", "similarity")
+    }
+    assert all(len(found) == 1 for found in versions.values()), versions
+    meta = json.loads((versions["similarity"][0] / "branch.json").read_text())
+    assert meta["training_args"]["train_examples"] == 36 and meta["validation"]["examples"] == 4
+
+    evaluated = run(
+        "-m",
+        "training.evaluate.branch",
+        "--branch",
+        str(out / "paraphrase"),
+        "--data",
+        str(data_dir / "quora-train.tsv"),
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)
+    assert report["task"] == "paraphrase" and report["examples"] == 80
+    assert 0.0 <= report["accuracy"] <= 1.0
+
+
+def test_evaluate_missing_branch_is_one_line(data_dir: Path, tmp_path: Path) -> None:
+    result = run(
+        "-m",
+        "training.evaluate.branch",
+        "--branch",
+        str(tmp_path / "none"),
+        "--data",
+        str(data_dir / "sst-train.tsv"),
+    )
+    assert_one_line_error(result, "does not exist")
+
+
+def _topic_file(path: Path, bad_label: str | None = None) -> Path:
+    rows = ["text,topic"]
+    words = {"sports": "the striker scored", "politics": "the senate voted", "science": "cells"}
+    for i in range(30):
+        name = list(words)[i % 3]
+        rows.append(f"{words[name]} {i},{name if i % 2 else list(words).index(name)}")
+    if bad_label is not None:
+        rows.append(f"an extra row,{bad_label}")
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+TOPIC = ["--task", "topic", "--kind", "classification", "--labels", "sports,politics,science"]
+
+
+def test_a_label_outside_the_labels_names_file_and_line(tmp_path: Path) -> None:
+    data = _topic_file(tmp_path / "topics.csv", bad_label="cooking")
+    result = run(
+        FINETUNE, *TOPIC, "--train-file", str(data), "--label-column", "topic", "--layers", "1"
+    )
+    assert_one_line_error(result, "topics.csv:32", "'cooking'", "sports, politics, science")
+
+
+def test_regression_values_out_of_range_stop_or_are_skipped(tmp_path: Path) -> None:
+    data = tmp_path / "ratings.csv"
+    data.write_text("text,stars\n" + "".join(f"film {i},{1 + i % 10}\n" for i in range(20)))
+    data.write_text(data.read_text() + "too good,11\n")
+    rating = ["--task", "rating", "--kind", "regression", "--range", "1", "10"]
+    common = [*rating, "--train-file", str(data), "--label-column", "stars", "--layers", "1"]
+    assert_one_line_error(run(FINETUNE, *common), "ratings.csv:22", "outside [1, 10]")
+    out = tmp_path / "branches"
+    skipped = run(
+        FINETUNE, *common, "--skip-bad-rows", "--epochs", "1", "--out", str(out), "--quiet"
+    )
+    assert skipped.returncode == 0, skipped.stderr
+    meta = json.loads(next((out / "rating").iterdir()).joinpath("branch.json").read_text())
+    assert meta["training_args"]["skipped_rows"] == 1
+    assert meta["definition"] == {
+        "name": "rating",
+        "kind": "regression",
+        "input": "text",
+        "range": [1.0, 10.0],
+    }
+
+
+def test_a_pair_task_needs_its_second_column(tmp_path: Path) -> None:
+    data = _topic_file(tmp_path / "topics.csv")
+    result = run(FINETUNE, *TOPIC, "--input", "pair", "--train-file", str(data), "--layers", "1")
+    assert_one_line_error(result, "takes a text pair", "--text-b-column")
+
+
+def test_a_user_task_trains_from_names_or_indices_and_evaluates_on_its_own_data(
+    tmp_path: Path,
+) -> None:
+    data = _topic_file(tmp_path / "topics.csv")
+    out = tmp_path / "branches"
+    args = ["--train-file", str(data), "--label-column", "topic", "--layers", "1", "--epochs", "1"]
+    result = run(FINETUNE, *TOPIC, *args, "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    (version,) = (out / "topic").iterdir()
+    meta = json.loads((version / "branch.json").read_text())
+    assert meta["definition"]["labels"] == ["sports", "politics", "science"]
+    assert meta["training_args"]["data"]["columns"]["label"] == "topic"
+    # Without --data, evaluation reads the recorded file and columns: its validation split.
+    evaluated = run("-m", "training.evaluate.branch", "--branch", str(version))
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)
+    assert report["task"] == "topic" and report["examples"] == 3  # 10% of 30

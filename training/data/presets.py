@@ -1,0 +1,64 @@
+"""The preset tasks: sentiment, paraphrase and similarity, with their default data.
+
+A preset is an ordinary task definition plus the shared train file (in `--data-dir`)
+and columns it reads by default; nothing else about it is special. Naming a preset is
+all `finetune_top_layers.py` needs; any other task is defined on the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from model_store.tasks import TaskDefinition
+from training.data.readers import Columns, DatasetFile
+
+
+@dataclass(frozen=True)
+class Preset:
+    definition: TaskDefinition
+    data: DatasetFile
+
+
+PRESETS: dict[str, Preset] = {
+    preset.definition.name: preset
+    for preset in (
+        Preset(
+            TaskDefinition(
+                name="sentiment",
+                kind="classification",
+                input="text",
+                label_names=(
+                    "negative",
+                    "somewhat negative",
+                    "neutral",
+                    "somewhat positive",
+                    "positive",
+                ),
+            ),
+            DatasetFile("sst-train.tsv", Columns("sentence", None, "sentiment")),
+        ),
+        Preset(
+            TaskDefinition(
+                name="paraphrase",
+                kind="binary",
+                input="pair",
+                label_names=("not_paraphrase", "paraphrase"),
+            ),
+            DatasetFile("quora-train.tsv", Columns("sentence1", "sentence2", "is_duplicate")),
+        ),
+        Preset(
+            TaskDefinition(
+                name="similarity", kind="regression", input="pair", value_range=(0.0, 5.0)
+            ),
+            DatasetFile("sts-train.tsv", Columns("sentence1", "sentence2", "similarity")),
+        ),
+    )
+}
+
+
+def preset_order(names: list[str] | tuple[str, ...]) -> list[str]:
+    """Presets first in their listed order, then other tasks by name: the order tasks
+    are merged in, so that a store's task ids (and graph bytes) do not depend on the
+    order directories happen to be listed."""
+    known = [name for name in PRESETS if name in names]
+    return known + sorted(name for name in names if name not in PRESETS)

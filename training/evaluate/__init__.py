@@ -1,0 +1,1 @@
+"""Scoring branches and stores on labelled data."""

@@ -1,0 +1,329 @@
+"""Train one task branch: top K layers and a head over the frozen, cached trunk.
+
+Determinism: the seed fixes the head's initialisation, dropout and the batch order, so
+the same data, arguments and seed give bit-identical branches on the same machine.
+The best epoch (by the task's validation metric) is the one kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from model_store.tokenizer import EncodedRow, PairTokenizer
+from training.data.readers import Example
+from training.encoders.bert import BertEncoder
+from training.fit.distill import Distillation, distillation_loss, teacher_outputs
+from training.fit.distributed import DistContext, current
+from training.fit.objectives import TaskSpec
+from training.fit.task_model import TaskModel
+from training.fit.trunk_cache import CACHE_DTYPES, TrunkStates
+
+log = logging.getLogger(__name__)
+# Batches are drawn from windows of this many batches sorted by length: most of the
+# speed of length-sorted batching, with the randomness of a shuffle.
+_BUCKET_WINDOW_BATCHES = 50
+PAIR_ORDERS = ("ab", "ba", "both")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one branch; recorded verbatim in branch.json."""
+
+    layers: int
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 1e-4
+    head_lr: float = 1e-3
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    pooling: str = "cls"
+    seed: int = 0
+    max_grad_norm: float = 1.0
+    trunk_cache: bool = True
+    cache_budget_mb: float = 2048.0
+    cache_dtype: str = "float32"
+    # Sentence pairs: train on (a, b) as given, on (b, a), or on both orders (twice the
+    # examples; the model then cannot lean on which sentence comes first).
+    pair_order: str = "ab"
+    # Full fine-tuning (embeddings too; needs layers = L): the reference, not a branch.
+    train_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs must be >= 1": self.epochs >= 1,
+            "batch size must be >= 1": self.batch_size >= 1,
+            "learning rates must be > 0": self.lr > 0 and self.head_lr > 0,
+            "warmup must be a fraction in [0, 1)": 0 <= self.warmup < 1,
+            "cache budget must be >= 0": self.cache_budget_mb >= 0,
+            f"cache dtype must be one of {', '.join(CACHE_DTYPES)}": (
+                self.cache_dtype in CACHE_DTYPES
+            ),
+            f"pair order must be one of {', '.join(PAIR_ORDERS)}": self.pair_order in PAIR_ORDERS,
+        }
+        failed = [message for message, ok in checks.items() if not ok]
+        if failed:
+            raise ValueError("; ".join(failed))
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_metric: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    model: TaskModel
+    best_epoch: int
+    history: list[EpochStats] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def best(self) -> EpochStats:
+        return self.history[self.best_epoch - 1]
+
+    def validation_summary(self, spec: TaskSpec, val_examples: int) -> dict:
+        return {
+            "metric": spec.metric_name,
+            "value": self.best.val_metric,
+            "loss": self.best.val_loss,
+            "examples": val_examples,
+            "best_epoch": self.best_epoch,
+            "history": [asdict(stats) for stats in self.history],
+        }
+
+
+def encode_examples(
+    tokenizer: PairTokenizer, spec: TaskSpec, examples: Sequence[Example]
+) -> list[EncodedRow]:
+    texts_a = [example.text_a for example in examples]
+    if not spec.pair:
+        return tokenizer.encode(texts_a)
+    texts_b = [example.text_b or "" for example in examples]
+    return tokenizer.encode(texts_a, texts_b)
+
+
+def order_pairs(examples: Sequence[Example], pair_order: str) -> list[Example]:
+    """Training examples in the configured sentence order (validation keeps the file's)."""
+    swapped = [replace(e, text_a=e.text_b or "", text_b=e.text_a) for e in examples]
+    if pair_order == "ab":
+        return list(examples)
+    if pair_order == "ba":
+        return swapped
+    return [*examples, *swapped]
+
+
+def labels_of(examples: Sequence[Example]) -> torch.Tensor:
+    return torch.tensor([example.label for example in examples], dtype=torch.float32)
+
+
+def _bucketed_batches(
+    rows: Sequence[EncodedRow], batch_size: int, generator: torch.Generator
+) -> list[list[int]]:
+    order = torch.randperm(len(rows), generator=generator).tolist()
+    window = batch_size * _BUCKET_WINDOW_BATCHES
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: len(rows[i]))
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    permutation = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in permutation]
+
+
+class _BranchFromTrunk(torch.nn.Module):
+    """The trainable part as one module whose forward is a training step's forward:
+    what DistributedDataParallel wraps to sum the branch's gradients across ranks."""
+
+    def __init__(self, model: TaskModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_from_trunk(hidden, attention_mask)
+
+
+@torch.no_grad()
+def predict(model: TaskModel, states: TrunkStates, count: int, batch_size: int) -> np.ndarray:
+    """Raw head outputs for examples 0..count-1, [count, num_outputs], in order."""
+    model.eval()
+    outputs = np.zeros((count, model.spec.num_outputs), dtype=np.float32)
+    for start in range(0, count, batch_size):
+        indices = list(range(start, min(start + batch_size, count)))
+        batch = states.batch(indices)
+        outputs[indices] = model.forward_from_trunk(batch.hidden, batch.attention_mask).numpy()
+    return outputs
+
+
+def score(spec: TaskSpec, outputs: np.ndarray, labels: torch.Tensor) -> tuple[float, float]:
+    """(loss, metric) of raw outputs against labels."""
+    loss = float(spec.loss(torch.from_numpy(outputs), labels))
+    return loss, spec.metric(outputs, labels.numpy())
+
+
+def _optimizer(model: TaskModel, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and LayerNorm; the fresh head learns faster."""
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        lr = config.head_lr if name.startswith("head.") else config.lr
+        decay = 0.0 if parameter.ndim == 1 else config.weight_decay
+        groups.setdefault((lr, decay), []).append(parameter)
+    return torch.optim.AdamW(
+        [
+            {"params": params, "lr": lr, "weight_decay": decay}
+            for (lr, decay), params in groups.items()
+        ]
+    )
+
+
+def _linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float):
+    warmup_steps = int(total_steps * warmup)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_trunk_states(
+    model: TaskModel,
+    tokenizer: PairTokenizer,
+    rows: Sequence[EncodedRow],
+    config: TrainConfig,
+    budget_bytes: int | None = None,
+) -> TrunkStates:
+    if budget_bytes is None:
+        budget_bytes = int(config.cache_budget_mb * 2**20) if config.trunk_cache else 0
+    if model.trains_embeddings:
+        budget_bytes = 0  # nothing is frozen, so there is nothing to cache
+    return TrunkStates(model, tokenizer, rows, budget_bytes, CACHE_DTYPES[config.cache_dtype])
+
+
+def train_branch(
+    base: BertEncoder,
+    tokenizer: PairTokenizer,
+    spec: TaskSpec,
+    train_examples: Sequence[Example],
+    val_examples: Sequence[Example],
+    config: TrainConfig,
+    progress: bool = True,
+    dist: DistContext | None = None,
+    distillation: Distillation | None = None,
+) -> TrainResult:
+    """Fine-tune a fresh branch of `config.layers` layers; return it at its best epoch.
+
+    With `distillation`, the training loss mixes the labels with the teacher's outputs
+    (training/fit/distill.py); validation still scores against the labels alone.
+    Under torchrun (`dist`, by default the process's context) each rank caches and runs
+    only its shard of every global batch; see training/fit/distributed.py.
+    """
+    dist = dist or current()
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model = TaskModel(base, spec, config.layers, config.pooling, config.train_embeddings)
+    if spec.pair:
+        train_examples = order_pairs(train_examples, config.pair_order)
+
+    train_rows = encode_examples(tokenizer, spec, train_examples)
+    val_rows = encode_examples(tokenizer, spec, val_examples)
+    train_shard, val_shard = dist.shard(len(train_rows)), dist.shard(len(val_rows))
+    train_states = build_trunk_states(
+        model, tokenizer, [train_rows[i] for i in train_shard.indices], config
+    )
+    remaining = max(0, int(config.cache_budget_mb * 2**20) - train_states.used_bytes)
+    val_states = build_trunk_states(
+        model,
+        tokenizer,
+        [val_rows[i] for i in val_shard.indices],
+        config,
+        remaining if config.trunk_cache else 0,
+    )
+    train_labels, val_labels = labels_of(train_examples), labels_of(val_examples)
+    taught = (
+        teacher_outputs(
+            distillation.teacher, tokenizer, [train_rows[i] for i in train_shard.indices]
+        )
+        if distillation
+        else None
+    )
+
+    steps_per_epoch = -(-len(train_rows) // config.batch_size)
+    optimizer = _optimizer(model, config)
+    scheduler = _linear_schedule(optimizer, steps_per_epoch * config.epochs, config.warmup)
+    result = TrainResult(model=model, best_epoch=0)
+    best_state: dict[str, torch.Tensor] = {}
+    step = dist.wrap(_BranchFromTrunk(model))
+
+    for epoch in range(1, config.epochs + 1):
+        epoch_started = time.perf_counter()
+        step.train()
+        loss_sum = 0.0
+        batches = _bucketed_batches(train_rows, config.batch_size, generator)
+        bar = tqdm(
+            batches,
+            desc=f"{spec.name} epoch {epoch}/{config.epochs}",
+            disable=not (progress and dist.is_main),
+        )
+        for indices in bar:
+            positions, mine = train_shard.own(indices)
+            share = train_shard.share(indices)  # 1.0 in one process
+            if not mine:  # none of this batch is ours: take part with a zero-weight row
+                positions, mine = [0], [train_shard.indices[0]]
+            batch = train_states.batch(positions)
+            outputs = step(batch.hidden, batch.attention_mask)
+            if distillation is None:
+                loss = spec.loss(outputs, train_labels[mine])
+            else:
+                loss = distillation_loss(
+                    spec, outputs, train_labels[mine], taught[positions], distillation.config
+                )
+            optimizer.zero_grad(set_to_none=True)
+            (loss * share).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            loss_sum += float(loss.detach()) * len(indices) * share / dist.world_size
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        loss_sum = dist.sum(loss_sum)
+        local = predict(model, val_states, len(val_shard.indices), config.batch_size * 2)
+        outputs = dist.gather_rows(local, val_shard)
+        val_loss, val_metric = score(spec, outputs, val_labels)
+        stats = EpochStats(
+            epoch=epoch,
+            train_loss=loss_sum / len(train_rows),
+            val_loss=val_loss,
+            val_metric=val_metric,
+            seconds=time.perf_counter() - epoch_started,
+        )
+        result.history.append(stats)
+        log.info(
+            "%s epoch %d: train loss %.4f, val loss %.4f, val %s %.4f (%.1fs)",
+            spec.name,
+            epoch,
+            stats.train_loss,
+            val_loss,
+            spec.metric_name,
+            val_metric,
+            stats.seconds,
+        )
+        if result.best_epoch == 0 or val_metric > result.best.val_metric:
+            result.best_epoch = epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    dist.check_same(result.best_epoch, "the best epoch")
+    model.load_state_dict(best_state)
+    model.eval()
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,220 @@
+"""The shipped default model: committed compact branches, built into a servable store.
+
+    python -m training.graph.default_model build                  # models/default, once
+    python -m training.graph.default_model pack --branch runs/tune/sentiment   # ship a new branch
+    python -m training.graph.default_model build --record --data-dir ../shared/data
+                                                            # after packing: new checksums
+
+Git holds only what training produced: each task's tuned top layers and head, with
+int8 row-wise weight matrices (`models/shipped/<task>/<version>/`, see
+`training.fit.weight_codec`). Everything else is derived. The trunk comes
+from the pinned base-model package, whose weights sha256 every branch records and
+checks; the ONNX graphs are exported from the branches deterministically (pinned torch,
+onnx and onnxruntime), and the build is refused unless every built file matches the
+sha256 committed in `models/shipped/SHA256SUMS`. So a fresh clone serves exactly
+the model that was evaluated, and a corrupted or tampered file is caught, not served.
+The store is written next to its final place and renamed in only when verified.
+
+Recording also measures every graph variant's validation metric per task (which needs
+the training data) and commits them next to the checksums
+(`models/shipped/variant_metrics.json`); a build, which must work without the data,
+copies them into the manifest, where `--graph auto` reads them to pick the graph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from safetensors.torch import load_file, save
+
+from model_store.atomic import atomic_directory, atomic_write_text
+from model_store.manifest import GRAPH_FILES, TOKENIZER_FILE
+from model_store.repository import VERSIONS_DIR, new_version_id, set_current
+from training.cli import OneLineArgumentParser, UsageError, run_cli
+from training.commands.store import keep_branch
+from training.data.presets import preset_order
+from training.encoders.base_model import BaseModel, load_base_model
+from training.evaluate.variant_metrics import (
+    MeasureMetrics,
+    measurer,
+    read_metrics,
+    recorded,
+    write_metrics,
+)
+from training.fit.branch import (
+    BRANCH_META,
+    BRANCH_WEIGHTS,
+    BranchError,
+    read_branch_info,
+    resolve_branch_dir,
+)
+from training.fit.weight_codec import INT8_ROWWISE, encode_int8_rowwise
+from training.graph.merge import LoadedBranch, MergeError, load_branches, publish_store
+
+PROG = "default_model"
+PROG_MODULE = "training.graph.default_model"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_DIR = PROJECT_ROOT / "models" / "shipped"
+DEFAULT_STORE = Path("models/default")
+CHECKSUMS = "SHA256SUMS"
+VARIANT_METRICS = "variant_metrics.json"
+VARIANTS = ("fp32", "int8", "fp16")
+CHECKED_FILES = (*(GRAPH_FILES[v] for v in VARIANTS), TOKENIZER_FILE)
+
+
+class ChecksumError(ValueError):
+    """A built file differs from the committed checksum: not the released model."""
+
+
+def shipped_branch_dirs(shipped: Path) -> list[Path]:
+    """The one committed version per shipped task, presets first (the merge order is
+    part of what the checksums pin)."""
+    tasks = [path.name for path in shipped.iterdir() if path.is_dir()] if shipped.is_dir() else []
+    if not tasks:
+        raise UsageError(f"{shipped} holds no shipped branch")
+    return [resolve_branch_dir(shipped / task) for task in preset_order(tasks)]
+
+
+def read_checksums(path: Path) -> dict[str, str]:
+    """`sha256sum` format: '<hex>  <file name>' per line."""
+    if not path.is_file():
+        raise UsageError(f"{path} is missing: run `python -m {PROG_MODULE} build --record`")
+    sums: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            sums[name.strip()] = digest
+    return sums
+
+
+def write_checksums(path: Path, files: dict[str, str]) -> None:
+    atomic_write_text(path, "".join(f"{files[name]}  {name}\n" for name in CHECKED_FILES))
+
+
+def verify_checksums(built: dict[str, str], expected: dict[str, str]) -> None:
+    for name in CHECKED_FILES:
+        if built.get(name) != expected.get(name):
+            raise ChecksumError(
+                f"built {name} has sha256 {built.get(name, '?')[:12]}…, the shipped "
+                f"{CHECKSUMS} says {expected.get(name, '?')[:12]}…: this build does not "
+                "reproduce the released model (are torch, onnx and onnxruntime the versions "
+                "pinned in pyproject.toml?)"
+            )
+
+
+def _publish_version(
+    repository: Path, base: BaseModel, branches: list[LoadedBranch], metrics: MeasureMetrics
+) -> tuple[str, dict[str, str], dict]:
+    """A new version of every variant under `repository`: its id, checked files' hashes
+    and per-variant validation metrics."""
+    version = new_version_id()
+    manifest = publish_store(
+        base, branches, repository / VERSIONS_DIR / version, VARIANTS, metrics=metrics
+    )
+    files = {name: manifest.files[name] for name in CHECKED_FILES}
+    return version, files, manifest.extra["variant_metrics"]
+
+
+def build(
+    shipped: Path, out: Path, record: bool = False, data_dir: Path | None = None
+) -> tuple[Path, dict[str, str]]:
+    """Merge the shipped branches into a model repository at `out`, verified by hash.
+
+    With `record`, write the built files' hashes to the shipped SHA256SUMS instead of
+    checking them (after deliberately shipping new branches), and every variant's
+    validation metrics (measured on the branches' data, looked up in `data_dir`) to
+    variant_metrics.json beside them; build nothing at `out`.
+    """
+    if not record and out.exists():
+        raise UsageError(f"{out} already exists: remove it to rebuild")
+    expected = None if record else read_checksums(shipped / CHECKSUMS)
+    base = load_base_model()
+    branches = load_branches(shipped_branch_dirs(shipped), base)
+    if record:
+        with tempfile.TemporaryDirectory() as scratch:
+            _, files, metrics = _publish_version(Path(scratch), base, branches, measurer(data_dir))
+        if "unavailable" in metrics:
+            raise UsageError(
+                f"recording needs the branches' validation data: {metrics['unavailable']} "
+                "(point --data-dir at it)"
+            )
+        write_metrics(shipped / VARIANT_METRICS, {"tasks": metrics["tasks"]})
+        write_checksums(shipped / CHECKSUMS, files)
+        return shipped / CHECKSUMS, files
+    source = f"recorded with the shipped checksums ({VARIANT_METRICS})"
+    shipped_metrics = recorded(read_metrics(shipped / VARIANT_METRICS), source)
+    with atomic_directory(out) as staging:
+        version, files, _ = _publish_version(staging, base, branches, shipped_metrics)
+        verify_checksums(files, expected or {})
+        for branch in branches:
+            keep_branch(staging, branch.info)  # later publishes re-merge the untouched tasks
+        set_current(staging, version)
+    return out, files
+
+
+def pack_branch(source: Path, shipped: Path) -> Path:
+    """Copy a trained branch into `shipped` with int8 row-wise weight matrices (a quarter
+    of the bytes in git), replacing the task's previous shipped version."""
+    info = read_branch_info(resolve_branch_dir(source))
+    if info.meta.get("weights_encoding") not in (None, "float32"):
+        raise UsageError(f"{info.path} is packed already")
+    weights = save(encode_int8_rowwise(load_file(str(info.path / BRANCH_WEIGHTS))))
+    digest = hashlib.sha256(weights).hexdigest()
+    meta = dict(info.meta)
+    meta["version"] = f"{info.version.split('-')[0]}-{digest[:8]}"
+    meta["weights_sha256"] = digest
+    meta["weights_encoding"] = INT8_ROWWISE
+    meta["packed_from"] = {"version": info.version, "weights_sha256": info.meta["weights_sha256"]}
+    final = shipped / info.task / meta["version"]
+    with atomic_directory(final) as staging:
+        (staging / BRANCH_WEIGHTS).write_bytes(weights)
+        (staging / BRANCH_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    for other in (shipped / info.task).iterdir():
+        if other != final and (other / BRANCH_META).is_file():
+            shutil.rmtree(other)
+    return final
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = OneLineArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    build_cmd = commands.add_parser("build", help="build the default store from the branches")
+    build_cmd.add_argument("--out", type=Path, default=DEFAULT_STORE)
+    build_cmd.add_argument("--shipped", type=Path, default=SHIPPED_DIR)
+    build_cmd.add_argument(
+        "--record",
+        action="store_true",
+        help=f"write {CHECKSUMS} and {VARIANT_METRICS} from this build",
+    )
+    build_cmd.add_argument(
+        "--data-dir",
+        type=Path,
+        help="with --record: where the branches' data files are, by name (e.g. ../shared/data)",
+    )
+    pack_cmd = commands.add_parser("pack", help="ship trained branches (int8 weights)")
+    pack_cmd.add_argument("--branch", required=True, action="append", type=Path)
+    pack_cmd.add_argument("--shipped", type=Path, default=SHIPPED_DIR)
+    args = parser.parse_args(argv)
+    if args.command == "pack":
+        for branch in args.branch:
+            print(f"packed {pack_branch(branch, args.shipped)}")
+        print(
+            "now record the new checksums and metrics: "
+            "python -m training.graph.default_model build --record --data-dir ../shared/data"
+        )
+        return 0
+    if args.data_dir is not None and not args.record:
+        raise UsageError("--data-dir is only read with --record")
+    path, _ = build(args.shipped, args.out, args.record, args.data_dir)
+    print(f"{'recorded' if args.record else 'built and verified'} {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, None, PROG, extra_errors=(MergeError, BranchError, ChecksumError)))

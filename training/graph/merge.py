@@ -1,0 +1,317 @@
+"""Merge task branches into one tree-shaped graph and publish it to the model store.
+
+    python -m training.graph.merge \\
+        --branch models/branches/sentiment --branch models/branches/paraphrase \\
+        --branch models/branches/similarity --out models/default
+
+A `--branch` is a version directory or a task directory (meaning its newest version).
+Branches must share the base weights, tokenizer and max length, one per task. The store
+is built in a temporary directory, every graph is checked against the merged PyTorch
+model, and only then is it renamed into place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model_store.atomic import ArtifactExistsError, atomic_directory
+from model_store.graph_choice import VARIANT_METRICS_KEY
+from model_store.manifest import (
+    GRAPH_FILES,
+    TOKENIZER_FILE,
+    Manifest,
+    TaskEntry,
+    load_manifest,
+    write_manifest,
+)
+from model_store.runtime import CPU, MultiTaskSession, task_mask
+from model_store.tokenizer import EncodedBatch, PairTokenizer
+from training.cli import OneLineArgumentParser, run_cli
+from training.data.readers import split_seed_of
+from training.encoders.base_model import BaseModel, load_base_model
+from training.errors import MergeError
+from training.evaluate.variant_metrics import MeasureMetrics, measurer
+from training.fit.branch import (
+    BranchInfo,
+    load_branch,
+    read_branch_info,
+    resolve_branch_dir,
+)
+from training.fit.task_model import TaskModel
+from training.graph.fusion import export_graph
+from training.graph.merged_model import INPUT_NAMES, MergedModel, output_name
+from training.graph.onnx_export import OPSET, convert_fp16, quantize_int8
+
+PROG = "merge"
+log = logging.getLogger(PROG)
+# Stated tolerances of the publish-time check against the merged PyTorch model.
+FP32_TOLERANCE = 1e-4
+FP16_TOLERANCE = 5e-2
+_PROBE = {
+    False: [("a gentle, funny and moving film",), ("dull .",), ("it was fine , i guess",)],
+    True: [
+        ("How do I learn Python quickly?", "What is the fastest way to learn Python?"),
+        ("A man is playing a guitar.", "A dog runs across the field in the sun."),
+        ("Is it going to rain tomorrow?", "Will it rain tomorrow?"),
+    ],
+}
+
+
+@dataclass(frozen=True)
+class LoadedBranch:
+    model: TaskModel
+    info: BranchInfo
+
+
+def check_compatible(infos: Sequence[BranchInfo]) -> None:
+    """One line naming the first mismatch: task twice, base, tokenizer or max length."""
+    seen: dict[str, BranchInfo] = {}
+    for info in infos:
+        if info.task in seen:
+            raise MergeError(
+                f"two branches for task {info.task}: {seen[info.task].path} and {info.path}"
+            )
+        seen[info.task] = info
+    first = infos[0]
+    for info in infos[1:]:
+        for label, key in (
+            ("base models", lambda i: i.base_sha256),
+            ("tokenizers", lambda i: i.meta.get("tokenizer_sha256")),
+            ("max sequence lengths", lambda i: i.meta.get("max_seq_len")),
+        ):
+            if key(info) != key(first):
+                raise MergeError(
+                    f"branches from different {label}: {first.path} has {str(key(first))[:16]}, "
+                    f"{info.path} has {str(key(info))[:16]}"
+                )
+
+
+def load_branches(paths: Sequence[Path], base: BaseModel) -> list[LoadedBranch]:
+    infos = [read_branch_info(resolve_branch_dir(path)) for path in paths]
+    check_compatible(infos)
+    return [LoadedBranch(*load_branch(info.path, base)) for info in infos]
+
+
+def probe_batch(
+    tokenizer: PairTokenizer, branches: Sequence[LoadedBranch]
+) -> tuple[EncodedBatch, np.ndarray]:
+    """A few rows of every task, interleaved, then each probe input asking every task
+    of its shape at once, to check a graph (single- and multi-task rows) against PyTorch."""
+    rows, task_sets = [], []
+    for round_index in range(3):
+        for task_id, branch in enumerate(branches):
+            texts = _PROBE[branch.model.spec.pair][round_index]
+            rows += tokenizer.encode([texts[0]], [texts[1]] if len(texts) > 1 else None)
+            task_sets.append([task_id])
+    for pair in (False, True):
+        same_shape = [i for i, b in enumerate(branches) if b.model.spec.pair == pair]
+        if same_shape:
+            texts = _PROBE[pair][0]
+            rows += tokenizer.encode([texts[0]], [texts[1]] if pair else None)
+            task_sets.append(same_shape)
+    return tokenizer.pad(rows), task_mask(task_sets, len(branches))
+
+
+def merged_outputs(
+    model: MergedModel, batch: EncodedBatch, mask: np.ndarray
+) -> dict[str, np.ndarray]:
+    inputs = [
+        torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.token_type_ids)
+    ]
+    with torch.no_grad():
+        outputs = model(*inputs, torch.from_numpy(mask))
+    return {name: out.numpy() for name, out in zip(model.task_names, outputs, strict=True)}
+
+
+def verify_graph(
+    manifest: Manifest, variant: str, expected: dict[str, np.ndarray], batch, mask
+) -> float:
+    """Max |ORT - PyTorch| over all tasks; raises if over the variant's tolerance."""
+    session = MultiTaskSession(manifest, variant, providers=[CPU])
+    actual = session.run(batch, mask)
+    worst = max(float(np.abs(actual[t] - expected[t]).max()) for t in expected)
+    tolerance = {"fp32": FP32_TOLERANCE, "fp16": FP16_TOLERANCE}.get(variant)
+    if not np.isfinite(worst) or (tolerance is not None and worst > tolerance):
+        raise MergeError(
+            f"{variant} graph differs from PyTorch by {worst:.3g} (tolerance {tolerance})"
+        )
+    return worst
+
+
+_RECIPE_KEYS = ("epochs", "batch_size", "lr", "head_lr", "warmup", "pair_order", "train_examples")
+
+
+def validation_entry(info: BranchInfo) -> dict:
+    """The branch's validation result, plus how its split was drawn, so that the
+    published graphs can be scored on the very same validation examples, and the recipe
+    that trained it, so reports can say how each task was tuned."""
+    validation = {k: v for k, v in info.meta.get("validation", {}).items() if k != "history"}
+    args = info.meta.get("training_args", {})
+    validation["split"] = {key: args.get(key) for key in ("val_fraction", "limit", "data")}
+    validation["split"]["seed"] = split_seed_of(args)  # the split's seed, not training's
+    validation["recipe"] = {key: args[key] for key in _RECIPE_KEYS if key in args}
+    return validation
+
+
+def input_conventions(base: BaseModel) -> dict:
+    """How the graph reads its inputs, for whoever feeds it: the encoder family, whether
+    token_type_ids matter (an MPNet graph takes and ignores them) and how position ids
+    are made (inside the graph either way, so the service feeds the same four inputs)."""
+    config = base.spec.config
+    return {
+        "model_type": config.model_type,
+        "token_types": config.uses_token_types,
+        "position_ids": config.position_ids,
+    }
+
+
+def build_manifest(
+    directory: Path,
+    name: str,
+    base: BaseModel,
+    tokenizer: PairTokenizer,
+    branches: Sequence[LoadedBranch],
+    merged: MergedModel,
+    variants: Sequence[str],
+) -> Manifest:
+    tasks = tuple(
+        TaskEntry(
+            definition=branch.model.spec.definition,
+            task_id=task_id,
+            output=output_name(branch.info.task),
+            branch_version=branch.info.version,
+            layers=branch.info.layers,
+            pooling=branch.model.pooling,
+            validation=validation_entry(branch.info),
+            fork_depth=branch.model.trunk_depth,
+        )
+        for task_id, branch in enumerate(branches)
+    )
+    graphs = {variant: GRAPH_FILES[variant] for variant in variants}
+    return Manifest(
+        directory=directory,
+        name=name,
+        base_model={**branches[0].info.meta["base_model"], **input_conventions(base)},
+        max_seq_len=tokenizer.max_seq_len,
+        num_layers=merged.num_layers,
+        trunk_layers=merged.trunk_depth,
+        input_names=INPUT_NAMES,
+        tasks=tasks,
+        graphs=graphs,
+        files={file: "" for file in (*graphs.values(), TOKENIZER_FILE)},
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        extra={"opset": OPSET, "parity": {}},
+    )
+
+
+def publish_store(
+    base: BaseModel,
+    branches: Sequence[LoadedBranch],
+    out: Path,
+    variants: Sequence[str] = ("fp32", "int8"),
+    replace: bool = False,
+    fuse: bool = True,
+    metrics: MeasureMetrics | None = None,
+) -> Manifest:
+    """Build, verify and atomically publish a store directory at `out`.
+
+    The fp32 graph is fused (`training.graph.fusion`) before the other variants are
+    derived from it, unless `fuse` is false. `metrics` makes the manifest's per-variant
+    validation metrics from the staged store; by default they are measured on the data
+    the branches recorded (`training.evaluate.variant_metrics`).
+    """
+    if "fp32" not in variants:
+        raise MergeError("the fp32 graph is always built: the other variants derive from it")
+    if out.exists() and not replace:
+        raise ArtifactExistsError(f"{out} already exists (use --replace to swap it out)")
+    max_seq_len = int(branches[0].info.meta.get("max_seq_len", 128))
+    tokenizer = PairTokenizer.from_dir(base.path, max_seq_len)
+    if tokenizer.sha256 != branches[0].info.meta.get("tokenizer_sha256", tokenizer.sha256):
+        raise MergeError(
+            f"the branches were trained with another tokenizer than {tokenizer.source}"
+        )
+    merged = MergedModel(base.encoder, [branch.model for branch in branches])
+    batch, mask = probe_batch(tokenizer, branches)
+    expected = merged_outputs(merged, batch, mask)
+    with atomic_directory(out, replace=replace) as staging:
+        fusion = export_graph(merged, staging / GRAPH_FILES["fp32"], fuse)
+        if "int8" in variants:
+            quantize_int8(staging / GRAPH_FILES["fp32"], staging / GRAPH_FILES["int8"])
+        if "fp16" in variants:
+            convert_fp16(staging / GRAPH_FILES["fp32"], staging / GRAPH_FILES["fp16"])
+        tokenizer.save(staging / TOKENIZER_FILE)
+        manifest = build_manifest(staging, out.name, base, tokenizer, branches, merged, variants)
+        write_manifest(manifest)
+        manifest = load_manifest(staging)
+        parity = {v: verify_graph(manifest, v, expected, batch, mask) for v in variants}
+        manifest.extra["parity"] = {v: f"{d:.3g}" for v, d in parity.items()}
+        manifest.extra["fusion"] = fusion.to_json()
+        manifest.extra[VARIANT_METRICS_KEY] = (metrics or measurer())(manifest)
+        write_manifest(manifest)
+        log.info("checked against PyTorch, max abs difference: %s", manifest.extra["parity"])
+    return load_manifest(out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineArgumentParser(prog=PROG, description="Merge task branches into a model store.")
+    parser.add_argument(
+        "--branch", required=True, action="append", type=Path, help="repeat per task"
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, help="store directory, e.g. models/default"
+    )
+    parser.add_argument("--base-model", type=Path, metavar="PATH", help="default: all-MiniLM-L6-v2")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=tuple(GRAPH_FILES),
+        default=["fp32", "int8"],
+        help="graphs to build (fp32 always)",
+    )
+    parser.add_argument("--replace", action="store_true", help="replace an existing store")
+    parser.add_argument(
+        "--no-fuse", action="store_true", help="skip ONNX Runtime's transformer fusions"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help="look the branches' recorded data files up here, by name"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    variants = list(dict.fromkeys(["fp32", *args.variants]))
+    if args.out.exists() and not args.replace:
+        raise ArtifactExistsError(f"{args.out} already exists (use --replace to swap it out)")
+    infos = [read_branch_info(resolve_branch_dir(path)) for path in args.branch]
+    check_compatible(infos)
+    base = load_base_model(args.base_model)
+    branches = load_branches([info.path for info in infos], base)
+    manifest = publish_store(
+        base,
+        branches,
+        args.out,
+        variants,
+        replace=args.replace,
+        fuse=not args.no_fuse,
+        metrics=measurer(args.data_dir),
+    )
+    tasks = ", ".join(f"{t.name} (K={t.layers}, fork {t.fork_depth})" for t in manifest.tasks)
+    print(
+        f"published {manifest.directory}: {tasks}; frozen layers {manifest.frozen_layers} "
+        f"(shared by all tasks: {manifest.trunk_layers}); graphs {', '.join(manifest.graphs)}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, None, PROG, extra_errors=(MergeError,)))
