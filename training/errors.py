@@ -1,6 +1,6 @@
 """The errors a user or operator can cause, in one torch-free module.
 
-Command-line tools turn these into one line and exit code 2 (`training.cli.run_cli`).
+Command-line tools turn these into one line and exit code 2 (`training.commands.cli.run_cli`).
 They live apart from the modules that raise them so that the torch-free commands
 (`training.commands.store list` and `rollback`, which run inside the serving image) can
 catch them without importing torch.

@@ -27,8 +27,8 @@ from tests.support.commands import ROOT, assert_one_line_error, run
 from tests.support.manifests import rewrite_manifest
 from tests.support.servers import start_service
 from tests.support.tiny_store import build_tiny_store
-from training.cli import run_cli
 from training.commands import store as store_cli
+from training.commands.cli import run_cli
 from training.graph import merge
 
 TOKEN = "a" * 16 + "-0123456789abcdef"  # 33 characters

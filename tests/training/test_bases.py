@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.tiny_mpnet import tiny_mpnet_dir
-from training.cli import run_cli
+from training.commands.cli import run_cli
 from training.encoders import bases
 from training.encoders.base_model import BaseModelError, load_base_model
 from training.encoders.mpnet import MPNetEncoder

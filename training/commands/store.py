@@ -39,7 +39,7 @@ from model_store.repository import (
     set_current,
 )
 from model_store.tasks import NAME_PATTERN
-from training.cli import OneLineArgumentParser, UsageError, run_cli
+from training.commands.cli import OneLineArgumentParser, UsageError, run_cli
 from training.errors import MergeError
 
 if TYPE_CHECKING:

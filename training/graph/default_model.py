@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save
 from model_store.atomic import atomic_directory, atomic_write_text
 from model_store.manifest import GRAPH_FILES, TOKENIZER_FILE
 from model_store.repository import VERSIONS_DIR, new_version_id, set_current
-from training.cli import OneLineArgumentParser, UsageError, run_cli
+from training.commands.cli import OneLineArgumentParser, UsageError, run_cli
 from training.commands.store import keep_branch
 from training.data.presets import preset_order
 from training.encoders.base_model import BaseModel, load_base_model

@@ -35,7 +35,7 @@ from model_store.manifest import (
 )
 from model_store.runtime import CPU, MultiTaskSession, task_mask
 from model_store.tokenizer import EncodedBatch, PairTokenizer
-from training.cli import OneLineArgumentParser, run_cli
+from training.commands.cli import OneLineArgumentParser, run_cli
 from training.data.readers import split_seed_of
 from training.encoders.base_model import BaseModel, load_base_model
 from training.errors import MergeError

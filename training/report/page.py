@@ -27,7 +27,7 @@ from model_store.graph_choice import choose_graph
 from model_store.manifest import Manifest, load_manifest
 from model_store.repository import resolve_store
 from model_store.tasks import TaskDefinition
-from training.cli import OneLineArgumentParser, UsageError, run_cli
+from training.commands.cli import OneLineArgumentParser, UsageError, run_cli
 from training.evaluate.store import TaskResult, store_outputs
 from training.fit.objectives import PRESET_SCORE_TASKS, overall_score
 from training.report import plots as report_plots
