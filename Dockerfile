@@ -27,19 +27,17 @@ RUN python3 -m venv /opt/train \
     && /opt/train/bin/pip install --no-cache-dir \
         --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
     && /opt/train/bin/pip install --no-cache-dir '.[train]'
-RUN /opt/train/bin/python -m training.graph.default_model build \
+RUN /opt/train/bin/python -m training.commands.default_model build \
         --shipped models/shipped --out /models/default
 
-# Serving environment: the serving dependencies only (no torch), plus the torch-free
-# part of the store command (`python -m training.commands.store list|rollback`) for operators.
+# Serving environment: the serving dependencies only (no torch), the service and the
+# torch-free artifact package, whose repository commands
+# (`bert-mts-repository list|rollback`) serve operators. No file of training/.
 FROM base AS builder
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
-COPY model_store/*.py ./model_store/
-COPY training/__init__.py training/cli.py training/errors.py ./training/
-COPY training/data/__init__.py training/data/readers.py ./training/data/
-COPY training/commands/__init__.py training/commands/store.py ./training/commands/
+COPY model_store ./model_store
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir '.[serve,gpu]'
 

@@ -26,9 +26,9 @@ test: lint
 # `make serve` builds the ONNX graphs from them (under a minute) and refuses the result
 # unless every file matches the committed SHA256SUMS. The model directory is a versioned
 # repository, so tasks can be updated live later
-# (python -m training.commands.store publish ... ; then POST /admin/reload or SIGHUP).
+# (bert-mts-store publish ... ; then POST /admin/reload or SIGHUP).
 $(MODEL_DIR)/CURRENT: | install
-	$(PY) -m training.graph.default_model build --out $(MODEL_DIR)
+	$(PY) -m training.commands.default_model build --out $(MODEL_DIR)
 
 model: $(MODEL_DIR)/CURRENT
 

@@ -1,7 +1,7 @@
 """Fairness of the dynamic batcher under mixed loads, before and after a change.
 
     git worktree add /tmp/before <commit>     # the code to compare against, with its own
-    (cd /tmp/before && python -m training.graph.default_model build)   # store of its format
+    (cd /tmp/before && bert-mts-default-model build)   # store of its format
     python benchmarks/fairness_bench.py --model-dir models/default \\
         --before /tmp/before --before-model-dir /tmp/before/models/default
 

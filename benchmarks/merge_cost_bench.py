@@ -38,7 +38,7 @@ from training.data.presets import PRESETS
 from training.data.readers import read_examples, split_train_val
 from training.encoders.base_model import load_base_model
 from training.fit.objectives import preset_spec
-from training.graph.merge import load_branches, publish_store
+from training.graph.merge import load_branches, publish_store, read_branches
 
 
 def parameter_count(path: Path) -> int:
@@ -101,7 +101,7 @@ def main() -> None:
     args = parser.parse_args()
 
     base = load_base_model()
-    branches = load_branches(args.branch, base)
+    branches = load_branches(read_branches(args.branch), base)
     config = base.spec.config
     with tempfile.TemporaryDirectory() as tmp:
         merged = publish_store(base, branches, Path(tmp) / "merged", ("fp32",))

@@ -50,7 +50,7 @@ from training.encoders.base_model import BaseModel, load_base_model
 from training.fit.branch import save_branch
 from training.fit.objectives import task_spec
 from training.fit.task_model import TaskModel
-from training.graph.merge import load_branches, publish_store
+from training.graph.merge import load_branches, publish_store, read_branches
 
 
 def synthetic_branches(base: BaseModel, count: int, layers: int, out: Path) -> list[Path]:
@@ -193,7 +193,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         tmp = Path(scratch)
         paths = args.branch or synthetic_branches(base, args.synthetic, args.layers, tmp / "b")
-        branches = load_branches(paths, base)
+        branches = load_branches(read_branches(paths), base)
         pair = branches[0].model.spec.pair
         if any(b.model.spec.pair != pair for b in branches):
             parser.error("all tasks must take the same input shape (one text, or a pair)")

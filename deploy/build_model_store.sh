@@ -18,4 +18,4 @@ if [[ -z ${PYTHON:-} ]]; then
     "$venv/bin/pip" install --no-cache-dir '.[train]'
     PYTHON=$venv/bin/python
 fi
-"$PYTHON" -m training.graph.default_model build --shipped models/shipped --out "$out"
+"$PYTHON" -m training.commands.default_model build --shipped models/shipped --out "$out"

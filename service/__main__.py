@@ -18,6 +18,7 @@ from pathlib import Path
 import uvicorn
 from pydantic import ValidationError
 
+from model_store.locations import moved_store_hint
 from model_store.manifest import StoreError
 from model_store.tokenizer import TokenizerError
 from service.app import create_app
@@ -56,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         engine = Engine.load(settings.model_dir, settings.engine_config())
     except (StoreError, TokenizerError, EngineError, OSError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        print(f"{PROG}: error: {err}{moved_store_hint(settings.model_dir)}", file=sys.stderr)
         return 2
     logging.getLogger(PROG).info(
         "serving %s (%s) on %s with the %s graph: %s",

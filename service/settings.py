@@ -13,9 +13,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model_store.locations import default_store
 from service.engine import EngineConfig
 
-DEFAULT_MODEL_DIR = Path("models/default")
 MIN_ADMIN_TOKEN_LENGTH = 32
 
 
@@ -24,7 +24,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    model_dir: Path = DEFAULT_MODEL_DIR
+    # models/default, or under $BERT_MTS_MODELS_DIR (model_store.locations).
+    model_dir: Path = Field(default_factory=default_store)
     # Which graph of the store to serve; "auto": the fastest for the hardware (int8 on
     # CPU, fp16 on CUDA) whose recorded validation metric is within
     # graph_tolerance_points of fp32's on every task, else fp32.

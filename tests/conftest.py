@@ -1,8 +1,15 @@
-"""Shared fixtures: the default base model (loaded once) and small task files the tests
-write themselves from templates, so no test depends on the shared data being present."""
+"""Shared fixtures, torch-free at import: the service's tests run without torch.
+
+Stores come from `tests.support.stores` (built once per run where torch is installed,
+read from `$BERT_MTS_TEST_STORES` where it is not); what needs torch itself (the base
+model, fresh branches) imports it inside its fixture and is skipped without it. Task
+files are written from templates, so no test depends on the shared data being present.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,22 +17,61 @@ import pytest
 from model_store.tokenizer import PairTokenizer
 from service.app import create_app
 from service.settings import Settings
+from tests.support.commands import ROOT
 from tests.support.live_repository import ADMIN_TOKEN
 from tests.support.samples import pair_rows, sentiment_rows
 from tests.support.servers import ThreadedServer
-from tests.support.tiny_store import TinyBranches
-from training.data.presets import PRESETS
-from training.encoders.base_model import BaseModel, load_base_model
+from tests.support.stores import StoreCache, cache_root, requires_torch
+
+# Commands the tests run by path (`python training/finetune_top_layers.py`, torchrun)
+# import this checkout, whichever checkout the environment's editable install names.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    part for part in (str(ROOT), os.environ.get("PYTHONPATH")) if part
+)
+
+PRESET_TASKS = ("sentiment", "paraphrase", "similarity")
 
 
 @pytest.fixture(scope="session")
-def base() -> BaseModel:
+def stores(tmp_path_factory) -> StoreCache:
+    return StoreCache(cache_root(tmp_path_factory.mktemp("stores")))
+
+
+def _tiny(directory: Path) -> None:
+    from tests.support.tiny_store import build_tiny_store
+
+    build_tiny_store(directory)
+
+
+def _tiny_repository(directory: Path) -> None:
+    from tests.support.tiny_store import TinyBranches
+
+    tiny = TinyBranches(directory / "tiny")
+    tiny.publish(
+        directory / "repo", *(tiny.make(task, seed) for seed, task in enumerate(PRESET_TASKS))
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_store(stores: StoreCache) -> Path:
+    """A fp32 store of the three presets on a 2-layer random base (read-only: copy it to
+    change it); its base and branches lie beside it (`.parent / "base"`, `"branches"`)."""
+    return stores.get("tiny", _tiny) / "store"
+
+
+@pytest.fixture(scope="session")
+def tokenizer(stores: StoreCache) -> PairTokenizer:
+    """The default base's tokenizer (the tiny base carries its tokenizer.json)."""
+    return PairTokenizer.from_dir(stores.get("tiny", _tiny) / "base", max_seq_len=32)
+
+
+@pytest.fixture(scope="session")
+def base():
+    """The default base model (torch)."""
+    requires_torch()
+    from training.encoders.base_model import load_base_model
+
     return load_base_model()
-
-
-@pytest.fixture(scope="session")
-def tokenizer(base: BaseModel) -> PairTokenizer:
-    return PairTokenizer.from_dir(base.path, max_seq_len=32)
 
 
 @pytest.fixture
@@ -45,16 +91,19 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> TinyBranches:
-    """A tiny base and fresh random branches for it, on demand."""
+def tiny(tmp_path_factory):
+    """A tiny base and fresh random branches for it, on demand (torch)."""
+    requires_torch()
+    from tests.support.tiny_store import TinyBranches
+
     return TinyBranches(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture
-def repository(tiny: TinyBranches, tmp_path: Path) -> Path:
-    """A model repository whose current version serves the three presets."""
+def repository(stores: StoreCache, tmp_path: Path) -> Path:
+    """A model repository whose current version serves the three presets (a fresh copy)."""
     repo = tmp_path / "repo"
-    tiny.publish(repo, *(tiny.make(task, seed) for seed, task in enumerate(PRESETS)))
+    shutil.copytree(stores.get("tiny-repository", _tiny_repository) / "repo", repo)
     return repo
 
 

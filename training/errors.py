@@ -1,16 +1,16 @@
 """The errors a user or operator can cause, in one torch-free module.
 
-Command-line tools turn these into one line and exit code 2 (`training.commands.cli.run_cli`).
-They live apart from the modules that raise them so that the torch-free commands
-(`training.commands.store list` and `rollback`, which run inside the serving image) can
-catch them without importing torch.
+Command-line tools turn these into one line and exit code 2 (`model_store.cli.run_cli`).
+They live apart from the modules that raise them so that a command can catch them
+without importing torch first. `UsageError` is the artifact package's
+(`model_store.cli`), shared by every command.
 """
 
 from __future__ import annotations
 
+from model_store.cli import UsageError
 
-class UsageError(ValueError):
-    """Arguments that parse but make no sense together (checked after parsing)."""
+__all__ = ["BaseModelError", "BranchError", "MergeError", "UsageError"]
 
 
 class BaseModelError(ValueError):

@@ -68,7 +68,7 @@ def test_the_model_is_built_in_its_own_stage_and_only_the_store_reaches_the_runt
     torch_install = next(c for c in model if "torch==2.13.0" in c)
     assert torch_install[torch_install.index("--index-url") + 1].endswith("/whl/cpu")
     assert any(c[-1] == ".[train]" and "install" in c for c in model)
-    assert model[-1][1:4] == ["-m", "training.graph.default_model", "build"]
+    assert model[-1][1:4] == ["-m", "training.commands.default_model", "build"]
     out = model[-1][model[-1].index("--out") + 1]
     # torch is in the model stage only: the serving environment and the runtime never
     # install it, and the runtime takes nothing from the model stage but the store.

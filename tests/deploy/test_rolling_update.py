@@ -15,12 +15,12 @@ from benchmarks.rolling import Outcome, rolling_update, served_timeline
 from model_store.repository import list_versions, resolve_store
 from model_store.tokenizer import PairTokenizer
 from tests.support.tiny_store import tiny_base_dir
-from training.commands import store as store_cli
 from training.data.presets import PRESETS
 from training.encoders.base_model import load_base_model
 from training.fit.branch import save_branch
 from training.fit.objectives import preset_spec
 from training.fit.task_model import TaskModel
+from training.graph.publish import publish
 
 HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
 pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
@@ -41,11 +41,10 @@ def staged(tmp_path_factory) -> tuple[Path, str, str]:
         return str(save_branch(model, base, tokenizer, directory / "branches", {}, {}))
 
     repository = directory / "repo"
-    common = ["publish", "--store", str(repository), "--base-model", str(base_dir)]
-    first = [a for seed, task in enumerate(PRESETS) for a in ("--branch", branch(task, seed))]
-    assert store_cli.main(common + first) == 0
+    first = [branch(task, seed) for seed, task in enumerate(PRESETS)]
+    publish(repository, first, base_model=base_dir)
     old = resolve_store(repository).name
-    assert store_cli.main([*common, "--branch", branch("sentiment", 99), "--no-activate"]) == 0
+    publish(repository, [branch("sentiment", 99)], base_model=base_dir, activate=False)
     (new,) = {v.version for v in list_versions(repository)} - {old}
     return repository, old, new
 

@@ -16,15 +16,13 @@ from service.app import create_app
 from service.engine import Engine
 from service.settings import Settings
 from tests.support.servers import ThreadedServer
-from tests.support.tiny_store import build_tiny_store
 
 EXAMPLES_PER_OPERATION = 30
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory) -> Iterator[str]:
-    store = build_tiny_store(tmp_path_factory.mktemp("fuzz"))
-    config = Settings(model_dir=store, provider="cpu", max_body_bytes=65536)
+def base_url(tiny_store: Path) -> Iterator[str]:
+    config = Settings(model_dir=tiny_store, provider="cpu", max_body_bytes=65536)
     server = ThreadedServer(
         create_app(config, Engine.load(config.model_dir, config.engine_config()))
     )

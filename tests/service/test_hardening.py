@@ -20,23 +20,21 @@ import httpx
 import pytest
 
 from model_store.atomic import atomic_directory
+from model_store.cli import run_cli
 from model_store.repository import VERSIONS_DIR, list_versions, resolve_store
 from service.app import create_app
 from service.settings import Settings
 from tests.support.commands import ROOT, assert_one_line_error, run
 from tests.support.manifests import rewrite_manifest
 from tests.support.servers import start_service
-from tests.support.tiny_store import build_tiny_store
-from training.commands import store as store_cli
-from training.commands.cli import run_cli
-from training.graph import merge
+from tests.support.stores import requires_torch
 
 TOKEN = "a" * 16 + "-0123456789abcdef"  # 33 characters
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_tiny_store(tmp_path_factory.mktemp("hardening"))
+def store(tiny_store: Path) -> Path:
+    return tiny_store
 
 
 # --- the admin token ----------------------------------------------------------------------
@@ -199,11 +197,14 @@ def test_a_killed_build_leaves_staging_that_the_next_build_removes(tmp_path: Pat
 def test_a_full_disk_during_publish_is_one_line_and_leaves_nothing(
     store: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
+    requires_torch()
+    from training.graph import merge
+    from training.graph.publish import publish
+
     repository = tmp_path / "repo"
     branches = {p.name: next(p.iterdir()) for p in (store.parent / "branches").iterdir()}
-    common = ["publish", "--store", str(repository), "--base-model", str(store.parent / "base")]
-    first = [*common, *(arg for b in branches.values() for arg in ("--branch", str(b)))]
-    assert run_cli(store_cli.main, first, "store") == 0
+    base = store.parent / "base"
+    publish(repository, list(branches.values()), base_model=base)
     (published,) = list_versions(repository)
 
     def full_disk(*_args, **_kwargs):
@@ -211,7 +212,12 @@ def test_a_full_disk_during_publish_is_one_line_and_leaves_nothing(
 
     monkeypatch.setattr(merge, "export_graph", full_disk)
     capsys.readouterr()
-    code = run_cli(store_cli.main, [*common, "--branch", str(branches["sentiment"])], "store")
+
+    def publish_sentiment(_argv) -> int:
+        publish(repository, [branches["sentiment"]], base_model=base)
+        return 0
+
+    code = run_cli(publish_sentiment, None, "store")
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(lines) == 1 and "No space left on device" in lines[0], lines
     assert [p.name for p in (repository / VERSIONS_DIR).iterdir()] == [published.version]

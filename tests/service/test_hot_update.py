@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from model_store.manifest import StoreError, load_manifest
+from model_store.operations import rollback
 from model_store.repository import list_versions, resolve_store, set_current
 from service.app import create_app
 from service.client import AsyncClient, Client
@@ -23,7 +24,6 @@ from tests.support.commands import ROOT, assert_one_line_error, run
 from tests.support.live_repository import ADMIN_TOKEN, PROBES, probe, reload
 from tests.support.manifests import rewrite_manifest
 from tests.support.servers import ThreadedServer, free_port
-from training.commands import store as store_cli
 
 
 def test_publish_replaces_one_task_and_rollback_returns(tiny, repository: Path) -> None:
@@ -39,9 +39,9 @@ def test_publish_replaces_one_task_and_rollback_returns(tiny, repository: Path) 
     assert [t.task_id for t in after.tasks] == [t.task_id for t in before.tasks]
     assert [v.current for v in list_versions(repository)] == [False, True]
 
-    assert store_cli.main(["rollback", "--store", str(repository)]) == 0
+    assert rollback(repository) == first.name
     assert resolve_store(repository) == first
-    assert store_cli.main(["rollback", "--store", str(repository), "--to", second]) == 0
+    assert rollback(repository, second) == second
     assert resolve_store(repository).name == second
 
 
@@ -183,9 +183,10 @@ def test_publish_re_merges_a_repository_of_the_previous_format(tiny, repository)
     rewrite_manifest(old, lambda raw: raw.__setitem__("format_version", 2))
     with pytest.raises(StoreError, match="format_version 2 is not supported"):
         load_manifest(old)
+    from training.graph.publish import publish
+
     new_branch = tiny.make("sentiment", 50)
-    args = ["publish", "--store", str(repository), "--base-model", str(tiny.base_dir)]
-    assert store_cli.main([*args, "--branch", str(new_branch)]) == 0
+    publish(repository, [new_branch], base_model=tiny.base_dir)
     current = load_manifest(resolve_store(repository))
     assert current.directory != old and "task_mask" in current.input_names
     after = {t.name: t.branch_version for t in current.tasks}

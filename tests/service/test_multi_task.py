@@ -10,22 +10,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import torch
 
 from model_store.manifest import load_manifest
 from model_store.tasks import TaskDefinition
-from model_store.tokenizer import PairTokenizer
 from service.app import create_app
 from service.client import AsyncClient, Client
 from service.engine import Engine
 from service.settings import Settings
 from tests.support.servers import ThreadedServer
-from tests.support.tiny_store import tiny_base_dir
-from training.encoders.base_model import load_base_model
-from training.fit.branch import load_branch, save_branch
-from training.fit.objectives import preset_spec, task_spec
-from training.fit.task_model import TaskModel
-from training.graph.merge import LoadedBranch, publish_store
 
 LAYERS = 4
 # Task -> K on the 4-layer tiny base: forks at layers 3, 1, 2 and 0.
@@ -37,19 +29,19 @@ TEXT = "the striker scored a late goal"
 PAIR = ("a man plays guitar", "a man is playing music")
 
 
+def _build(directory: Path) -> None:
+    from tests.support.tiny_store import build_forked_store
+
+    build_forked_store(
+        directory,
+        LAYERS,
+        {task: (TOPIC if task == "topic" else task, k) for task, k in DEPTHS.items()},
+    )
+
+
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("multi")
-    base = load_base_model(tiny_base_dir(directory / "base", layers=LAYERS))
-    tokenizer = PairTokenizer.from_dir(base.path, 32)
-    branches = []
-    for seed, (task, layers) in enumerate(DEPTHS.items()):
-        torch.manual_seed(seed)
-        spec = task_spec(TOPIC) if task == "topic" else preset_spec(task)
-        model = TaskModel(base.encoder, spec, layers, "cls")
-        path = save_branch(model, base, tokenizer, directory / "branches", {}, {})
-        branches.append(LoadedBranch(*load_branch(path, base)))
-    return publish_store(base, branches, directory / "store", ("fp32",)).directory
+def store(stores) -> Path:
+    return stores.get("forked", _build) / "store"
 
 
 @pytest.fixture(scope="module")

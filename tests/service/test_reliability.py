@@ -12,12 +12,11 @@ import pytest
 
 from service.client import Client
 from tests.support.servers import start_service
-from tests.support.tiny_store import build_tiny_store
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_tiny_store(tmp_path_factory.mktemp("reliability"))
+def store(tiny_store: Path) -> Path:
+    return tiny_store
 
 
 def rss_kib(pid: int) -> int:

@@ -21,16 +21,15 @@ from service.app import create_app
 from service.client import ApiError, AsyncClient, Client
 from service.engine import Engine
 from service.settings import Settings
-from tests.support.commands import ROOT, assert_one_line_error, run
+from tests.support.commands import assert_one_line_error, run
 from tests.support.servers import ThreadedServer
-from tests.support.tiny_store import build_tiny_store
 
 LONG_TEXT = " ".join(["word"] * 200)  # far beyond the tiny store's 32 tokens
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_tiny_store(tmp_path_factory.mktemp("service"))
+def store(tiny_store: Path) -> Path:
+    return tiny_store
 
 
 @pytest.fixture(scope="module")
@@ -359,14 +358,6 @@ def test_graceful_shutdown_finishes_in_flight_requests(settings, engine) -> None
 
 
 # --- process and packaging ------------------------------------------------------------------
-
-
-def test_service_does_not_import_torch() -> None:
-    code = (
-        "import sys, service.app, service.client, service.engine, service.__main__;"
-        "sys.exit('torch' in sys.modules)"
-    )
-    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120).returncode == 0
 
 
 @pytest.mark.parametrize(

@@ -14,17 +14,17 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from model_store.repository import list_versions
+from model_store.tasks import TaskDefinition
 from model_store.tokenizer import PairTokenizer
-from training.commands import store as store_cli
 from training.data.presets import PRESETS
 from training.data.readers import DataSource
 from training.encoders.base_model import default_base_model_dir, load_base_model
 from training.encoders.bert import BertConfig, BertEncoder
 from training.fit.branch import load_branch, save_branch
-from training.fit.objectives import preset_spec
+from training.fit.objectives import preset_spec, task_spec
 from training.fit.task_model import TaskModel
 from training.graph.merge import LoadedBranch, publish_store
+from training.graph.publish import publish
 
 TINY_CONFIG = {
     "model_type": "bert",
@@ -79,6 +79,23 @@ def build_tiny_store(directory: Path, max_seq_len: int = 32, variants=("fp32",))
     return publish_store(base, branches, directory / "store", variants).directory
 
 
+def build_forked_store(
+    directory: Path, layers: int, tasks: dict[str, tuple[str | TaskDefinition, int]]
+) -> Path:
+    """A fp32 store at `directory/store` on a `layers`-deep tiny base: per task, a preset
+    name or a definition, and its K (seeded by position)."""
+    base = load_base_model(tiny_base_dir(directory / "base", layers=layers))
+    tokenizer = PairTokenizer.from_dir(base.path, 32)
+    branches = []
+    for seed, (definition, k) in enumerate(tasks.values()):
+        torch.manual_seed(seed)
+        spec = preset_spec(definition) if isinstance(definition, str) else task_spec(definition)
+        model = TaskModel(base.encoder, spec, k, "cls")
+        path = save_branch(model, base, tokenizer, directory / "branches", {}, {})
+        branches.append(LoadedBranch(*load_branch(path, base)))
+    return publish_store(base, branches, directory / "store", ("fp32",)).directory
+
+
 class TinyBranches:
     """A tiny base and fresh random branches for it, on demand."""
 
@@ -94,7 +111,4 @@ class TinyBranches:
         return save_branch(model, self.base, self.tokenizer, self.out, {}, {})
 
     def publish(self, repository: Path, *branches: Path, activate: bool = True) -> str:
-        args = ["publish", "--store", str(repository), "--base-model", str(self.base_dir)]
-        args += [item for branch in branches for item in ("--branch", str(branch))]
-        assert store_cli.main(args + ([] if activate else ["--no-activate"])) == 0
-        return sorted(v.version for v in list_versions(repository))[-1]
+        return publish(repository, branches, base_model=self.base_dir, activate=activate).version

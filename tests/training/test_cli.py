@@ -21,7 +21,7 @@ def test_too_many_layers_names_the_depth_and_the_way_out(data_dir: Path) -> None
         "has 6 layers",
         "1..6",
         "deeper --base-model",
-        "python -m training.encoders.bases install all-mpnet-base-v2",
+        "bert-mts-bases install all-mpnet-base-v2",
     )
 
 
@@ -201,7 +201,7 @@ def test_a_user_task_trains_from_names_or_indices_and_evaluates_on_its_own_data(
     assert meta["definition"]["labels"] == ["sports", "politics", "science"]
     assert meta["training_args"]["data"]["columns"]["label"] == "topic"
     # Without --data, evaluation reads the recorded file and columns: its validation split.
-    evaluated = run("-m", "training.evaluate.branch", "--branch", str(version))
+    evaluated = run("-m", "training.commands.evaluate", "--branch", str(version))
     assert evaluated.returncode == 0, evaluated.stderr
     report = json.loads(evaluated.stdout)
     assert report["task"] == "topic" and report["examples"] == 3  # 10% of 30

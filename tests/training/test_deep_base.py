@@ -48,7 +48,7 @@ async def test_layers_8_on_a_12_layer_base_trains_merges_and_serves(
     store = tmp_path / "store"
     branches = [arg for task in tasks for arg in ("--branch", str(tmp_path / "branches" / task))]
     merged = run(
-        "-m", "training.graph.merge", *branches, "--out", str(store), "--base-model", str(base)
+        "-m", "training.commands.merge", *branches, "--out", str(store), "--base-model", str(base)
     )
     assert merged.returncode == 0, merged.stderr
     manifest = load_manifest(store)

@@ -144,7 +144,13 @@ def test_tampered_shipped_branch_is_refused(tmp_path: Path) -> None:
     weights.write_bytes(bytes(data))
     out = tmp_path / "default"
     result = run(
-        "-m", "training.graph.default_model", "build", "--shipped", str(shipped), "--out", str(out)
+        "-m",
+        "training.commands.default_model",
+        "build",
+        "--shipped",
+        str(shipped),
+        "--out",
+        str(out),
     )
     assert_one_line_error(result, "corrupt branch")
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["shipped"]

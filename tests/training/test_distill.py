@@ -209,7 +209,7 @@ def test_cli_distils_and_records_the_teacher(
     info = read_branch_info(student)
     assert (info.meta["training_args"]["seed"], split_seed_of(info.meta["training_args"])) == (5, 0)
     assert validation_entry(info)["split"]["seed"] == 0
-    evaluated = run("-m", "training.evaluate.branch", "--branch", str(student))
+    evaluated = run("-m", "training.commands.evaluate", "--branch", str(student))
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(
         info.meta["validation"]["value"]

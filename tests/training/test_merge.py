@@ -34,6 +34,7 @@ from training.graph.merge import (
     check_compatible,
     load_branches,
     publish_store,
+    read_branches,
 )
 from training.graph.merged_model import MergedModel
 
@@ -77,7 +78,7 @@ def branch_dirs(base, tokenizer, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def branches(base, branch_dirs) -> list[LoadedBranch]:
-    return load_branches(list(branch_dirs.values()), base)
+    return load_branches(read_branches(list(branch_dirs.values())), base)
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +248,9 @@ def test_replacing_one_branch_leaves_the_others_bit_identical(
 ) -> None:
     retrained = train_and_save(base, tokenizer, task, tmp_path / "b", seed=1, layers=layers)
     paths = [retrained if t == task else path for t, path in branch_dirs.items()]
-    updated = publish_store(base, load_branches(paths, base), tmp_path / "updated", ("fp32",))
+    updated = publish_store(
+        base, load_branches(read_branches(paths), base), tmp_path / "updated", ("fp32",)
+    )
     assert load_manifest(updated.directory).task(task).layers == layers
     rows, task_ids = mixed_rows(tokenizer, [0, 1, 2, 1, 0, 2, 2])
     batch = tokenizer.pad(rows)
@@ -304,7 +307,7 @@ def test_merge_cli_misuse_is_one_line(branch_dirs, store, tmp_path) -> None:
         (["--branch", str(tmp_path / "missing")], "does not exist"),
     ]
     for args, fragment in cases:
-        result = run("-m", "training.graph.merge", *args, "--out", str(tmp_path / "s"))
+        result = run("-m", "training.commands.merge", *args, "--out", str(tmp_path / "s"))
         assert_one_line_error(result, fragment)
     assert not (tmp_path / "s").exists()
 

@@ -26,7 +26,7 @@ from training.fit.objectives import preset_spec
 from training.fit.task_model import TaskModel
 from training.fit.trainer import TrainConfig, encode_examples, train_branch
 from training.fit.trunk_cache import TrunkStates
-from training.graph.merge import load_branches, publish_store
+from training.graph.merge import load_branches, publish_store, read_branches
 from training.graph.merged_model import INPUT_NAMES, MergedModel
 
 from .test_merge import as_torch, examples_for, mixed_batch
@@ -130,7 +130,7 @@ def mpnet_branches(mpnet, mpnet_tokenizer, tmp_path_factory):
             mpnet.encoder, mpnet_tokenizer, preset_spec(task), train, val, config, progress=False
         )
         paths.append(save_branch(result.model, mpnet, mpnet_tokenizer, out, {}, {}))
-    return load_branches(paths, mpnet)
+    return load_branches(read_branches(paths), mpnet)
 
 
 @pytest.fixture(scope="module")

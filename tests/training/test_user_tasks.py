@@ -154,11 +154,13 @@ def test_store_list_and_rollback_run_in_the_serving_image_without_torch(
 ) -> None:
     tiny.publish(repository, tiny.make("sentiment", 7))
     image = _serving_image_sources(tmp_path / "image")
+    assert (image / "service").is_dir() and (image / "model_store" / "commands.py").is_file()
+    assert not (image / "training").exists()  # the serving image needs no file of training/
     blocked = "import sys; sys.modules['torch'] = None; import runpy; "
     for args in (["list"], ["rollback"]):
         code = blocked + (
             f"sys.argv = ['store', *{args!r}, '--store', {str(repository)!r}]; "
-            "runpy.run_module('training.commands.store', run_name='__main__')"
+            "runpy.run_module('model_store', run_name='__main__')"
         )
         result = subprocess.run(
             [

@@ -1,56 +1,23 @@
-"""What every command-line tool of the project shares: one-line errors, exit code 2.
+"""What the training commands share: one-line errors (exit code 2) for every mistake a
+user can make with data, bases, branches and artifacts, and the data-file options.
 
-A user mistake (bad option, missing file, malformed data, mismatched artifacts) must
-end with one readable line on stderr, never a traceback; an operating-system failure
-(a full disk, a permission) is one line and exit code 1; genuine bugs still raise.
-Torch-free, so that the commands that run in the serving image can use it.
+The plumbing itself (`OneLineArgumentParser`, `run_cli`) is torch-free and lives in
+`model_store.cli`, which the serving image's commands use too.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
-import signal
-import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
 
-from model_store.atomic import ArtifactExistsError
-from model_store.manifest import StoreError
-from model_store.tasks import TaskDefinitionError
-from model_store.tokenizer import TokenizerError
+from model_store.cli import STORE_ERRORS, USAGE_EXIT_CODE, OneLineArgumentParser
+from model_store.cli import run_cli as _run_cli
 from training.data.readers import Columns, DataError
 from training.errors import BaseModelError, BranchError, MergeError, UsageError
 
-USAGE_EXIT_CODE = 2
-SYSTEM_EXIT_CODE = 1
-
 __all__ = ["USAGE_EXIT_CODE", "OneLineArgumentParser", "UsageError", "run_cli"]
 
-USER_ERRORS = (
-    UsageError,
-    DataError,
-    BaseModelError,
-    BranchError,
-    MergeError,
-    TaskDefinitionError,
-    TokenizerError,
-    ArtifactExistsError,
-    StoreError,
-)
-
-
-class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse, minus the usage dump on error: one line, and `--help` for the rest."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(USAGE_EXIT_CODE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _terminate(signum: int, _frame) -> NoReturn:
-    """SIGTERM unwinds like Ctrl-C, so `finally` blocks remove half-built artifacts."""
-    raise SystemExit(128 + signum)
+USER_ERRORS = (*STORE_ERRORS, DataError, BaseModelError, BranchError, MergeError)
 
 
 def run_cli(
@@ -60,21 +27,7 @@ def run_cli(
     extra_errors: tuple[type[Exception], ...] = (),
 ) -> int:
     """Run `main`, turning user errors (and `extra_errors`) into one line and exit code 2."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    with contextlib.suppress(ValueError):  # not the main thread (tests): keep the default
-        signal.signal(signal.SIGTERM, _terminate)
-    try:
-        return main(argv)
-    except (*USER_ERRORS, *extra_errors) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return USAGE_EXIT_CODE
-    except OSError as err:  # disk full, permission denied, ...: the operator's to fix
-        where = f": {err.filename}" if err.filename else ""
-        print(f"{prog}: error: {err.strerror or err}{where}", file=sys.stderr)
-        return SYSTEM_EXIT_CODE
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    return _run_cli(main, argv, prog, (*USER_ERRORS, *extra_errors))
 
 
 def add_data_file_arguments(parser: argparse.ArgumentParser) -> None:

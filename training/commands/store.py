@@ -1,165 +1,51 @@
 """Manage a versioned model repository: publish branches, list versions, roll back.
 
-    python -m training.commands.store publish --store models/default \
-        --branch runs/branches/sentiment
-    python -m training.commands.store publish --store models/default --remove topic
-    python -m training.commands.store list --store models/default
-    python -m training.commands.store rollback --store models/default [--to VERSION]
+    bert-mts-store publish --store models/default --branch runs/branches/sentiment
+    bert-mts-store publish --store models/default --remove topic
+    bert-mts-store list --store models/default
+    bert-mts-store rollback --store models/default [--to VERSION]
 
-`publish` merges the given branches with the current version's other branches (kept
-in the repository), less any `--remove`d task, into a new immutable version and makes
-it current; a running service picks it up on reload (POST /admin/reload or SIGHUP).
-The tasks that were not replaced keep bit-identical outputs, whatever the new
-branch's depth. On a new directory, `publish` creates the repository from the given branches.
+`publish` (`training.graph.publish`) merges the given branches with the current
+version's other branches, less any `--remove`d task, into a new immutable version and
+makes it current; a running service picks it up on reload (POST /admin/reload or
+SIGHUP). On a new directory, `publish` creates the repository from the given branches.
 
-`list` and `rollback` need no torch (they run inside the serving image): the merge
-machinery is imported only by `publish`.
+`list` and `rollback` need no torch: they are `model_store.commands`' (the serving
+image runs them as `python -m model_store`); the merge machinery is imported only by
+`publish`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from model_store.atomic import atomic_directory
-from model_store.manifest import GRAPH_FILES, MANIFEST_FILE, StoreError, load_manifest
-from model_store.repository import (
-    BRANCHES_DIR,
-    VERSIONS_DIR,
-    is_repository,
-    list_versions,
-    new_version_id,
-    previous_version,
-    resolve_store,
-    set_current,
-)
+from model_store.cli import OneLineArgumentParser
+from model_store.commands import add_repository_commands
+from model_store.manifest import GRAPH_FILES
 from model_store.tasks import NAME_PATTERN
-from training.commands.cli import OneLineArgumentParser, UsageError, run_cli
-from training.errors import MergeError
-
-if TYPE_CHECKING:
-    from training.fit.branch import BranchInfo
+from training.commands.cli import run_cli
 
 PROG = "store"
 
 
-def keep_branch(repository: Path, info: BranchInfo) -> Path:
-    """Copy a branch into the repository (once), so later versions can re-merge it."""
-    target = repository / BRANCHES_DIR / info.task / info.version
-    if not target.exists():
-        with atomic_directory(target) as staging:
-            for file in info.path.iterdir():
-                shutil.copy2(file, staging / file.name)
-    return target
-
-
-def current_branches(store: Path) -> list[tuple[str, str]]:
-    """(task, branch version) of a published version, read from its manifest whatever
-    its format version: a repository whose current version an older release published
-    (format 2, before the tree-shaped graph) is re-merged from its kept branches into the
-    current format, instead of being refused."""
-    try:
-        return [
-            (task.name, task.branch_version) for task in load_manifest(store, verify=False).tasks
-        ]
-    except StoreError:
-        try:
-            raw = json.loads((store / MANIFEST_FILE).read_text(encoding="utf-8"))
-            return [(t["definition"]["name"], str(t["branch_version"])) for t in raw["tasks"]]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise UsageError(f"{store}: cannot read its tasks from {MANIFEST_FILE}") from None
-
-
-def _branch_set(repository: Path, new: list[BranchInfo], remove: list[str]) -> list[Path]:
-    """The current version's branches, with the given ones replacing or adding tasks and
-    the removed ones left out."""
-    replacing = {info.task: info for info in new}
-    if len(replacing) != len(new):
-        raise MergeError("two branches given for one task")
-    both = sorted(set(replacing) & set(remove))
-    if both:
-        raise UsageError(f"task {both[0]} is both given as a branch and removed")
-    paths: dict[str, Path] = {}
-    current_tasks: list[str] = []
-    if (repository / "CURRENT").is_file():
-        current = current_branches(resolve_store(repository))
-        current_tasks = [name for name, _ in current]
-        for name, version in current:
-            if name in remove:
-                continue
-            kept = repository / BRANCHES_DIR / name / version
-            if name not in replacing and not kept.is_dir():
-                raise UsageError(f"{repository} lacks branch {name}/{version}")
-            paths[name] = kept
-    absent = [task for task in remove if task not in current_tasks]
-    if absent:
-        served = ", ".join(current_tasks) or "none"
-        raise UsageError(
-            f"cannot remove {absent[0]}: the current version has no such task (it has {served})"
-        )
-    for task, info in replacing.items():
-        paths[task] = keep_branch(repository, info)
-    if not paths:
-        raise UsageError("a version needs at least one task: nothing would be left")
-    return list(paths.values())
-
-
 def publish(args: argparse.Namespace) -> int:
-    from training.encoders.base_model import load_base_model
-    from training.evaluate.variant_metrics import measurer
-    from training.fit.branch import read_branch_info, resolve_branch_dir
-    from training.graph.merge import check_compatible, load_branches, publish_store
+    from training.graph.publish import publish as publish_version
 
-    repository: Path = args.store
-    if not args.branch and not args.remove:
-        raise UsageError("publish needs --branch (add or replace a task) or --remove TASK")
-    if (repository / MANIFEST_FILE).is_file():
-        raise UsageError(
-            f"{repository} is a single store, not a repository: publish into a new directory"
-        )
-    if repository.exists() and not is_repository(repository) and any(repository.iterdir()):
-        raise UsageError(f"{repository} exists and is not a model repository")
-    new = [read_branch_info(resolve_branch_dir(path)) for path in args.branch]
-    if new:
-        check_compatible(new)
-    (repository / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
-    base = load_base_model(args.base_model)
-    branches = load_branches(_branch_set(repository, new, args.remove), base)
-    version = new_version_id()
-    manifest = publish_store(
-        base,
-        branches,
-        repository / VERSIONS_DIR / version,
-        ["fp32", *args.variants],
-        metrics=measurer(args.data_dir),
+    published = publish_version(
+        args.store,
+        args.branch,
+        args.remove,
+        base_model=args.base_model,
+        variants=args.variants,
+        activate=not args.no_activate,
+        data_dir=args.data_dir,
     )
-    if not args.no_activate:
-        set_current(repository, version)
-    state = "current" if not args.no_activate else "not activated"
-    tasks = ", ".join(f"{t.name} {t.branch_version}" for t in manifest.tasks)
-    print(f"published {version} ({state}): {tasks}")
-    return 0
-
-
-def show(args: argparse.Namespace) -> int:
-    for info in list_versions(args.store):
-        tasks = ", ".join(
-            f"{t.name}={t.branch_version} (K={t.layers})" for t in info.manifest.tasks
-        )
-        print(f"{'*' if info.current else ' '} {info.version}  {info.manifest.created}  {tasks}")
-    return 0
-
-
-def rollback(args: argparse.Namespace) -> int:
-    target = args.to or previous_version(args.store)
-    load_manifest(args.store / VERSIONS_DIR / target)  # refuse a corrupt version up front
-    set_current(args.store, target)
-    print(f"current version of {args.store} is now {target}")
+    state = "current" if published.current else "not activated"
+    tasks = ", ".join(f"{t.name} {t.branch_version}" for t in published.manifest.tasks)
+    print(f"published {published.version} ({state}): {tasks}")
     return 0
 
 
@@ -202,13 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "validation metrics)",
     )
     publish_cmd.set_defaults(run=publish)
-    list_cmd = commands.add_parser("list", help="list versions (* = current)")
-    list_cmd.add_argument("--store", required=True, type=Path)
-    list_cmd.set_defaults(run=show)
-    rollback_cmd = commands.add_parser("rollback", help="make an earlier version current")
-    rollback_cmd.add_argument("--store", required=True, type=Path)
-    rollback_cmd.add_argument("--to", metavar="VERSION", help="default: the one before current")
-    rollback_cmd.set_defaults(run=rollback)
+    add_repository_commands(commands)
     return parser
 
 
@@ -217,5 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return args.run(args)
 
 
+def run() -> int:
+    """Console-script entry point (`bert-mts-store`)."""
+    return run_cli(main, None, PROG)
+
+
 if __name__ == "__main__":
-    sys.exit(run_cli(main, None, PROG))
+    sys.exit(run())

@@ -1,6 +1,6 @@
 """Fine-tune the top K encoder layers plus a head per task; save each as a task branch.
 
-    python training/finetune_top_layers.py --layers 2            # every preset task
+    bert-mts-train --layers 2            # every preset task
     python training/finetune_top_layers.py --task similarity --layers 4 \\
         --base-model /models/bert-base-uncased --epochs 5 --out models/branches
     python training/finetune_top_layers.py --task topic --kind classification \\
@@ -8,6 +8,7 @@
     python training/finetune_top_layers.py --task sentiment --layers 2 \\
         --teacher models/branches/sentiment/20261122T215734Z-6942583c  # distil
 
+(`python training/finetune_top_layers.py` is the same command, by path, for torchrun.)
 The embeddings and layers [0, L-K) stay frozen (and their outputs are cached, so each
 epoch runs only the top K layers); the best epoch on a seeded validation split carved
 from the train file is saved under `<out>/<task>/<version>/`.
@@ -22,9 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the project importable, not training/
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
-
+from model_store.locations import branches_dir
 from model_store.tasks import INPUTS, KINDS, TaskDefinition
 from model_store.tokenizer import DEFAULT_MAX_SEQ_LEN, PairTokenizer
 from training.commands.cli import (
@@ -104,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="train on this file instead of the task's file in --data-dir",
     )
-    parser.add_argument("--out", type=Path, default=Path("models/branches"))
+    parser.add_argument("--out", type=Path, default=branches_dir())
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4, help="learning rate of the tuned layers")
@@ -168,7 +167,7 @@ def check_arguments(args: argparse.Namespace, base: BaseModelSpec) -> None:
     if not 1 <= args.layers <= depth:
         hint = (
             "; for more layers use a deeper --base-model, e.g. all-mpnet-base-v2 (12 layers: "
-            "python -m training.encoders.bases install all-mpnet-base-v2)"
+            "bert-mts-bases install all-mpnet-base-v2)"
             if args.layers > depth
             else ""
         )
@@ -407,5 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def run() -> int:
+    """Console-script entry point (`bert-mts-train`, and `training/finetune_top_layers.py`)."""
+    return run_cli(main, None, PROG)
+
+
 if __name__ == "__main__":
-    sys.exit(run_cli(main, None, PROG))
+    sys.exit(run())

@@ -79,7 +79,7 @@ def default_base_model_dir() -> Path:
 
 
 def _named_or_path(path: str | Path) -> Path:
-    """A directory, or the name of an installable base (`python -m training.encoders.bases`)."""
+    """A directory, or the name of an installable base (`bert-mts-bases`)."""
     if Path(path).exists() or str(path) not in bases.BASES:
         return Path(path)
     installed = bases.installed_dir(str(path))

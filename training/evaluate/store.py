@@ -1,6 +1,6 @@
 """Score every task of a published store on its validation split, per graph variant.
 
-    python -m training.evaluate.store --store models/default [--data-dir ../shared/data]
+    bert-mts-evaluate-store --store models/default [--data-dir ../shared/data]
 
 Each task's validation examples are drawn exactly as during its training (same file,
 columns, fraction, seed and limit, recorded in the manifest), then run through ONNX
@@ -11,8 +11,6 @@ shows what quantization costs.
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,12 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from model_store.manifest import Manifest, TaskEntry, load_manifest
-from model_store.repository import resolve_store
+from model_store.manifest import Manifest, TaskEntry
 from model_store.runtime import CPU, MultiTaskSession
 from model_store.tokenizer import PairTokenizer
-from training.commands.cli import OneLineArgumentParser, UsageError, run_cli
 from training.data.readers import DataSource, Example, split_train_val
+from training.errors import UsageError
 from training.fit.objectives import task_spec
 
 PROG = "evaluate_store"
@@ -120,24 +117,3 @@ def evaluate_store(manifest: Manifest, data_dir: Path | None, variants: Sequence
         }
         for result in store_outputs(manifest, data_dir, variants)
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = OneLineArgumentParser(prog=PROG, description="Validation metrics of a store's graphs.")
-    parser.add_argument("--store", required=True, type=Path)
-    parser.add_argument(
-        "--data-dir", type=Path, help="look the recorded data files up here, by file name"
-    )
-    parser.add_argument("--variants", nargs="+", help="default: every graph in the store")
-    args = parser.parse_args(argv)
-    manifest = load_manifest(resolve_store(args.store))  # a repository: its current version
-    variants = args.variants or list(manifest.graphs)
-    unknown = [v for v in variants if v not in manifest.graphs]
-    if unknown:
-        raise UsageError(f"{args.store} has no {', '.join(unknown)} graph")
-    print(json.dumps(evaluate_store(manifest, args.data_dir, variants), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main, None, PROG))

@@ -169,9 +169,10 @@ def read_branch_info(path: str | Path) -> BranchInfo:
     return BranchInfo(path=path, meta=meta)
 
 
-def load_branch(path: str | Path, base: BaseModel) -> tuple[TaskModel, BranchInfo]:
-    """Rebuild the single-task model of a branch on its base, refusing a different base."""
-    info = read_branch_info(path)
+def load_branch(branch: str | Path | BranchInfo, base: BaseModel) -> tuple[TaskModel, BranchInfo]:
+    """Rebuild the single-task model of a branch on its base, refusing a different base;
+    `branch` is its directory, or its branch.json already read (`read_branch_info`)."""
+    info = branch if isinstance(branch, BranchInfo) else read_branch_info(branch)
     if info.base_sha256 != base.weights_sha256:
         raise BranchError(
             f"{info.path} was trained on base {info.meta['base_model'].get('name')!r} "

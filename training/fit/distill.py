@@ -107,7 +107,7 @@ def load_teacher(
             f"teacher {info.path} used another tokenizer (sha256 {teacher_tokenizer[:12]}…, "
             f"the student's is {tokenizer.sha256[:12]}…)"
         )
-    model, _ = load_branch(info.path, base)  # refuses another base, or corrupt weights
+    model, _ = load_branch(info, base)  # refuses another base, or corrupt weights
     model.requires_grad_(False)
     return Teacher(model=model, info=info)
 

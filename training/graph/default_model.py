@@ -1,9 +1,11 @@
 """The shipped default model: committed compact branches, built into a servable store.
 
-    python -m training.graph.default_model build                  # models/default, once
-    python -m training.graph.default_model pack --branch runs/tune/sentiment   # ship a new branch
-    python -m training.graph.default_model build --record --data-dir ../shared/data
-                                                            # after packing: new checksums
+    bert-mts-default-model build                  # models/default, once
+    bert-mts-default-model pack --branch runs/tune/sentiment   # ship a new branch
+    bert-mts-default-model build --record --data-dir ../shared/data   # new checksums
+
+(the command is `training.commands.default_model`; the folders are
+`model_store.locations`').
 
 Git holds only what training produced: each task's tuned top layers and head, with
 int8 row-wise weight matrices (`models/shipped/<task>/<version>/`, see
@@ -26,20 +28,18 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 from safetensors.torch import load_file, save
 
 from model_store.atomic import atomic_directory, atomic_write_text
 from model_store.manifest import GRAPH_FILES, TOKENIZER_FILE
+from model_store.operations import BranchRef, keep_branch
 from model_store.repository import VERSIONS_DIR, new_version_id, set_current
-from training.commands.cli import OneLineArgumentParser, UsageError, run_cli
-from training.commands.store import keep_branch
 from training.data.presets import preset_order
 from training.encoders.base_model import BaseModel, load_base_model
+from training.errors import UsageError
 from training.evaluate.variant_metrics import (
     MeasureMetrics,
     measurer,
@@ -50,18 +50,12 @@ from training.evaluate.variant_metrics import (
 from training.fit.branch import (
     BRANCH_META,
     BRANCH_WEIGHTS,
-    BranchError,
     read_branch_info,
     resolve_branch_dir,
 )
 from training.fit.weight_codec import INT8_ROWWISE, encode_int8_rowwise
-from training.graph.merge import LoadedBranch, MergeError, load_branches, publish_store
+from training.graph.merge import LoadedBranch, load_branches, publish_store, read_branches
 
-PROG = "default_model"
-PROG_MODULE = "training.graph.default_model"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_DIR = PROJECT_ROOT / "models" / "shipped"
-DEFAULT_STORE = Path("models/default")
 CHECKSUMS = "SHA256SUMS"
 VARIANT_METRICS = "variant_metrics.json"
 VARIANTS = ("fp32", "int8", "fp16")
@@ -84,7 +78,7 @@ def shipped_branch_dirs(shipped: Path) -> list[Path]:
 def read_checksums(path: Path) -> dict[str, str]:
     """`sha256sum` format: '<hex>  <file name>' per line."""
     if not path.is_file():
-        raise UsageError(f"{path} is missing: run `python -m {PROG_MODULE} build --record`")
+        raise UsageError(f"{path} is missing: run `bert-mts-default-model build --record`")
     sums: dict[str, str] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
@@ -135,7 +129,7 @@ def build(
         raise UsageError(f"{out} already exists: remove it to rebuild")
     expected = None if record else read_checksums(shipped / CHECKSUMS)
     base = load_base_model()
-    branches = load_branches(shipped_branch_dirs(shipped), base)
+    branches = load_branches(read_branches(shipped_branch_dirs(shipped)), base)
     if record:
         with tempfile.TemporaryDirectory() as scratch:
             _, files, metrics = _publish_version(Path(scratch), base, branches, measurer(data_dir))
@@ -153,7 +147,8 @@ def build(
         version, files, _ = _publish_version(staging, base, branches, shipped_metrics)
         verify_checksums(files, expected or {})
         for branch in branches:
-            keep_branch(staging, branch.info)  # later publishes re-merge the untouched tasks
+            info = branch.info  # later publishes re-merge the untouched tasks
+            keep_branch(staging, BranchRef(info.task, info.version, info.path))
         set_current(staging, version)
     return out, files
 
@@ -179,42 +174,3 @@ def pack_branch(source: Path, shipped: Path) -> Path:
         if other != final and (other / BRANCH_META).is_file():
             shutil.rmtree(other)
     return final
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = OneLineArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    build_cmd = commands.add_parser("build", help="build the default store from the branches")
-    build_cmd.add_argument("--out", type=Path, default=DEFAULT_STORE)
-    build_cmd.add_argument("--shipped", type=Path, default=SHIPPED_DIR)
-    build_cmd.add_argument(
-        "--record",
-        action="store_true",
-        help=f"write {CHECKSUMS} and {VARIANT_METRICS} from this build",
-    )
-    build_cmd.add_argument(
-        "--data-dir",
-        type=Path,
-        help="with --record: where the branches' data files are, by name (e.g. ../shared/data)",
-    )
-    pack_cmd = commands.add_parser("pack", help="ship trained branches (int8 weights)")
-    pack_cmd.add_argument("--branch", required=True, action="append", type=Path)
-    pack_cmd.add_argument("--shipped", type=Path, default=SHIPPED_DIR)
-    args = parser.parse_args(argv)
-    if args.command == "pack":
-        for branch in args.branch:
-            print(f"packed {pack_branch(branch, args.shipped)}")
-        print(
-            "now record the new checksums and metrics: "
-            "python -m training.graph.default_model build --record --data-dir ../shared/data"
-        )
-        return 0
-    if args.data_dir is not None and not args.record:
-        raise UsageError("--data-dir is only read with --record")
-    path, _ = build(args.shipped, args.out, args.record, args.data_dir)
-    print(f"{'recorded' if args.record else 'built and verified'} {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main, None, PROG, extra_errors=(MergeError, BranchError, ChecksumError)))

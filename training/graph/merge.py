@@ -1,20 +1,14 @@
 """Merge task branches into one tree-shaped graph and publish it to the model store.
 
-    python -m training.graph.merge \\
-        --branch models/branches/sentiment --branch models/branches/paraphrase \\
-        --branch models/branches/similarity --out models/default
-
-A `--branch` is a version directory or a task directory (meaning its newest version).
-Branches must share the base weights, tokenizer and max length, one per task. The store
+The command is `bert-mts-merge` (`training.commands.merge`). Branches must share the
+base weights, tokenizer and max length, one per task. The store
 is built in a temporary directory, every graph is checked against the merged PyTorch
 model, and only then is it renamed into place.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,9 +29,8 @@ from model_store.manifest import (
 )
 from model_store.runtime import CPU, MultiTaskSession, task_mask
 from model_store.tokenizer import EncodedBatch, PairTokenizer
-from training.commands.cli import OneLineArgumentParser, run_cli
 from training.data.readers import split_seed_of
-from training.encoders.base_model import BaseModel, load_base_model
+from training.encoders.base_model import BaseModel
 from training.errors import MergeError
 from training.evaluate.variant_metrics import MeasureMetrics, measurer
 from training.fit.branch import (
@@ -95,10 +88,18 @@ def check_compatible(infos: Sequence[BranchInfo]) -> None:
                 )
 
 
-def load_branches(paths: Sequence[Path], base: BaseModel) -> list[LoadedBranch]:
+def read_branches(paths: Sequence[Path]) -> list[BranchInfo]:
+    """Each branch.json (of a version directory, or a task directory's newest), read and
+    checked once; the set checked to merge (`check_compatible`) before any weight loads."""
     infos = [read_branch_info(resolve_branch_dir(path)) for path in paths]
     check_compatible(infos)
-    return [LoadedBranch(*load_branch(info.path, base)) for info in infos]
+    return infos
+
+
+def load_branches(infos: Sequence[BranchInfo], base: BaseModel) -> list[LoadedBranch]:
+    """The branches' models on `base`, from their already read branch.json."""
+    check_compatible(infos)
+    return [LoadedBranch(*load_branch(info, base)) for info in infos]
 
 
 def probe_batch(
@@ -259,59 +260,3 @@ def publish_store(
         write_manifest(manifest)
         log.info("checked against PyTorch, max abs difference: %s", manifest.extra["parity"])
     return load_manifest(out)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(prog=PROG, description="Merge task branches into a model store.")
-    parser.add_argument(
-        "--branch", required=True, action="append", type=Path, help="repeat per task"
-    )
-    parser.add_argument(
-        "--out", required=True, type=Path, help="store directory, e.g. models/default"
-    )
-    parser.add_argument("--base-model", type=Path, metavar="PATH", help="default: all-MiniLM-L6-v2")
-    parser.add_argument(
-        "--variants",
-        nargs="+",
-        choices=tuple(GRAPH_FILES),
-        default=["fp32", "int8"],
-        help="graphs to build (fp32 always)",
-    )
-    parser.add_argument("--replace", action="store_true", help="replace an existing store")
-    parser.add_argument(
-        "--no-fuse", action="store_true", help="skip ONNX Runtime's transformer fusions"
-    )
-    parser.add_argument(
-        "--data-dir", type=Path, help="look the branches' recorded data files up here, by name"
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    variants = list(dict.fromkeys(["fp32", *args.variants]))
-    if args.out.exists() and not args.replace:
-        raise ArtifactExistsError(f"{args.out} already exists (use --replace to swap it out)")
-    infos = [read_branch_info(resolve_branch_dir(path)) for path in args.branch]
-    check_compatible(infos)
-    base = load_base_model(args.base_model)
-    branches = load_branches([info.path for info in infos], base)
-    manifest = publish_store(
-        base,
-        branches,
-        args.out,
-        variants,
-        replace=args.replace,
-        fuse=not args.no_fuse,
-        metrics=measurer(args.data_dir),
-    )
-    tasks = ", ".join(f"{t.name} (K={t.layers}, fork {t.fork_depth})" for t in manifest.tasks)
-    print(
-        f"published {manifest.directory}: {tasks}; frozen layers {manifest.frozen_layers} "
-        f"(shared by all tasks: {manifest.trunk_layers}); graphs {', '.join(manifest.graphs)}"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main, None, PROG, extra_errors=(MergeError,)))

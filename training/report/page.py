@@ -1,6 +1,6 @@
 """Write the accuracy report of a published model: one HTML page and its PNG plots.
 
-    python -m training.report.page --store models/default --data-dir ../shared/data \\
+    bert-mts-report --store models/default --data-dir ../shared/data \\
         --sweep docs/report/k_sweep.json --out docs/report
 
 Every figure of the shipped model is computed here, from the store's ONNX graphs run
@@ -15,7 +15,6 @@ from __future__ import annotations
 import html
 import json
 import shutil
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from model_store.graph_choice import choose_graph
 from model_store.manifest import Manifest, load_manifest
 from model_store.repository import resolve_store
 from model_store.tasks import TaskDefinition
-from training.commands.cli import OneLineArgumentParser, UsageError, run_cli
+from training.errors import UsageError
 from training.evaluate.store import TaskResult, store_outputs
 from training.fit.objectives import PRESET_SCORE_TASKS, overall_score
 from training.report import plots as report_plots
@@ -370,25 +369,3 @@ def write_report(
     for name, value in overall.items():
         print(f"overall {name}: {value:.4f}")
     return out / INDEX
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = OneLineArgumentParser(prog=PROG, description="Write the HTML accuracy report.")
-    parser.add_argument("--store", type=Path, default=Path("models/default"))
-    parser.add_argument(
-        "--data-dir", type=Path, help="look the recorded data files up here, by file name"
-    )
-    parser.add_argument("--sweep", type=Path, default=Path("docs/report/k_sweep.json"))
-    parser.add_argument("--out", type=Path, default=Path("docs/report"))
-    parser.add_argument("--variants", nargs="+", help="graphs to score (default: fp32, int8)")
-    args = parser.parse_args(argv)
-    for path, what in ((args.store, "store"), (args.data_dir, "data directory")):
-        if path is not None and not path.exists():
-            raise UsageError(f"{what} {path} does not exist")
-    index = write_report(args.store, args.data_dir, args.sweep, args.out, args.variants)
-    print(f"wrote {index}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main, None, PROG))

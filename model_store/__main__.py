@@ -1,0 +1,7 @@
+"""`python -m model_store list|rollback --store DIR`: see `model_store.commands`."""
+
+import sys
+
+from model_store.commands import run
+
+sys.exit(run())

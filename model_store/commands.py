@@ -1,0 +1,63 @@
+"""The torch-free repository commands, `list` and `rollback`, for the serving image.
+
+    python -m model_store list --store models/default
+    python -m model_store rollback --store models/default [--to VERSION]
+
+The training half's store command (`bert-mts-store`) adds `publish` and registers these
+two from here, so both spell them the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from model_store.cli import OneLineArgumentParser, run_cli
+from model_store.operations import describe_versions, rollback
+
+PROG = "store"
+
+
+def _list(args: argparse.Namespace) -> int:
+    for line in describe_versions(args.store):
+        print(line)
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    version = rollback(args.store, args.to)
+    print(f"current version of {args.store} is now {version}")
+    return 0
+
+
+def add_repository_commands(commands: argparse._SubParsersAction) -> None:
+    """Register `list` and `rollback` on a parser's subcommands."""
+    list_cmd = commands.add_parser("list", help="list versions (* = current)")
+    list_cmd.add_argument("--store", required=True, type=Path)
+    list_cmd.set_defaults(run=_list)
+    rollback_cmd = commands.add_parser("rollback", help="make an earlier version current")
+    rollback_cmd.add_argument("--store", required=True, type=Path)
+    rollback_cmd.add_argument("--to", metavar="VERSION", help="default: the one before current")
+    rollback_cmd.set_defaults(run=_rollback)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    add_repository_commands(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+def run() -> int:
+    """Console-script entry point."""
+    return run_cli(main, None, PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

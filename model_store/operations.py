@@ -1,0 +1,134 @@
+"""Operations on a versioned model repository, as plain functions over typed arguments.
+
+Choosing a new version's branches, keeping them in the repository, listing versions and
+rolling back need no torch: the serving image runs `list` and `rollback`
+(`python -m model_store`), and the training half's `publish`
+(`training.graph.publish`) builds on `next_branches` and `keep_branch`. Only merging
+the chosen branches into graphs needs torch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from model_store.atomic import atomic_directory
+from model_store.cli import UsageError
+from model_store.manifest import MANIFEST_FILE, StoreError, load_manifest
+from model_store.repository import (
+    BRANCHES_DIR,
+    CURRENT_FILE,
+    VERSIONS_DIR,
+    is_repository,
+    list_versions,
+    previous_version,
+    resolve_store,
+    set_current,
+)
+
+
+@dataclass(frozen=True)
+class BranchRef:
+    """A branch directory and the task and version its branch.json names (read once)."""
+
+    task: str
+    version: str
+    path: Path
+
+
+def check_publish_target(repository: Path) -> None:
+    """Refuse, before any work, a directory that cannot become or be a repository."""
+    if (repository / MANIFEST_FILE).is_file():
+        raise UsageError(
+            f"{repository} is a single store, not a repository: publish into a new directory"
+        )
+    if repository.exists() and not is_repository(repository) and any(repository.iterdir()):
+        raise UsageError(f"{repository} exists and is not a model repository")
+
+
+def keep_branch(repository: Path, branch: BranchRef) -> Path:
+    """Copy a branch into the repository (once), so later versions can re-merge it."""
+    target = repository / BRANCHES_DIR / branch.task / branch.version
+    if not target.exists():
+        with atomic_directory(target) as staging:
+            for file in branch.path.iterdir():
+                shutil.copy2(file, staging / file.name)
+    return target
+
+
+def current_branches(store: Path) -> list[tuple[str, str]]:
+    """(task, branch version) of a published version, read from its manifest whatever
+    its format version: a repository whose current version an older release published
+    (format 2, before the tree-shaped graph) is re-merged from its kept branches into the
+    current format, instead of being refused."""
+    try:
+        return [
+            (task.name, task.branch_version) for task in load_manifest(store, verify=False).tasks
+        ]
+    except StoreError:
+        try:
+            raw = json.loads((store / MANIFEST_FILE).read_text(encoding="utf-8"))
+            return [(t["definition"]["name"], str(t["branch_version"])) for t in raw["tasks"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UsageError(f"{store}: cannot read its tasks from {MANIFEST_FILE}") from None
+
+
+def next_branches(
+    repository: Path, new: Sequence[BranchRef], remove: Sequence[str]
+) -> dict[str, Path]:
+    """The next version's branch directories by task: the current version's kept ones,
+    with `new` replacing or adding tasks (kept into the repository) and `remove` left out.
+    Tasks come in the current version's order, then the new ones'."""
+    replacing: Mapping[str, BranchRef] = {branch.task: branch for branch in new}
+    if len(replacing) != len(new):
+        raise UsageError("two branches given for one task")
+    both = sorted(set(replacing) & set(remove))
+    if both:
+        raise UsageError(f"task {both[0]} is both given as a branch and removed")
+    paths: dict[str, Path] = {}
+    current_tasks: list[str] = []
+    if (repository / CURRENT_FILE).is_file():
+        current = current_branches(resolve_store(repository))
+        current_tasks = [name for name, _ in current]
+        for name, version in current:
+            if name in remove:
+                continue
+            kept = repository / BRANCHES_DIR / name / version
+            if name not in replacing and not kept.is_dir():
+                raise UsageError(f"{repository} lacks branch {name}/{version}")
+            paths[name] = kept
+    absent = [task for task in remove if task not in current_tasks]
+    if absent:
+        served = ", ".join(current_tasks) or "none"
+        raise UsageError(
+            f"cannot remove {absent[0]}: the current version has no such task (it has {served})"
+        )
+    for task, branch in replacing.items():
+        paths[task] = keep_branch(repository, branch)
+    if not paths:
+        raise UsageError("a version needs at least one task: nothing would be left")
+    return paths
+
+
+def rollback(repository: Path, to: str | None = None) -> str:
+    """Make `to` (default: the version before the current one) current; its id."""
+    target = to or previous_version(repository)
+    load_manifest(repository / VERSIONS_DIR / target)  # refuse a corrupt version up front
+    set_current(repository, target)
+    return target
+
+
+def describe_versions(repository: Path) -> list[str]:
+    """One line per version, oldest first, `*` marking the current one."""
+    lines = []
+    for info in list_versions(repository):
+        tasks = ", ".join(
+            f"{t.name}={t.branch_version} (K={t.layers})" for t in info.manifest.tasks
+        )
+        lines.append(
+            f"{'*' if info.current else ' '} {info.version}  {info.manifest.created}  {tasks}"
+        )
+    return lines

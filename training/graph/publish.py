@@ -1,0 +1,75 @@
+"""Publish branches into a versioned model repository: a new immutable version.
+
+The next version merges the given branches with the current version's other branches
+(kept in the repository), less any removed task, and is made current unless told
+otherwise; a running service picks it up on reload (POST /admin/reload or SIGHUP). The
+tasks that were not replaced keep bit-identical outputs, whatever the new branch's
+depth. On a new directory, the repository is created from the given branches. Each
+branch.json is read and checked once (`read_branches`), on its way into the repository.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from model_store.manifest import Manifest
+from model_store.operations import BranchRef, check_publish_target, next_branches
+from model_store.repository import VERSIONS_DIR, new_version_id, set_current
+from training.encoders.base_model import load_base_model
+from training.errors import UsageError
+from training.evaluate.variant_metrics import measurer
+from training.fit.branch import BranchInfo, read_branch_info
+from training.graph.merge import load_branches, publish_store, read_branches
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a publish made: the version's id, its manifest, and whether it is current."""
+
+    version: str
+    manifest: Manifest
+    current: bool
+
+
+def _ref(info: BranchInfo) -> BranchRef:
+    return BranchRef(info.task, info.version, info.path)
+
+
+def publish(
+    repository: Path,
+    branches: Sequence[Path] = (),
+    remove: Sequence[str] = (),
+    *,
+    base_model: Path | None = None,
+    variants: Sequence[str] = ("int8",),
+    activate: bool = True,
+    data_dir: Path | None = None,
+) -> Published:
+    """Merge `branches` (version or task directories) into a new version of
+    `repository`, without the `remove`d tasks; `variants` are the graphs besides fp32."""
+    if not branches and not remove:
+        raise UsageError("publish needs --branch (add or replace a task) or --remove TASK")
+    check_publish_target(repository)
+    new = read_branches(branches) if branches else []
+    (repository / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
+    base = load_base_model(base_model)
+    chosen = next_branches(repository, [_ref(info) for info in new], remove)
+    given = {info.task: info for info in new}
+    # The given branches were read above: only their place changes (the kept copy).
+    infos = [
+        replace(given[task], path=path) if task in given else read_branch_info(path)
+        for task, path in chosen.items()
+    ]
+    version = new_version_id()
+    manifest = publish_store(
+        base,
+        load_branches(infos, base),
+        repository / VERSIONS_DIR / version,
+        ["fp32", *variants],
+        metrics=measurer(data_dir),
+    )
+    if activate:
+        set_current(repository, version)
+    return Published(version, manifest, activate)
