@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.report import print_report
+from benchmarks.common.report import print_report
 from training.data.presets import PRESETS
 from training.fit.branch import BRANCH_META, read_branch_info, resolve_branch_dir
 from training.report.sweep_log import FULL, SweepRecord, load_sweep, record_sweep

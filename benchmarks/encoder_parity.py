@@ -18,7 +18,7 @@ import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.report import print_report
+from benchmarks.common.report import print_report
 from model_store.tokenizer import PairTokenizer
 from training.data.presets import PRESETS
 from training.data.readers import read_examples

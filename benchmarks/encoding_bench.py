@@ -23,7 +23,7 @@ import orjson
 from fastapi.responses import JSONResponse
 from fastapi.routing import serialize_response
 
-from benchmarks.report import print_report
+from benchmarks.common.report import print_report
 from service import schemas
 from service.routes import tasks
 

@@ -35,8 +35,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.report import markdown_table, provenance
-from benchmarks.serve_bench import Server, validation_texts
+from benchmarks.common.report import markdown_table, provenance
+from benchmarks.common.serving import Server, validation_texts
 
 
 def percentile(values: list[float], q: float) -> float:

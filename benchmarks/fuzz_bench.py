@@ -81,8 +81,8 @@ def main() -> None:
     import uvicorn
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks.report import print_report
-    from benchmarks.serve_bench import free_port
+    from benchmarks.common.report import print_report
+    from benchmarks.common.serving import free_port
     from service.app import create_app
     from service.settings import Settings
 

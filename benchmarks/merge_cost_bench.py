@@ -31,7 +31,7 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.report import print_report
+from benchmarks.common.report import print_report
 from model_store.runtime import CPU, MultiTaskSession, task_mask
 from model_store.tokenizer import EncodedRow, PairTokenizer
 from training.data.presets import PRESETS

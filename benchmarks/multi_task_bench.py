@@ -40,8 +40,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.report import print_report
-from benchmarks.serve_bench import Server, validation_texts
+from benchmarks.common.report import print_report
+from benchmarks.common.serving import Server, validation_texts
 from model_store.manifest import Manifest, load_manifest
 from model_store.runtime import CPU, MultiTaskSession, task_mask
 from model_store.tasks import TaskDefinition

@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.report import markdown_table, provenance
-from benchmarks.serve_bench import Server, request_lines, run_wrk, validation_texts
+from benchmarks.common.report import markdown_table, provenance
+from benchmarks.common.serving import Server, request_lines, run_wrk, validation_texts
 from service.client import Client
 
 TASK_PATHS = ("/sentiment", "/paraphrase", "/similarity")

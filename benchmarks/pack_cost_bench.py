@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 from safetensors.torch import save
 
-from benchmarks.report import print_report
+from benchmarks.common.report import print_report
 from model_store.tokenizer import PairTokenizer
 from training.encoders.base_model import load_base_model
 from training.evaluate.store import validation_examples

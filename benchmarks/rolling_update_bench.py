@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.report import markdown_table, provenance
-from benchmarks.rolling import Outcome, rolling_update, served_timeline
+from benchmarks.common.report import markdown_table, provenance
+from benchmarks.common.rolling import Outcome, rolling_update, served_timeline
 from model_store.manifest import load_manifest
 from model_store.repository import is_repository, list_versions, resolve_store
 from model_store.tokenizer import PairTokenizer

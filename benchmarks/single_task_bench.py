@@ -25,8 +25,8 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.report import print_report
-from benchmarks.serve_bench import validation_texts
+from benchmarks.common.report import print_report
+from benchmarks.common.serving import validation_texts
 from model_store.repository import resolve_store
 from model_store.tokenizer import PairTokenizer
 

@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.report import markdown_table, provenance
-from benchmarks.serve_bench import Server, request_lines, run_wrk, validation_texts
+from benchmarks.common.report import markdown_table, provenance
+from benchmarks.common.serving import Server, request_lines, run_wrk, validation_texts
 from model_store.repository import list_versions, set_current
 from model_store.tokenizer import PairTokenizer
 from service.client import Client

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.rolling import Outcome, rolling_update, served_timeline
+from benchmarks.common.rolling import Outcome, rolling_update, served_timeline
 from model_store.repository import list_versions, resolve_store
 from model_store.tokenizer import PairTokenizer
 from tests.support.tiny_store import tiny_base_dir

@@ -34,7 +34,7 @@ import httpx
 
 from model_store.repository import set_current
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BACKEND = "replicas"
 # Long enough to pass the service's start-up check of the token.
 ADMIN_TOKEN = "rolling-update-benchmark-admin-token-0123456789"

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.report import markdown_table, provenance
+from benchmarks.common.report import markdown_table, provenance
 from model_store.manifest import load_manifest
 from model_store.repository import resolve_store
 from model_store.runtime import CPU, MultiTaskSession
@@ -124,7 +124,7 @@ class Server:
     (to measure before and after a change in one run)."""
 
     def __init__(self, model_dir: Path, env: dict[str, str], root: Path | None = None) -> None:
-        root = (root or Path(__file__).resolve().parents[1]).resolve()
+        root = (root or Path(__file__).resolve().parents[2]).resolve()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
