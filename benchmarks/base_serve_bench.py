@@ -1,7 +1,7 @@
 """Serving cost of a deeper base: one task's throughput from two stores, side by side.
 
     apt-get install wrk
-    python benchmarks/base_serve_bench.py --store models/default \\
+    python -m benchmarks.base_serve_bench --store models/default \\
         --store runs/mpnet-store --task similarity --data-dir ../shared/data
 
 Why: a 12-layer, 768-wide base (all-mpnet-base-v2) buys accuracy with compute at serving
@@ -16,12 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common.report import markdown_table, provenance
 from benchmarks.common.serving import Server, run_wrk, validation_texts

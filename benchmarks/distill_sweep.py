@@ -1,7 +1,7 @@
 """Shallow students with and without distillation, as a share of full fine-tuning.
 
-    python benchmarks/distill_sweep.py --data-dir ../shared/data --json docs/report/k_sweep.json
-    python benchmarks/distill_sweep.py --task sentiment --layers 4 --seeds 0   # one more run
+    python -m benchmarks.distill_sweep --data-dir ../shared/data --json docs/report/k_sweep.json
+    python -m benchmarks.distill_sweep --task sentiment --layers 4 --seeds 0   # one more run
 
 For each preset task: branches at K = 1, 2, 3 (`--layers`) trained with the labels
 alone and distilled from the task's teacher (default: its shipped branch in
@@ -24,8 +24,6 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common.report import print_report
 from training.data.presets import PRESETS

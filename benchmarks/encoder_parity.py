@@ -1,7 +1,7 @@
 """Max |difference| between this project's encoder and transformers' BertModel/MPNetModel.
 
-    python benchmarks/encoder_parity.py --data-dir ../shared/data
-    python benchmarks/encoder_parity.py --base-model all-mpnet-base-v2   # after installing it
+    python -m benchmarks.encoder_parity --data-dir ../shared/data
+    python -m benchmarks.encoder_parity --base-model all-mpnet-base-v2   # after installing it
 
 Runs both on real sentence pairs from sts-train (padded batches, both segments) and
 reports the largest absolute difference of the last hidden state over real tokens.
@@ -10,13 +10,10 @@ reports the largest absolute difference of the last hidden state over real token
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 import transformers
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common.report import print_report
 from model_store.tokenizer import PairTokenizer

@@ -1,6 +1,6 @@
 """What encoding one response body costs, by the ways a route could hand it back.
 
-    python benchmarks/encoding_bench.py
+    python -m benchmarks.encoding_bench
 
 For a /sentiment answer of one result and of 32: FastAPI's handling of a returned model
 (validated again against the route's response_model, then dumped to JSON by pydantic:
@@ -12,12 +12,8 @@ orjson on the dumped dict. Microseconds per body, best of three.
 from __future__ import annotations
 
 import asyncio
-import sys
 import timeit
 from collections.abc import Callable
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson
 from fastapi.responses import JSONResponse

@@ -2,7 +2,7 @@
 
     git worktree add /tmp/before <commit>     # the code to compare against, with its own
     (cd /tmp/before && bert-mts-default-model build)   # store of its format
-    python benchmarks/fairness_bench.py --model-dir models/default \\
+    python -m benchmarks.fairness_bench --model-dir models/default \\
         --before /tmp/before --before-model-dir /tmp/before/models/default
 
 Three loads, each against a fresh server of each checkout, on loopback, with an
@@ -26,14 +26,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common.report import markdown_table, provenance
 from benchmarks.common.serving import Server, validation_texts

@@ -2,7 +2,7 @@
 
     bert-mts-merge --out /tmp/fused ...
     bert-mts-merge --no-fuse ...
-    python benchmarks/fusion_bench.py --store fused=/tmp/fused --store unfused=/tmp/unfused \\
+    python -m benchmarks.fusion_bench --store fused=/tmp/fused --store unfused=/tmp/unfused \\
         --data-dir ../shared/data
 
 No HTTP: ONNX Runtime on the CPU, tokenizing included, on the sentiment validation
@@ -14,10 +14,7 @@ so that only the measurement runs in the timed window.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common.report import markdown_table, provenance
 from benchmarks.common.serving import offline, validation_texts

@@ -1,6 +1,6 @@
 """Fuzz a running service from its own OpenAPI schema (schemathesis + hypothesis).
 
-    python benchmarks/fuzz_bench.py --model-dir runs/store-k2 --examples 300
+    python -m benchmarks.fuzz_bench --model-dir runs/store-k2 --examples 300
 
 Every generated request, valid by the schema or deliberately not, goes to a live
 server; schemathesis' checks flag any 5xx, undocumented status code, or response that
@@ -73,14 +73,12 @@ def fuzz(base_url: str, examples_per_operation: int) -> FuzzReport:
 
 def main() -> None:
     import argparse
-    import sys
     import threading
     import time
     from pathlib import Path
 
     import uvicorn
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.common.report import print_report
     from benchmarks.common.serving import free_port
     from service.app import create_app

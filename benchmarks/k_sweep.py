@@ -1,7 +1,7 @@
 """Validation metric and training time per branch depth K, per task.
 
-    python benchmarks/k_sweep.py --data-dir ../shared/data --task similarity sentiment
-    python benchmarks/k_sweep.py --task sentiment --layers --full   # full fine-tuning only
+    python -m benchmarks.k_sweep --data-dir ../shared/data --task similarity sentiment
+    python -m benchmarks.k_sweep --task sentiment --layers --full   # full fine-tuning only
 
 Trains one branch per (task, K) with the training defaults (3 epochs, lr 1e-4 for the
 layers and 1e-3 for the head, batch 32, cached trunk, seed 0; each overridable) on the
@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common.report import print_report
 from model_store.tokenizer import PairTokenizer

@@ -1,6 +1,6 @@
 """Cost of one merged multi-task graph vs three separate single-task graphs.
 
-    python benchmarks/merge_cost_bench.py --data-dir ../shared/data \\
+    python -m benchmarks.merge_cost_bench --data-dir ../shared/data \\
         --branch models/branches/sentiment --branch models/branches/paraphrase \\
         --branch models/branches/similarity
 
@@ -21,15 +21,12 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import onnx
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common.report import print_report
 from model_store.runtime import CPU, MultiTaskSession, task_mask

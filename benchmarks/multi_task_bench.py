@@ -1,8 +1,8 @@
 """One input, T tasks: what a multi-task request saves over asking task by task.
 
-    python benchmarks/multi_task_bench.py --branch models/default/branches/paraphrase \\
+    python -m benchmarks.multi_task_bench --branch models/default/branches/paraphrase \\
         --branch models/default/branches/similarity
-    python benchmarks/multi_task_bench.py --synthetic 6 --layers 2
+    python -m benchmarks.multi_task_bench --synthetic 6 --layers 2
 
 For one input asked T tasks, three ways:
   (a) one multi-task row (`POST /v1/predict`): the frozen layers up to the deepest fork
@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import multiprocessing
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -37,8 +36,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common.report import print_report
 from benchmarks.common.serving import Server, validation_texts

@@ -1,6 +1,6 @@
 """Overload and soak: shedding beyond capacity, and memory over a sustained run.
 
-    python benchmarks/overload_bench.py --model-dir runs/store-k2 --soak-seconds 180
+    python -m benchmarks.overload_bench --model-dir runs/store-k2 --soak-seconds 180
 
 1. Capacity: single-text sentiment requests at concurrency 32 (all must succeed).
 2. Overload: offered rates of a few multiples of capacity, with a bounded queue. wrk is
@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 import threading
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common.report import markdown_table, provenance
 from benchmarks.common.serving import Server, request_lines, run_wrk, validation_texts

@@ -1,6 +1,6 @@
 """What shipping a branch with int8 row-wise weight matrices costs in validation metric.
 
-    python benchmarks/pack_cost_bench.py --branch runs/tune/sentiment --branch runs/tune/similarity
+    python -m benchmarks.pack_cost_bench --branch runs/tune/sentiment --branch runs/tune/similarity
 
 For each trained (float32) branch: its validation metric on the seeded split it was
 selected on (same file, fraction, seed and limit as recorded in branch.json), then the same
@@ -11,10 +11,7 @@ the weight bytes of both.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 from safetensors.torch import save

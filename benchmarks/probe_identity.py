@@ -1,6 +1,6 @@
 """Do two checkouts serve the same answers? A fixed probe set, compared byte for byte.
 
-    python benchmarks/probe_identity.py --before /tmp/before \\
+    python -m benchmarks.probe_identity --before /tmp/before \\
         --before-model-dir /tmp/before/models/default --model-dir models/default
 
 Both servers answer the three named endpoints for the first N validation rows of each
@@ -17,8 +17,6 @@ import sys
 from pathlib import Path
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common.report import markdown_table, provenance
 from benchmarks.common.serving import Server, validation_texts

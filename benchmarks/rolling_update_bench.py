@@ -1,6 +1,6 @@
 """Rolling model update across two replicas behind HAProxy, under load: failed requests.
 
-    python benchmarks/rolling_update_bench.py --model-dir models/default
+    python -m benchmarks.rolling_update_bench --model-dir models/default
 
 Copies the model repository, stages a new sentiment branch version in it (a fresh head
 on the same base: the version, not the accuracy, is what changes), and gives each of
@@ -23,18 +23,16 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from benchmarks.common.report import markdown_table, provenance
 from benchmarks.common.rolling import Outcome, rolling_update, served_timeline
 from model_store.manifest import load_manifest
-from model_store.repository import is_repository, list_versions, resolve_store
+from model_store.repository import is_repository, resolve_store
 from model_store.tokenizer import PairTokenizer
-from training.commands import store as store_cli
 from training.encoders.base_model import load_base_model
 from training.fit.branch import save_branch
 from training.fit.objectives import preset_spec
 from training.fit.task_model import TaskModel
+from training.graph.publish import publish
 
 
 def stage_new_sentiment_version(repository: Path, scratch: Path) -> str:
@@ -47,12 +45,7 @@ def stage_new_sentiment_version(repository: Path, scratch: Path) -> str:
     torch.manual_seed(1234)
     model = TaskModel(base.encoder, preset_spec("sentiment"), layers, "cls")
     branch = save_branch(model, base, tokenizer, scratch, {}, {})
-    before = {v.version for v in list_versions(repository)}
-    args = ["publish", "--store", str(repository), "--branch", str(branch), "--no-activate"]
-    if store_cli.main(args) != 0:
-        raise SystemExit("publishing the new version failed")
-    (new,) = {v.version for v in list_versions(repository)} - before
-    return new
+    return publish(repository, [branch], activate=False).version
 
 
 def report(outcome: Outcome) -> str:

@@ -1,7 +1,7 @@
 """Single-task throughput of two builds of a store's graph, e.g. before and after a change
 to the merged graph's shape, through ONNX Runtime directly.
 
-    python benchmarks/single_task_bench.py --before /tmp/before/models/default \\
+    python -m benchmarks.single_task_bench --before /tmp/before/models/default \\
         --after models/default
 
 Each graph gets the same rows of each preset task (validation inputs from --data-dir),
@@ -16,14 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common.report import print_report
 from benchmarks.common.serving import validation_texts

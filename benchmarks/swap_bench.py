@@ -1,6 +1,6 @@
 """Hot updates under load: requests sent and failed across three swaps.
 
-    python benchmarks/swap_bench.py --branch runs/branches/sentiment \\
+    python -m benchmarks.swap_bench --branch runs/branches/sentiment \\
         --branch runs/branches/paraphrase --branch runs/branches/similarity
 
 Builds a model repository from the given branches in a temporary directory, serves it
@@ -13,7 +13,6 @@ version. Each update is published while the load runs, then loaded with POST
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import threading
 import time
@@ -21,18 +20,16 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from benchmarks.common.report import markdown_table, provenance
 from benchmarks.common.serving import Server, request_lines, run_wrk, validation_texts
 from model_store.repository import list_versions, set_current
 from model_store.tokenizer import PairTokenizer
 from service.client import Client
-from training.commands import store as store_cli
 from training.encoders.base_model import load_base_model
 from training.fit.branch import save_branch
 from training.fit.objectives import preset_spec
 from training.fit.task_model import TaskModel
+from training.graph.publish import publish
 
 TOKEN = "bench-token"
 PROBES = {
@@ -65,14 +62,7 @@ def main() -> None:
     texts = validation_texts(args.data_dir, 200)
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        store_cli.main(
-            [
-                "publish",
-                "--store",
-                str(repo),
-                *[a for b in args.branch for a in ("--branch", str(b))],
-            ]
-        )
+        publish(repo, args.branch)
         first = list_versions(repo)[0].version
         server = Server(repo, {"BERT_MTS_ADMIN_TOKEN": TOKEN})
         client = Client(server.url, timeout=120)
@@ -110,7 +100,7 @@ def main() -> None:
                 started = time.perf_counter()
                 if task:
                     branch = fresh_branch(base, tokenizer, task, 100 + step, Path(tmp) / "new")
-                    store_cli.main(["publish", "--store", str(repo), "--branch", str(branch)])
+                    publish(repo, [branch])
                 else:
                     set_current(repo, first)
                 reply = client._http.post("/admin/reload", headers=headers)

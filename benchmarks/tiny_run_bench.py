@@ -1,16 +1,13 @@
 """Wall time of the tiny training run the tests use: 64 examples, 3 epochs, K = 1.
 
-python benchmarks/tiny_run_bench.py --data-dir ../shared/data --repeats 5
+python -m benchmarks.tiny_run_bench --data-dir ../shared/data --repeats 5
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common.report import print_report
 from model_store.tokenizer import PairTokenizer

@@ -1,6 +1,6 @@
 """One training epoch on sst-train with and without the trunk cache, for K = 1, 2, 6.
 
-    python benchmarks/trunk_cache_bench.py --data-dir ../shared/data
+    python -m benchmarks.trunk_cache_bench --data-dir ../shared/data
 
 Without the cache every batch runs the frozen trunk again; with it, the trunk runs once
 (the fill, timed separately) and each epoch runs only the top K layers. Both columns of
@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common.report import print_report
 from model_store.tokenizer import PairTokenizer

@@ -14,25 +14,16 @@ import time
 from service.inference import RETRY_AFTER_SECONDS
 from service.metrics import ServiceMetrics
 from service.reloader import ModelReloader
-from service.routes.tasks import TASKS_PREFIX
-
-NAMED_TASK_ENDPOINTS = {
-    "/sentiment": "sentiment",
-    "/paraphrase": "paraphrase",
-    "/similarity": "similarity",
-}
-_GENERIC_TASK_ENDPOINT = TASKS_PREFIX + "/{task}"
-# Several tasks about one input: inference like the task endpoints, under no one task.
-MULTI_TASK_ENDPOINT = "/v1/predict"
-_KNOWN_PATHS = {
-    "/health",
-    "/ready",
-    "/metrics",
-    "/info",
-    "/admin/reload",
-    TASKS_PREFIX,
+from service.routes import fixed_paths
+from service.routes.tasks import (
     MULTI_TASK_ENDPOINT,
-}
+    NAMED_TASK_ENDPOINTS,
+    TASK_ENDPOINT,
+    TASKS_PREFIX,
+)
+
+# Route paths come from the routers (service/routes/), not from a list kept here.
+_KNOWN_PATHS = fixed_paths()
 # nginx's code for "client closed the request": not the service's failure, so operators
 # alerting on 5xx are not woken by clients that hang up.
 CLIENT_CLOSED = 499
@@ -170,7 +161,7 @@ class RequestMetricsMiddleware:
         task = task_of(path)
         if task is None:
             return (path if path in _KNOWN_PATHS else "other"), ""
-        endpoint = path if path in NAMED_TASK_ENDPOINTS else _GENERIC_TASK_ENDPOINT
+        endpoint = path if path in NAMED_TASK_ENDPOINTS else TASK_ENDPOINT
         live = self.models.live
         served = live is not None and task in live.engine.tasks
         return endpoint, task if served else "other"

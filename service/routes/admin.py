@@ -21,6 +21,9 @@ BearerCredentials = Annotated[
 ]
 
 
+RELOAD_PATH = "/admin/reload"
+
+
 def admin_router(token: SecretStr, models: ModelReloader) -> APIRouter:
     expected = token.get_secret_value().encode()
 
@@ -34,7 +37,7 @@ def admin_router(token: SecretStr, models: ModelReloader) -> APIRouter:
     router = APIRouter(dependencies=[Depends(authorize)])
 
     @router.post(
-        "/admin/reload",
+        RELOAD_PATH,
         responses={401: {"model": schemas.ErrorResponse}, 409: {"model": schemas.ErrorResponse}},
     )
     async def reload_model() -> dict:

@@ -24,6 +24,11 @@ ERRORS = {
     503: {"model": schemas.ErrorResponse, "description": "Overloaded, timed out or not ready"},
 }
 TASKS_PREFIX = "/v1/tasks"
+TASK_ENDPOINT = TASKS_PREFIX + "/{task}"
+# Several tasks about one input: inference like the task endpoints, under no one task.
+MULTI_TASK_ENDPOINT = "/v1/predict"
+# The presets' named endpoints, path -> task, as `_named_endpoint` registers them.
+NAMED_TASK_ENDPOINTS: dict[str, str] = {}
 TaskName = Path(description="a served task's name (GET /v1/tasks lists them)", max_length=48)
 
 
@@ -111,7 +116,7 @@ async def list_tasks(request: Request) -> schemas.TaskList:
 
 
 @router.post(
-    "/v1/predict",
+    MULTI_TASK_ENDPOINT,
     response_model=schemas.MultiTaskResponse | schemas.MultiTaskBatchResponse,
     responses={k: v for k, v in ERRORS.items() if k != 404},
 )
@@ -131,7 +136,7 @@ async def predict_many(request: Request, body: schemas.MultiTaskRequest):
 
 
 @router.post(
-    TASKS_PREFIX + "/{task}",
+    TASK_ENDPOINT,
     response_model=schemas.TaskResult | schemas.TaskBatchResponse,
     responses=ERRORS,
 )
@@ -184,6 +189,7 @@ def similarity_result(result: TaskResult) -> schemas.SimilarityResponse:
 def _named_endpoint(path: str, request_type, single_type, batch_type, to_body, summary: str):
     """A preset's named endpoint: the generic flow with the preset's own response shape."""
     task = path.strip("/")
+    NAMED_TASK_ENDPOINTS[path] = task
 
     async def endpoint(request: Request, body):
         inputs, single = inputs_of(body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,15 +11,15 @@ from model_store.graph_choice import choose_graph, losses
 from model_store.manifest import Manifest, TaskEntry
 from service.engine import Engine, EngineConfig
 from tests.support.manifests import rewrite_manifest
-from tests.support.tiny_store import build_tiny_store
-from training.fit.objectives import preset_spec
 
 TASKS = ("sentiment", "paraphrase", "similarity")
 
 
 def manifest_with(metrics: dict | None, graphs=("fp32", "int8", "fp16")) -> Manifest:
+    from training.data.presets import PRESETS  # torch-free: the presets' definitions
+
     tasks = tuple(
-        TaskEntry(preset_spec(name).definition, i, f"{name}_logits", "v1", 1, "cls", {}, 1)
+        TaskEntry(PRESETS[name].definition, i, f"{name}_logits", "v1", 1, "cls", {}, 1)
         for i, name in enumerate(TASKS)
     )
     extra = {} if metrics is None else {"variant_metrics": metrics}
@@ -84,8 +85,15 @@ def test_fp32_without_what_the_rule_needs(metrics, graphs, why: str) -> None:
     assert choice.variant == "fp32" and why in choice.reason
 
 
-def test_engine_serves_what_the_manifest_metrics_allow(tmp_path: Path) -> None:
-    store = build_tiny_store(tmp_path, variants=("fp32", "int8"))
+def _fp32_and_int8(directory: Path) -> None:
+    from tests.support.tiny_store import build_tiny_store
+
+    build_tiny_store(directory, variants=("fp32", "int8"))
+
+
+def test_engine_serves_what_the_manifest_metrics_allow(stores, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(stores.get("tiny-int8", _fp32_and_int8) / "store", store)
     config = EngineConfig(provider="cpu")
 
     def record(drop: float):

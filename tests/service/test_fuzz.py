@@ -1,7 +1,7 @@
 """Schema fuzzing: schemathesis generates requests from the service's own OpenAPI schema
 (valid and invalid ones) against a real server; no response may be a 5xx, and every
 response must match the schema (schemathesis' own checks). Bounded, so it runs in CI;
-`benchmarks/fuzz_bench.py` runs the same fuzzer longer and prints the counts."""
+`python -m benchmarks.fuzz_bench` runs the same fuzzer longer and prints the counts."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ A branch's bulk is its weight matrices. Stored as int8 with a float32 scale per 
 row (symmetric, scale = max |row| / 127), they take a quarter of the float32 bytes,
 which is what lets deeper branches fit the repository's size budget. Vectors (biases,
 LayerNorm) stay float32: they are tiny and sensitive. What the rounding costs in
-validation metric is measured by benchmarks/pack_cost_bench.py (docs/results.md), and
+validation metric is measured by `python -m benchmarks.pack_cost_bench` (docs/results.md), and
 the shipped model is evaluated after decoding, so what is reported is what is served.
 """
 

@@ -10,7 +10,7 @@ Here: K is the smallest K whose validation metric keeps at least `KEEP` (99%) of
 task's full fine-tuning reference, with or without distillation and with whichever
 recipe recorded at that K scores higher (the reference itself is the task's best full
 fine-tuning recipe); where several seeds were run, their mean is what counts. The records come
-from `docs/report/k_sweep.json` (benchmarks/k_sweep.py and distill_sweep.py).
+from `docs/report/k_sweep.json` (`benchmarks.k_sweep` and `benchmarks.distill_sweep`).
 """
 
 from __future__ import annotations

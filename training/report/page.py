@@ -6,7 +6,7 @@
 Every figure of the shipped model is computed here, from the store's ONNX graphs run
 by ONNX Runtime on each task's own validation split (drawn exactly as in training),
 not copied from training logs. The K chart and the full fine-tuning reference come
-from the sweep file that `benchmarks/k_sweep.py --json` writes. The output directory is
+from the sweep file that `python -m benchmarks.k_sweep --json` writes. The output directory is
 replaced as a whole, or left as it was if anything fails.
 """
 
@@ -356,7 +356,9 @@ def write_report(
         raise UsageError(f"{store}: the report needs the fp32 graph and {', '.join(chosen)}")
     sweep = load_sweep(sweep_file)
     if not sweep:
-        raise UsageError(f"{sweep_file} holds no sweep runs: run benchmarks/k_sweep.py --json")
+        raise UsageError(
+            f"{sweep_file} holds no sweep runs: run python -m benchmarks.k_sweep --json"
+        )
     results = store_outputs(manifest, data_dir, chosen)
     with atomic_directory(out, replace=True) as staging:
         figures = draw_plots(results, manifest, sweep, staging)
