@@ -24,6 +24,7 @@ from tests.support.commands import ROOT, assert_one_line_error, run
 from tests.support.live_repository import ADMIN_TOKEN, PROBES, probe, reload
 from tests.support.manifests import rewrite_manifest
 from tests.support.servers import ThreadedServer, free_port
+from tests.support.stores import has_torch
 
 
 def test_publish_replaces_one_task_and_rollback_returns(tiny, repository: Path) -> None:
@@ -46,15 +47,20 @@ def test_publish_replaces_one_task_and_rollback_returns(tiny, repository: Path) 
 
 
 def test_store_cli_misuse_is_one_line(repository: Path, tmp_path: Path) -> None:
-    plain = resolve_store(repository)  # a single store, not a repository
     cases = [
-        (["publish", "--store", str(plain), "--branch", str(tmp_path)], "not a repository"),
         (["rollback", "--store", str(repository)], "no version before the current one"),
         (["rollback", "--store", str(repository), "--to", "v1999"], "does not exist"),
         (["list", "--store", str(tmp_path)], "not a model repository"),
     ]
-    for args, fragment in cases:
-        assert_one_line_error(run("-m", "training.commands.store", *args), fragment)
+    # The serving image's torch-free command, and the training half's, which adds publish.
+    commands = ["model_store"] + (["training.commands.store"] if has_torch() else [])
+    for command in commands:
+        for args, fragment in cases:
+            assert_one_line_error(run("-m", command, *args), fragment)
+    if has_torch():
+        plain = resolve_store(repository)  # a single store, not a repository
+        publish = ["publish", "--store", str(plain), "--branch", str(tmp_path)]
+        assert_one_line_error(run("-m", "training.commands.store", *publish), "not a repository")
 
 
 def test_swaps_under_load_lose_nothing_and_leave_other_tasks_identical(tiny, repository, live):

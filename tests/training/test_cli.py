@@ -113,7 +113,7 @@ def test_train_all_tasks_then_evaluate(data_dir: Path, tmp_path: Path) -> None:
 
     evaluated = run(
         "-m",
-        "training.evaluate.branch",
+        "training.commands.evaluate",
         "--branch",
         str(out / "paraphrase"),
         "--data",
@@ -128,7 +128,7 @@ def test_train_all_tasks_then_evaluate(data_dir: Path, tmp_path: Path) -> None:
 def test_evaluate_missing_branch_is_one_line(data_dir: Path, tmp_path: Path) -> None:
     result = run(
         "-m",
-        "training.evaluate.branch",
+        "training.commands.evaluate",
         "--branch",
         str(tmp_path / "none"),
         "--data",

@@ -112,7 +112,7 @@ def test_report_without_sweep_runs_is_a_one_line_error(
     out = tmp_path / "report"
     result = run(
         "-m",
-        "training.report.page",
+        "training.commands.report",
         "--store",
         str(tiny_store),
         "--data-dir",
