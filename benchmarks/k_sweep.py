@@ -20,7 +20,8 @@ from pathlib import Path
 from benchmarks.common.report import print_report
 from model_store.tokenizer import PairTokenizer
 from training.data.presets import PRESETS
-from training.data.readers import read_examples, split_train_val
+from training.data.readers import read_examples
+from training.data.split import split_train_val
 from training.encoders.base_model import load_base_model
 from training.fit.objectives import preset_spec
 from training.fit.task_model import POOLINGS

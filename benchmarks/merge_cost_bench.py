@@ -32,7 +32,8 @@ from benchmarks.common.report import print_report
 from model_store.runtime import CPU, MultiTaskSession, task_mask
 from model_store.tokenizer import EncodedRow, PairTokenizer
 from training.data.presets import PRESETS
-from training.data.readers import read_examples, split_train_val
+from training.data.readers import read_examples
+from training.data.split import split_train_val
 from training.encoders.base_model import load_base_model
 from training.fit.objectives import preset_spec
 from training.graph.merge import load_branches, publish_store, read_branches

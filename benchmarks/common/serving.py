@@ -21,7 +21,8 @@ from model_store.runtime import CPU, MultiTaskSession
 from model_store.tokenizer import PairTokenizer
 from service.client import Client
 from training.data.presets import PRESETS
-from training.data.readers import read_examples, split_train_val
+from training.data.readers import read_examples
+from training.data.split import split_train_val
 from training.fit.objectives import preset_spec
 
 WRK_SCRIPT = r"""

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from model_store.tasks import TaskDefinition
 from model_store.tokenizer import PairTokenizer
 from training.data.presets import PRESETS
-from training.data.readers import DataSource
+from training.data.source import DataSource
 from training.encoders.base_model import default_base_model_dir, load_base_model
 from training.encoders.bert import BertConfig, BertEncoder
 from training.fit.branch import load_branch, save_branch

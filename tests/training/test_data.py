@@ -1,4 +1,4 @@
-"""Tests for training.data.readers: readers, label parsers, errors and the seeded split.
+"""Tests for training.data: readers, label parsers, errors and the seeded split.
 
 Every test writes its own tiny handmade file into tmp_path; only the last group reads the
 real shared files, and only if they exist next to the repository.
@@ -13,18 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from training.data.examples import Columns, DataError, Example
+from training.data.labels import binary_label, class_label, score_label
 from training.data.presets import PRESETS
-from training.data.readers import (
-    Columns,
-    DataError,
-    Example,
-    LoadResult,
-    binary_label,
-    class_label,
-    read_examples,
-    score_label,
-    split_train_val,
-)
+from training.data.readers import LoadResult, read_examples
+from training.data.split import split_train_val
 
 PAIR = Columns("sentence1", "sentence2", "label")
 SINGLE = Columns("sentence", None, "label")

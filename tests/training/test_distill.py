@@ -19,7 +19,8 @@ from torch.nn import functional as F
 from model_store.tasks import TaskDefinition
 from tests.support.commands import ROOT, assert_one_line_error, run
 from tests.support.tiny_store import tiny_base_dir
-from training.data.readers import Example, split_seed_of
+from training.data.examples import Example
+from training.data.split import split_seed_of
 from training.encoders.base_model import load_base_model
 from training.errors import BranchError
 from training.fit.branch import BRANCH_META, read_branch_info, save_branch

@@ -23,7 +23,7 @@ from model_store.tokenizer import PairTokenizer
 from tests.support.commands import assert_one_line_error, run
 from tests.support.manifests import rewrite_manifest
 from tests.support.samples import pair_rows, sentiment_rows
-from training.data.readers import Example
+from training.data.examples import Example
 from training.fit.branch import BRANCH_META, read_branch_info, save_branch
 from training.fit.objectives import preset_spec
 from training.fit.trainer import TrainConfig, train_branch

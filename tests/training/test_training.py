@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from model_store.atomic import ArtifactExistsError, atomic_directory
 from tests.support.samples import pair_rows, sentiment_rows
-from training.data.readers import Example
+from training.data.examples import Example
 from training.encoders.base_model import load_base_model
 from training.fit import branch as branch_module
 from training.fit.branch import BRANCH_META, BRANCH_WEIGHTS, BranchError, load_branch, save_branch

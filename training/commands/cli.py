@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from model_store.cli import STORE_ERRORS, USAGE_EXIT_CODE, OneLineArgumentParser
 from model_store.cli import run_cli as _run_cli
-from training.data.readers import Columns, DataError
+from training.data.examples import Columns, DataError
 from training.errors import BaseModelError, BranchError, MergeError, UsageError
 
 __all__ = ["USAGE_EXIT_CODE", "OneLineArgumentParser", "UsageError", "run_cli"]

@@ -23,7 +23,7 @@ from training.commands.cli import (
     columns_for,
     run_cli,
 )
-from training.data.readers import DataSource
+from training.data.source import DataSource
 from training.encoders.base_model import load_base_model
 from training.evaluate.branch import recorded_source, score_branch, validation_split
 from training.fit.branch import load_branch, resolve_branch_dir

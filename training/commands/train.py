@@ -33,8 +33,10 @@ from training.commands.cli import (
     columns_for,
     run_cli,
 )
+from training.data.examples import Columns, Example
 from training.data.presets import PRESETS
-from training.data.readers import Columns, DataSource, Example, split_train_val
+from training.data.source import DataSource
+from training.data.split import split_train_val
 from training.encoders.base_model import (
     BaseModel,
     BaseModelSpec,

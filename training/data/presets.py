@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from model_store.tasks import TaskDefinition
-from training.data.readers import Columns, DatasetFile
+from training.data.examples import Columns
+from training.data.source import DatasetFile
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from model_store.tokenizer import PairTokenizer
-from training.data.readers import DataSource, Example, LoadResult, split_seed_of, split_train_val
+from training.data.examples import Example
+from training.data.readers import LoadResult
+from training.data.source import DataSource
+from training.data.split import split_seed_of, split_train_val
 from training.encoders.base_model import BaseModel
 from training.errors import UsageError
 from training.fit.branch import BranchInfo

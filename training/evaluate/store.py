@@ -21,7 +21,9 @@ import numpy as np
 from model_store.manifest import Manifest, TaskEntry
 from model_store.runtime import CPU, MultiTaskSession
 from model_store.tokenizer import PairTokenizer
-from training.data.readers import DataSource, Example, split_train_val
+from training.data.examples import Example
+from training.data.source import DataSource
+from training.data.split import split_train_val
 from training.errors import UsageError
 from training.fit.objectives import task_spec
 

@@ -23,7 +23,7 @@ from model_store.manifest import sha256_of
 from model_store.tasks import TaskDefinition, TaskDefinitionError
 from model_store.tokenizer import PairTokenizer
 from training.data.presets import PRESETS
-from training.data.readers import DataSource
+from training.data.source import DataSource
 from training.encoders.base_model import BaseModel
 from training.errors import BranchError
 from training.fit.objectives import task_spec

@@ -15,8 +15,8 @@ import torch
 from torch.nn import functional as F
 
 from model_store.tasks import TaskDefinition
+from training.data.labels import LabelParser, binary_label, named_class_label, score_label
 from training.data.presets import PRESETS
-from training.data.readers import LabelParser, binary_label, named_class_label, score_label
 
 
 def accuracy_of_classes(outputs: np.ndarray, labels: np.ndarray) -> float:

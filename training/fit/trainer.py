@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from model_store.tokenizer import EncodedRow, PairTokenizer
-from training.data.readers import Example
+from training.data.examples import Example
 from training.encoders.bert import BertEncoder
 from training.fit.distill import Distillation, distillation_loss, teacher_outputs
 from training.fit.distributed import DistContext, current

@@ -29,7 +29,7 @@ from model_store.manifest import (
 )
 from model_store.runtime import CPU, MultiTaskSession, task_mask
 from model_store.tokenizer import EncodedBatch, PairTokenizer
-from training.data.readers import split_seed_of
+from training.data.split import split_seed_of
 from training.encoders.base_model import BaseModel
 from training.errors import MergeError
 from training.evaluate.variant_metrics import MeasureMetrics, measurer
