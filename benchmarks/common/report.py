@@ -12,7 +12,10 @@ from datetime import datetime, timezone
 
 
 def provenance() -> str:
-    command = shlex.join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    # `python -m benchmarks.NAME`, as the benchmarks are run; else the script's path.
+    program = ["-m", spec.name] if spec is not None else [os.path.relpath(sys.argv[0])]
+    command = shlex.join([*program, *sys.argv[1:]])
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     return f"command: python {command}\nmachine: {machine}\ndate: {date}"

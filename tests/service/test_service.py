@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -378,6 +379,20 @@ def test_graceful_shutdown_finishes_in_flight_requests(settings, engine) -> None
 def test_start_up_misuse_is_one_line(store: Path, args: list[str], fragment: str) -> None:
     full = ["--model-dir", str(store), *args] if "--model-dir" not in args else args
     assert_one_line_error(run("-m", "service", *full), fragment)
+
+
+def test_a_default_repository_at_its_old_place_gets_a_one_line_hint(tmp_path: Path) -> None:
+    """Releases before models/ built the default repository at model_store/default."""
+    (tmp_path / "model_store" / "default" / "versions").mkdir(parents=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "service"],
+        cwd=tmp_path,
+        env={**os.environ, "BERT_MTS_MODELS_DIR": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert_one_line_error(result, "models/default", "mv model_store/default models/default")
 
 
 def test_console_script_is_installed_and_refuses_a_missing_store(tmp_path: Path) -> None:

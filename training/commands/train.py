@@ -17,10 +17,8 @@ from the train file is saved under `<out>/<task>/<version>/`.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from model_store.locations import branches_dir
@@ -33,18 +31,15 @@ from training.commands.cli import (
     columns_for,
     run_cli,
 )
-from training.data.examples import Columns, Example
+from training.data.examples import Columns
 from training.data.presets import PRESETS
 from training.data.source import DataSource
-from training.data.split import split_train_val
 from training.encoders.base_model import (
-    BaseModel,
     BaseModelSpec,
     load_base_model,
     read_base_model_spec,
 )
 from training.fit import distributed
-from training.fit.branch import save_branch
 from training.fit.distill import (
     DEFAULT_ALPHA,
     DEFAULT_TEMPERATURE,
@@ -52,13 +47,13 @@ from training.fit.distill import (
     DistillConfig,
     load_teacher,
 )
-from training.fit.objectives import TaskSpec, task_spec
+from training.fit.objectives import task_spec
+from training.fit.run import DataPlan, load_task_data, train_task
 from training.fit.task_model import POOLINGS
-from training.fit.trainer import PAIR_ORDERS, TrainConfig, train_branch
+from training.fit.trainer import PAIR_ORDERS, TrainConfig
 from training.fit.trunk_cache import CACHE_DTYPES
 
 PROG = "finetune_top_layers"
-log = logging.getLogger(PROG)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,79 +299,6 @@ def data_source(args: argparse.Namespace, definition: TaskDefinition) -> DataSou
     return DataSource(path, columns, args.format, args.skip_bad_rows)
 
 
-@dataclass(frozen=True)
-class TaskData:
-    source: DataSource
-    train: list[Example]
-    val: list[Example]
-    skipped: int
-
-
-def load_task_data(args: argparse.Namespace, spec: TaskSpec, source: DataSource) -> TaskData:
-    """Read and split one task's file; all tasks are loaded before any training starts,
-    so a malformed file stops the run at once rather than after minutes of training."""
-    loaded = source.read(spec.parse_label, limit=args.limit)
-    if loaded.skipped:
-        lines = ", ".join(map(str, loaded.skipped_lines[:10]))
-        log.warning("%s: skipped %d malformed rows (lines %s)", source.path, loaded.skipped, lines)
-    try:
-        train, val = split_train_val(loaded.examples, args.val_fraction, split_seed(args))
-    except ValueError as err:
-        raise UsageError(f"{source.path}: {err}") from err
-    return TaskData(source, train, val, loaded.skipped)
-
-
-def train_task(
-    args: argparse.Namespace,
-    spec: TaskSpec,
-    data: TaskData,
-    base: BaseModel,
-    tokenizer: PairTokenizer,
-    config: TrainConfig,
-    distillation: Distillation | None = None,
-) -> Path | None:
-    log.info(
-        "%s: %d train / %d validation examples from %s",
-        spec.name,
-        len(data.train),
-        len(data.val),
-        data.source.path,
-    )
-    result = train_branch(
-        base.encoder,
-        tokenizer,
-        spec,
-        data.train,
-        data.val,
-        config,
-        progress=not args.quiet,
-        distillation=distillation,
-    )
-    if not distributed.current().is_main:
-        return None  # under torchrun every rank holds the same branch; rank 0 writes it
-    validation = result.validation_summary(spec, len(data.val))
-    validation["train_seconds"] = round(result.seconds, 3)
-    training_args = {
-        **asdict(config),
-        "max_seq_len": args.max_seq_len,
-        "val_fraction": args.val_fraction,
-        "split_seed": split_seed(args),
-        "limit": args.limit,
-        "train_file": str(data.source.path),
-        "data": data.source.to_json(),
-        "train_examples": len(data.train),
-        "skipped_rows": data.skipped,
-    }
-    if distillation is not None:
-        training_args["distillation"] = distillation.record()
-    out = save_branch(result.model, base, tokenizer, args.out, validation, training_args)
-    print(
-        f"{spec.name}: validation {spec.metric_name} {result.best.val_metric:.4f} "
-        f"(epoch {result.best_epoch}/{config.epochs}, {result.seconds:.1f}s) -> {out}"
-    )
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_arguments(args, read_base_model_spec(args.base_model))
@@ -393,8 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else [task_definition(args)]
     )
     tasks = [task_spec(definition) for definition in definitions]
+    plan = DataPlan(args.limit, args.val_fraction, split_seed(args))
     data = {
-        spec.name: load_task_data(args, spec, data_source(args, spec.definition)) for spec in tasks
+        spec.name: load_task_data(spec, data_source(args, spec.definition), plan) for spec in tasks
     }
     base = load_base_model(args.base_model)
     tokenizer = PairTokenizer.from_dir(base.path, args.max_seq_len)
@@ -404,7 +327,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         else None
     )
     for spec in tasks:
-        train_task(args, spec, data[spec.name], base, tokenizer, config, distillation)
+        out = train_task(
+            spec,
+            data[spec.name],
+            base,
+            tokenizer,
+            config,
+            plan,
+            args.out,
+            distillation=distillation,
+            progress=not args.quiet,
+        )
+        if out is not None:
+            print(out.summary)
     return 0
 
 

@@ -1,0 +1,122 @@
+"""Train one task's branch from its data, and save it: what `bert-mts-train` runs per task.
+
+Typed arguments only (the command, `training.commands.train`, turns options into them):
+the task, its data and how it is split, the base and tokenizer, the training config.
+Everything a run did is recorded in the branch's branch.json.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from model_store.tokenizer import PairTokenizer
+from training.data.examples import Example
+from training.data.source import DataSource
+from training.data.split import split_train_val
+from training.encoders.base_model import BaseModel
+from training.errors import UsageError
+from training.fit import distributed
+from training.fit.branch import save_branch
+from training.fit.distill import Distillation
+from training.fit.objectives import TaskSpec
+from training.fit.trainer import TrainConfig, train_branch
+
+log = logging.getLogger("finetune_top_layers")
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """How a task's file is read and split: at most `limit` rows, a seeded validation
+    split of `val_fraction`."""
+
+    limit: int | None
+    val_fraction: float
+    split_seed: int
+
+
+@dataclass(frozen=True)
+class TaskData:
+    source: DataSource
+    train: list[Example]
+    val: list[Example]
+    skipped: int
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A saved branch and the line that reports it."""
+
+    path: Path
+    summary: str
+
+
+def load_task_data(spec: TaskSpec, source: DataSource, plan: DataPlan) -> TaskData:
+    """Read and split one task's file; all tasks are loaded before any training starts,
+    so a malformed file stops the run at once rather than after minutes of training."""
+    loaded = source.read(spec.parse_label, limit=plan.limit)
+    if loaded.skipped:
+        lines = ", ".join(map(str, loaded.skipped_lines[:10]))
+        log.warning("%s: skipped %d malformed rows (lines %s)", source.path, loaded.skipped, lines)
+    try:
+        train, val = split_train_val(loaded.examples, plan.val_fraction, plan.split_seed)
+    except ValueError as err:
+        raise UsageError(f"{source.path}: {err}") from err
+    return TaskData(source, train, val, loaded.skipped)
+
+
+def train_task(
+    spec: TaskSpec,
+    data: TaskData,
+    base: BaseModel,
+    tokenizer: PairTokenizer,
+    config: TrainConfig,
+    plan: DataPlan,
+    out: Path,
+    *,
+    distillation: Distillation | None = None,
+    progress: bool = True,
+) -> Trained | None:
+    """Train and save the branch under `out` (None on the ranks other than 0 under
+    torchrun: every rank holds the same branch; rank 0 writes it)."""
+    log.info(
+        "%s: %d train / %d validation examples from %s",
+        spec.name,
+        len(data.train),
+        len(data.val),
+        data.source.path,
+    )
+    result = train_branch(
+        base.encoder,
+        tokenizer,
+        spec,
+        data.train,
+        data.val,
+        config,
+        progress=progress,
+        distillation=distillation,
+    )
+    if not distributed.current().is_main:
+        return None
+    validation = result.validation_summary(spec, len(data.val))
+    validation["train_seconds"] = round(result.seconds, 3)
+    training_args = {
+        **asdict(config),
+        "max_seq_len": tokenizer.max_seq_len,
+        "val_fraction": plan.val_fraction,
+        "split_seed": plan.split_seed,
+        "limit": plan.limit,
+        "train_file": str(data.source.path),
+        "data": data.source.to_json(),
+        "train_examples": len(data.train),
+        "skipped_rows": data.skipped,
+    }
+    if distillation is not None:
+        training_args["distillation"] = distillation.record()
+    path = save_branch(result.model, base, tokenizer, out, validation, training_args)
+    summary = (
+        f"{spec.name}: validation {spec.metric_name} {result.best.val_metric:.4f} "
+        f"(epoch {result.best_epoch}/{config.epochs}, {result.seconds:.1f}s) -> {path}"
+    )
+    return Trained(path, summary)
