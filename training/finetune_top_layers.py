@@ -16,6 +16,8 @@ from the train file is saved under `<out>/<task>/<version>/`.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -48,7 +50,13 @@ from training.distill import (
 from training.presets import PRESETS
 from training.task_model import POOLINGS
 from training.tasks import TaskSpec, task_spec
-from training.trainer import PAIR_ORDERS, TrainConfig, train_branch
+from training.trainer import (
+    PAIR_ORDERS,
+    Checkpoint,
+    CheckpointMismatchError,
+    TrainConfig,
+    train_branch,
+)
 from training.trunk_cache import CACHE_DTYPES
 
 PROG = "finetune_top_layers"
@@ -129,6 +137,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--cache-budget-mb", type=float, default=2048.0)
     parser.add_argument("--cache-dtype", choices=tuple(CACHE_DTYPES), default="float32")
+    parser.add_argument(
+        "--cache-disk-budget-mb",
+        type=float,
+        default=0.0,
+        metavar="MB",
+        help="trunk states beyond --cache-budget-mb go to a temporary file, up to this size "
+        "(default 0: recomputed instead)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="where that file goes (default: the system's temporary directory)",
+    )
+    parser.add_argument(
+        "--grad-accumulation",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run each batch as N smaller passes with summed gradients (same update, less memory)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its last completed epoch (every run saves "
+        "one under <out>/.checkpoints/; same arguments and data required)",
+    )
     distill = parser.add_argument_group(
         "distillation", "learn from a deeper branch of the same task as well as the labels"
     )
@@ -197,6 +232,8 @@ def check_arguments(args: argparse.Namespace, base: BaseModelSpec) -> None:
         raise UsageError(f"{defining[0]} needs --task NAME (without it, every preset trains)")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    if args.cache_dir is not None and not args.cache_dir.is_dir():
+        raise UsageError(f"--cache-dir {args.cache_dir}: no such directory")
     if args.teacher is None:
         given = "--distill-temperature" if args.distill_temperature is not None else None
         given = given or ("--distill-alpha" if args.distill_alpha is not None else None)
@@ -242,6 +279,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
             trunk_cache=not args.no_trunk_cache,
             cache_budget_mb=args.cache_budget_mb,
             cache_dtype=args.cache_dtype,
+            cache_disk_budget_mb=args.cache_disk_budget_mb,
+            grad_accumulation=args.grad_accumulation,
         )
     except ValueError as err:
         raise UsageError(str(err)) from err
@@ -336,20 +375,6 @@ def train_task(
         len(data.val),
         data.source.path,
     )
-    result = train_branch(
-        base.encoder,
-        tokenizer,
-        spec,
-        data.train,
-        data.val,
-        config,
-        progress=not args.quiet,
-        distillation=distillation,
-    )
-    if not distributed.current().is_main:
-        return None  # under torchrun every rank holds the same branch; rank 0 writes it
-    validation = result.validation_summary(spec, len(data.val))
-    validation["train_seconds"] = round(result.seconds, 3)
     training_args = {
         **asdict(config),
         "max_seq_len": args.max_seq_len,
@@ -363,12 +388,67 @@ def train_task(
     }
     if distillation is not None:
         training_args["distillation"] = distillation.record()
+    checkpoint = run_checkpoint(args, spec, data, base, training_args)
+    try:
+        result = train_branch(
+            base.encoder,
+            tokenizer,
+            spec,
+            data.train,
+            data.val,
+            config,
+            progress=not args.quiet,
+            distillation=distillation,
+            checkpoint=checkpoint,
+            cache_dir=args.cache_dir,
+        )
+    except CheckpointMismatchError as err:
+        raise UsageError(str(err)) from err
+    if not distributed.current().is_main:
+        return None  # under torchrun every rank holds the same branch; rank 0 writes it
+    validation = result.validation_summary(spec, len(data.val))
+    validation["train_seconds"] = round(result.seconds, 3)
     out = save_branch(result.model, base, tokenizer, args.out, validation, training_args)
+    if checkpoint is not None:
+        checkpoint.path.unlink(missing_ok=True)  # the branch is written: nothing to resume
     print(
         f"{spec.name}: validation {spec.metric_name} {result.best.val_metric:.4f} "
         f"(epoch {result.best_epoch}/{config.epochs}, {result.seconds:.1f}s) -> {out}"
     )
     return out
+
+
+def run_checkpoint(
+    args: argparse.Namespace,
+    spec: TaskSpec,
+    data: TaskData,
+    base: BaseModel,
+    training_args: dict,
+) -> Checkpoint | None:
+    """Where this run keeps its per-epoch state: named by everything that decides the
+    branch (task, arguments, the examples themselves, the base), so a checkpoint is only
+    ever continued by the run that wrote it. None under torchrun (not supported there)."""
+    if distributed.current().world_size > 1:
+        if args.resume:
+            raise UsageError("--resume is not supported under torchrun")
+        return None
+    digest = hashlib.sha256()
+    record = {
+        "task": spec.definition.to_json(),
+        "args": training_args,
+        "base": base.spec.name,
+        "base_weights": base.weights_sha256,
+    }
+    digest.update(json.dumps(record, sort_keys=True, default=str).encode())
+    for example in (*data.train, *data.val):
+        digest.update(repr((example.text_a, example.text_b, example.label)).encode())
+    fingerprint = digest.hexdigest()
+    path = args.out / ".checkpoints" / f"{spec.name}-{fingerprint[:16]}.pt"
+    if args.resume and not path.is_file():
+        log.warning(
+            "%s: no checkpoint of this run to resume (%s); starting at epoch 1", spec.name, path
+        )
+    return Checkpoint(path=path, fingerprint=fingerprint, resume=args.resume)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
