@@ -43,6 +43,8 @@ MISUSE = [
     (["--task", "sentiment", "--layers", "two"], "invalid int value"),
     (["--layers", "1", "--val-fraction", "1.5"], "--val-fraction"),
     (["--layers", "1", "--base-model", "/nonexistent"], "does not exist"),
+    (["--layers", "1", "--cache-dir", "/nonexistent/dir"], "--cache-dir", "no such directory"),
+    (["--layers", "1", "--grad-accumulation", "0"], "gradient accumulation must be"),
 ]
 
 

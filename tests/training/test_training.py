@@ -214,3 +214,119 @@ def test_pair_order_swaps_or_doubles_the_training_pairs() -> None:
     assert order_pairs(examples, "both") == [*examples, *swapped]
     with pytest.raises(ValueError, match="pair order"):
         TrainConfig(layers=1, pair_order="random")
+
+
+def _without_dropout(encoder):
+    """A copy of the base whose dropout is off, so that two schedules of the same
+    arithmetic can be compared (dropout draws its masks per pass)."""
+    import copy
+
+    quiet = copy.deepcopy(encoder)
+    for module in quiet.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return quiet
+
+
+def test_gradient_accumulation_gives_the_whole_batch_update(base, tokenizer) -> None:
+    spec = preset_spec("sentiment")
+    train, val = sentiment_examples(40), sentiment_examples(8, seed=1)
+    encoder = _without_dropout(base.encoder)
+    whole, split = (
+        train_branch(
+            encoder,
+            tokenizer,
+            spec,
+            train,
+            val,
+            TrainConfig(layers=1, seed=5, grad_accumulation=parts, **{**FAST, "epochs": 1}),
+            progress=False,
+        )
+        for parts in (1, 4)
+    )
+    # The logged loss is the batch mean either way (a wrong weighting of the passes
+    # would change it by their count)...
+    assert split.history[0].train_loss == pytest.approx(whole.history[0].train_loss, rel=1e-5)
+    # ...and the weights get the same update up to float rounding (micro-batches pad to
+    # their own longest row, and sums run in another order).
+    want, got = whole.model.branch_state(), split.model.branch_state()
+    assert want.keys() == got.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-4)
+
+
+def test_micro_batches_cover_the_batch_in_order() -> None:
+    from training.trainer import micro_batches
+
+    assert micro_batches(range(10), 3) == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert micro_batches(range(2), 4) == [[0], [1]]  # never an empty pass
+    with pytest.raises(ValueError, match="gradient accumulation"):
+        TrainConfig(layers=1, batch_size=4, grad_accumulation=5)
+
+
+def test_an_interrupted_run_resumes_to_the_identical_branch(
+    base, tokenizer, tmp_path, monkeypatch
+) -> None:
+    from training import trainer
+    from training.trainer import Checkpoint
+
+    spec = preset_spec("sentiment")
+    train, val = sentiment_examples(48), sentiment_examples(8, seed=1)
+    config = TrainConfig(layers=1, seed=7, **FAST)  # 3 epochs
+    uninterrupted = train_branch(base.encoder, tokenizer, spec, train, val, config, progress=False)
+
+    checkpoint = Checkpoint(path=tmp_path / "run.pt", fingerprint="run-1")
+    save = trainer._save_checkpoint
+
+    def save_then_die(path, state):
+        save(path, state)
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt  # Ctrl-C after the second epoch's checkpoint
+
+    monkeypatch.setattr(trainer, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_branch(
+            base.encoder, tokenizer, spec, train, val, config, False, checkpoint=checkpoint
+        )
+    monkeypatch.undo()
+    assert checkpoint.path.is_file()
+    resumed = train_branch(
+        base.encoder,
+        tokenizer,
+        spec,
+        train,
+        val,
+        config,
+        False,
+        checkpoint=Checkpoint(checkpoint.path, checkpoint.fingerprint, resume=True),
+    )
+    assert resumed.best_epoch == uninterrupted.best_epoch
+    assert [s.val_metric for s in resumed.history] == [s.val_metric for s in uninterrupted.history]
+    want, got = uninterrupted.model.branch_state(), resumed.model.branch_state()
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+
+    other = Checkpoint(checkpoint.path, "another run", resume=True)
+    with pytest.raises(trainer.CheckpointMismatchError, match="other arguments"):
+        train_branch(base.encoder, tokenizer, spec, train, val, config, False, checkpoint=other)
+
+
+def test_trunk_states_on_disk_equal_those_in_memory(base, tokenizer, tmp_path) -> None:
+    spec = preset_spec("sentiment")
+    rows = encode_examples(tokenizer, spec, sentiment_examples(30))
+    model = TaskModel(base.encoder, spec, 1, "cls")
+    memory = TrunkStates(model, tokenizer, rows, budget_bytes=1 << 30)
+    first_row = len(rows[0]) * base.encoder.config.hidden_size * 4
+    split = TrunkStates(
+        model,
+        tokenizer,
+        rows,
+        budget_bytes=first_row,
+        disk_budget_bytes=1 << 30,
+        disk_dir=tmp_path,
+    )
+    assert split.disk_count == len(rows) - 1 and split.cached_count == len(rows)
+    assert list(tmp_path.iterdir()) == []  # the file is unlinked: nothing left behind
+    for indices in ([0, 1, 2], [5, 17, 29], list(range(30))):
+        a, b = memory.batch(indices), split.batch(indices)
+        assert torch.equal(a.hidden, b.hidden) and torch.equal(a.attention_mask, b.attention_mask)

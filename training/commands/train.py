@@ -130,6 +130,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--cache-budget-mb", type=float, default=2048.0)
     parser.add_argument("--cache-dtype", choices=tuple(CACHE_DTYPES), default="float32")
+    parser.add_argument(
+        "--cache-disk-budget-mb",
+        type=float,
+        default=0.0,
+        metavar="MB",
+        help="trunk states beyond --cache-budget-mb go to a temporary file, up to this size "
+        "(default 0: recomputed instead)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="where that file goes (default: the system's temporary directory)",
+    )
+    parser.add_argument(
+        "--grad-accumulation",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run each batch as N smaller passes with summed gradients (same update, less memory)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its last completed epoch (every run saves "
+        "one under <out>/.checkpoints/; same arguments and data required)",
+    )
     distill = parser.add_argument_group(
         "distillation", "learn from a deeper branch of the same task as well as the labels"
     )
@@ -198,6 +225,8 @@ def check_arguments(args: argparse.Namespace, base: BaseModelSpec) -> None:
         raise UsageError(f"{defining[0]} needs --task NAME (without it, every preset trains)")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    if args.cache_dir is not None and not args.cache_dir.is_dir():
+        raise UsageError(f"--cache-dir {args.cache_dir}: no such directory")
     if args.teacher is None:
         given = "--distill-temperature" if args.distill_temperature is not None else None
         given = given or ("--distill-alpha" if args.distill_alpha is not None else None)
@@ -243,6 +272,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
             trunk_cache=not args.no_trunk_cache,
             cache_budget_mb=args.cache_budget_mb,
             cache_dtype=args.cache_dtype,
+            cache_disk_budget_mb=args.cache_disk_budget_mb,
+            grad_accumulation=args.grad_accumulation,
         )
     except ValueError as err:
         raise UsageError(str(err)) from err
@@ -337,6 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out,
             distillation=distillation,
             progress=not args.quiet,
+            resume=args.resume,
+            cache_dir=args.cache_dir,
         )
         if out is not None:
             print(out.summary)

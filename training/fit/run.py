@@ -7,6 +7,8 @@ Everything a run did is recorded in the branch's branch.json.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from training.fit import distributed
 from training.fit.branch import save_branch
 from training.fit.distill import Distillation
 from training.fit.objectives import TaskSpec
-from training.fit.trainer import TrainConfig, train_branch
+from training.fit.trainer import Checkpoint, CheckpointMismatchError, TrainConfig, train_branch
 
 log = logging.getLogger("finetune_top_layers")
 
@@ -77,9 +79,14 @@ def train_task(
     *,
     distillation: Distillation | None = None,
     progress: bool = True,
+    resume: bool = False,
+    cache_dir: Path | None = None,
 ) -> Trained | None:
     """Train and save the branch under `out` (None on the ranks other than 0 under
-    torchrun: every rank holds the same branch; rank 0 writes it)."""
+    torchrun: every rank holds the same branch; rank 0 writes it).
+
+    Every completed epoch is checkpointed under `out/.checkpoints/` (see
+    `run_checkpoint`); with `resume`, a checkpoint of this very run is continued."""
     log.info(
         "%s: %d train / %d validation examples from %s",
         spec.name,
@@ -87,20 +94,6 @@ def train_task(
         len(data.val),
         data.source.path,
     )
-    result = train_branch(
-        base.encoder,
-        tokenizer,
-        spec,
-        data.train,
-        data.val,
-        config,
-        progress=progress,
-        distillation=distillation,
-    )
-    if not distributed.current().is_main:
-        return None
-    validation = result.validation_summary(spec, len(data.val))
-    validation["train_seconds"] = round(result.seconds, 3)
     training_args = {
         **asdict(config),
         "max_seq_len": tokenizer.max_seq_len,
@@ -114,9 +107,65 @@ def train_task(
     }
     if distillation is not None:
         training_args["distillation"] = distillation.record()
+    checkpoint = run_checkpoint(spec, data, base, training_args, out, resume)
+    try:
+        result = train_branch(
+            base.encoder,
+            tokenizer,
+            spec,
+            data.train,
+            data.val,
+            config,
+            progress=progress,
+            distillation=distillation,
+            checkpoint=checkpoint,
+            cache_dir=cache_dir,
+        )
+    except CheckpointMismatchError as err:
+        raise UsageError(str(err)) from err
+    if not distributed.current().is_main:
+        return None
+    validation = result.validation_summary(spec, len(data.val))
+    validation["train_seconds"] = round(result.seconds, 3)
     path = save_branch(result.model, base, tokenizer, out, validation, training_args)
+    if checkpoint is not None:
+        checkpoint.path.unlink(missing_ok=True)  # the branch is written: nothing to resume
     summary = (
         f"{spec.name}: validation {spec.metric_name} {result.best.val_metric:.4f} "
         f"(epoch {result.best_epoch}/{config.epochs}, {result.seconds:.1f}s) -> {path}"
     )
     return Trained(path, summary)
+
+
+def run_checkpoint(
+    spec: TaskSpec,
+    data: TaskData,
+    base: BaseModel,
+    training_args: dict,
+    out: Path,
+    resume: bool,
+) -> Checkpoint | None:
+    """Where this run keeps its per-epoch state: named by everything that decides the
+    branch (task, arguments, the examples themselves, the base), so a checkpoint is only
+    ever continued by the run that wrote it. None under torchrun (not supported there)."""
+    if distributed.current().world_size > 1:
+        if resume:
+            raise UsageError("--resume is not supported under torchrun")
+        return None
+    digest = hashlib.sha256()
+    record = {
+        "task": spec.definition.to_json(),
+        "args": training_args,
+        "base": base.spec.name,
+        "base_weights": base.weights_sha256,
+    }
+    digest.update(json.dumps(record, sort_keys=True, default=str).encode())
+    for example in (*data.train, *data.val):
+        digest.update(repr((example.text_a, example.text_b, example.label)).encode())
+    fingerprint = digest.hexdigest()
+    path = out / ".checkpoints" / f"{spec.name}-{fingerprint[:16]}.pt"
+    if resume and not path.is_file():
+        log.warning(
+            "%s: no checkpoint of this run to resume (%s); starting at epoch 1", spec.name, path
+        )
+    return Checkpoint(path=path, fingerprint=fingerprint, resume=resume)

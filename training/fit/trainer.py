@@ -3,14 +3,24 @@
 Determinism: the seed fixes the head's initialisation, dropout and the batch order, so
 the same data, arguments and seed give bit-identical branches on the same machine.
 The best epoch (by the task's validation metric) is the one kept.
+
+Long runs (a 12-layer base on a CPU takes an hour per epoch) can be interrupted: with a
+checkpoint path, the state after every completed epoch (weights, optimizer, schedule,
+random generators, history) is written atomically, and a resumed run continues from
+it to the same bit-identical branch an uninterrupted run would have produced.
+Gradient accumulation splits each batch into smaller passes whose gradients add up to
+the whole batch's, for batches that do not fit in memory.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -49,19 +59,28 @@ class TrainConfig:
     trunk_cache: bool = True
     cache_budget_mb: float = 2048.0
     cache_dtype: str = "float32"
+    # Beyond the memory budget, this many MB of trunk states go to a temporary file.
+    cache_disk_budget_mb: float = 0.0
     # Sentence pairs: train on (a, b) as given, on (b, a), or on both orders (twice the
     # examples; the model then cannot lean on which sentence comes first).
     pair_order: str = "ab"
     # Full fine-tuning (embeddings too; needs layers = L): the reference, not a branch.
     train_embeddings: bool = False
+    # Each batch runs as this many smaller passes whose gradients are summed (same
+    # update as the whole batch, up to rounding), for batches that do not fit in memory.
+    grad_accumulation: int = 1
 
     def __post_init__(self) -> None:
         checks = {
             "epochs must be >= 1": self.epochs >= 1,
             "batch size must be >= 1": self.batch_size >= 1,
+            "gradient accumulation must be 1..batch size": (
+                1 <= self.grad_accumulation <= max(1, self.batch_size)
+            ),
             "learning rates must be > 0": self.lr > 0 and self.head_lr > 0,
             "warmup must be a fraction in [0, 1)": 0 <= self.warmup < 1,
-            "cache budget must be >= 0": self.cache_budget_mb >= 0,
+            "cache budgets must be >= 0": self.cache_budget_mb >= 0
+            and self.cache_disk_budget_mb >= 0,
             f"cache dtype must be one of {', '.join(CACHE_DTYPES)}": (
                 self.cache_dtype in CACHE_DTYPES
             ),
@@ -196,18 +215,86 @@ def _linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def micro_batches(indices: Sequence[int], parts: int) -> list[list[int]]:
+    """A batch cut into `parts` consecutive slices of near-equal size (none empty)."""
+    parts = min(parts, len(indices))
+    size, extra = divmod(len(indices), parts)
+    slices, start = [], 0
+    for part in range(parts):
+        end = start + size + (1 if part < extra else 0)
+        slices.append(list(indices[start:end]))
+        start = end
+    return slices
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that belongs to another run (arguments, data or base differ)."""
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically: a crash mid-write leaves the previous epoch's checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_checkpoint(path: Path, fingerprint: str) -> dict | None:
+    if not path.is_file():
+        return None
+    state = torch.load(path, weights_only=False)
+    if state.get("fingerprint") != fingerprint:
+        raise CheckpointMismatchError(
+            f"{path} was written by a run with other arguments, data or base; "
+            "delete it or drop --resume"
+        )
+    return state
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a run keeps its per-epoch state, and whether to continue from it.
+
+    `fingerprint` names the run (its arguments, data and base): a checkpoint of another
+    run is refused instead of being continued.
+    """
+
+    path: Path
+    fingerprint: str
+    resume: bool = False
+
+
 def build_trunk_states(
     model: TaskModel,
     tokenizer: PairTokenizer,
     rows: Sequence[EncodedRow],
     config: TrainConfig,
     budget_bytes: int | None = None,
+    disk_budget_bytes: int | None = None,
+    disk_dir: Path | None = None,
+    progress: bool = False,
 ) -> TrunkStates:
     if budget_bytes is None:
         budget_bytes = int(config.cache_budget_mb * 2**20) if config.trunk_cache else 0
+    if disk_budget_bytes is None:
+        disk_budget_bytes = int(config.cache_disk_budget_mb * 2**20) if config.trunk_cache else 0
     if model.trains_embeddings:
-        budget_bytes = 0  # nothing is frozen, so there is nothing to cache
-    return TrunkStates(model, tokenizer, rows, budget_bytes, CACHE_DTYPES[config.cache_dtype])
+        budget_bytes = disk_budget_bytes = 0  # nothing is frozen, so nothing to cache
+    return TrunkStates(
+        model,
+        tokenizer,
+        rows,
+        budget_bytes,
+        CACHE_DTYPES[config.cache_dtype],
+        disk_budget_bytes=disk_budget_bytes,
+        disk_dir=disk_dir,
+        progress=progress,
+    )
 
 
 def train_branch(
@@ -220,6 +307,8 @@ def train_branch(
     progress: bool = True,
     dist: DistContext | None = None,
     distillation: Distillation | None = None,
+    checkpoint: Checkpoint | None = None,
+    cache_dir: Path | None = None,
 ) -> TrainResult:
     """Fine-tune a fresh branch of `config.layers` layers; return it at its best epoch.
 
@@ -227,6 +316,11 @@ def train_branch(
     (training/fit/distill.py); validation still scores against the labels alone.
     Under torchrun (`dist`, by default the process's context) each rank caches and runs
     only its shard of every global batch; see training/fit/distributed.py.
+    Trunk states beyond the memory budget go to a temporary file in `cache_dir` (default:
+    the system's temporary directory) within `config.cache_disk_budget_mb`.
+    With `checkpoint`, every completed epoch's state is saved there, and with
+    `checkpoint.resume` a saved state is continued from (the file is removed once the
+    run completes; the caller writes the branch).
     """
     dist = dist or current()
     started = time.perf_counter()
@@ -239,16 +333,26 @@ def train_branch(
     train_rows = encode_examples(tokenizer, spec, train_examples)
     val_rows = encode_examples(tokenizer, spec, val_examples)
     train_shard, val_shard = dist.shard(len(train_rows)), dist.shard(len(val_rows))
+    show = progress and dist.is_main
     train_states = build_trunk_states(
-        model, tokenizer, [train_rows[i] for i in train_shard.indices], config
+        model,
+        tokenizer,
+        [train_rows[i] for i in train_shard.indices],
+        config,
+        disk_dir=cache_dir,
+        progress=show,
     )
     remaining = max(0, int(config.cache_budget_mb * 2**20) - train_states.used_bytes)
+    disk_left = max(0, int(config.cache_disk_budget_mb * 2**20) - train_states.disk_bytes)
     val_states = build_trunk_states(
         model,
         tokenizer,
         [val_rows[i] for i in val_shard.indices],
         config,
         remaining if config.trunk_cache else 0,
+        disk_left if config.trunk_cache else 0,
+        disk_dir=cache_dir,
+        progress=show,
     )
     train_labels, val_labels = labels_of(train_examples), labels_of(val_examples)
     taught = (
@@ -265,8 +369,25 @@ def train_branch(
     result = TrainResult(model=model, best_epoch=0)
     best_state: dict[str, torch.Tensor] = {}
     step = dist.wrap(_BranchFromTrunk(model))
+    first_epoch = 1
+    saved = (
+        _load_checkpoint(checkpoint.path, checkpoint.fingerprint)
+        if (checkpoint and checkpoint.resume)
+        else None
+    )
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        result.best_epoch = saved["best_epoch"]
+        result.history = [EpochStats(**stats) for stats in saved["history"]]
+        best_state = saved["best_state"]
+        first_epoch = saved["epoch"] + 1
+        log.info("%s: resuming after epoch %d from %s", spec.name, saved["epoch"], checkpoint.path)
 
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(first_epoch, config.epochs + 1):
         epoch_started = time.perf_counter()
         step.train()
         loss_sum = 0.0
@@ -274,23 +395,33 @@ def train_branch(
         bar = tqdm(
             batches,
             desc=f"{spec.name} epoch {epoch}/{config.epochs}",
-            disable=not (progress and dist.is_main),
+            disable=not show,
         )
         for indices in bar:
             positions, mine = train_shard.own(indices)
             share = train_shard.share(indices)  # 1.0 in one process
             if not mine:  # none of this batch is ours: take part with a zero-weight row
                 positions, mine = [0], [train_shard.indices[0]]
-            batch = train_states.batch(positions)
-            outputs = step(batch.hidden, batch.attention_mask)
-            if distillation is None:
-                loss = spec.loss(outputs, train_labels[mine])
-            else:
-                loss = distillation_loss(
-                    spec, outputs, train_labels[mine], taught[positions], distillation.config
-                )
             optimizer.zero_grad(set_to_none=True)
-            (loss * share).backward()
+            loss = torch.zeros(())
+            for part in micro_batches(range(len(positions)), config.grad_accumulation):
+                part_positions = [positions[i] for i in part]
+                part_mine = [mine[i] for i in part]
+                batch = train_states.batch(part_positions)
+                outputs = step(batch.hidden, batch.attention_mask)
+                if distillation is None:
+                    part_loss = spec.loss(outputs, train_labels[part_mine])
+                else:
+                    part_loss = distillation_loss(
+                        spec,
+                        outputs,
+                        train_labels[part_mine],
+                        taught[part_positions],
+                        distillation.config,
+                    )
+                weight = len(part) / len(positions)  # mean losses: rows' share of the batch
+                (part_loss * weight * share).backward()
+                loss = loss + part_loss.detach() * weight
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
@@ -321,6 +452,22 @@ def train_branch(
         if result.best_epoch == 0 or val_metric > result.best.val_metric:
             result.best_epoch = epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if checkpoint is not None and dist.is_main and epoch < config.epochs:
+            _save_checkpoint(
+                checkpoint.path,
+                {
+                    "fingerprint": checkpoint.fingerprint,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "best_epoch": result.best_epoch,
+                    "history": [asdict(stats) for stats in result.history],
+                    "best_state": best_state,
+                },
+            )
 
     dist.check_same(result.best_epoch, "the best epoch")
     model.load_state_dict(best_state)
