@@ -256,7 +256,7 @@ def test_gradient_accumulation_gives_the_whole_batch_update(base, tokenizer) -> 
 
 
 def test_micro_batches_cover_the_batch_in_order() -> None:
-    from training.trainer import micro_batches
+    from training.fit.trainer import micro_batches
 
     assert micro_batches(range(10), 3) == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
     assert micro_batches(range(2), 4) == [[0], [1]]  # never an empty pass
@@ -267,8 +267,8 @@ def test_micro_batches_cover_the_batch_in_order() -> None:
 def test_an_interrupted_run_resumes_to_the_identical_branch(
     base, tokenizer, tmp_path, monkeypatch
 ) -> None:
-    from training import trainer
-    from training.trainer import Checkpoint
+    from training.fit import trainer
+    from training.fit.trainer import Checkpoint
 
     spec = preset_spec("sentiment")
     train, val = sentiment_examples(48), sentiment_examples(8, seed=1)
