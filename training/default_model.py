@@ -52,6 +52,7 @@ from training.variant_metrics import (
     MeasureMetrics,
     measurer,
     read_metrics,
+    recordable,
     recorded,
     write_metrics,
 )
@@ -144,7 +145,7 @@ def build(
                 f"recording needs the branches' validation data: {metrics['unavailable']} "
                 "(point --data-dir at it)"
             )
-        write_metrics(shipped / VARIANT_METRICS, {"tasks": metrics["tasks"]})
+        write_metrics(shipped / VARIANT_METRICS, recordable(metrics))
         write_checksums(shipped / CHECKSUMS, files)
         return shipped / CHECKSUMS, files
     source = f"recorded with the shipped checksums ({VARIANT_METRICS})"

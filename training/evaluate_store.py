@@ -111,15 +111,20 @@ def store_outputs(
     ]
 
 
-def evaluate_store(manifest: Manifest, data_dir: Path | None, variants: Sequence[str]) -> dict:
+def metrics_by_task(results: Sequence[TaskResult]) -> dict:
+    """{task: {'metric': name, 'examples': n, variant: value, ...}}."""
     return {
         result.name: {
             "metric": result.task.definition.metric_name,
             "examples": len(result.labels),
-            **{variant: result.metric(variant) for variant in variants},
+            **{variant: result.metric(variant) for variant in result.outputs},
         }
-        for result in store_outputs(manifest, data_dir, variants)
+        for result in results
     }
+
+
+def evaluate_store(manifest: Manifest, data_dir: Path | None, variants: Sequence[str]) -> dict:
+    return metrics_by_task(store_outputs(manifest, data_dir, variants))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
