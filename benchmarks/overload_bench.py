@@ -99,7 +99,7 @@ def main() -> None:
                     f"{result['rps'] / capacity:.1f}x",
                     f"{accepted:.0f}",
                     f"{done.get('429', 0) / total:.1%}" if total else "-",
-                    int(total - done.get("200", 0) - done.get("503", 0)),
+                    int(total - done.get("200", 0) - done.get("429", 0)),
                     f"<= {p99_bound_ms(before, after, '200'):.0f}",
                     f"{result['p99_us'] / 1e3:.0f}",
                 )
