@@ -5,7 +5,7 @@
 1. Capacity: single-text sentiment requests at concurrency 32 (all must succeed).
 2. Overload: offered rates of a few multiples of capacity, with a bounded queue. wrk is
    closed-loop, so each of --connections connections pauses between requests
-   (connections / target rate): once most requests are shed (503 + Retry-After,
+   (connections / target rate): once most requests are shed (429 + Retry-After,
    answered at once) the offered rate is close to the target. The measured offered rate
    is printed as a multiple of capacity. For the accepted requests (200) the p99 is the
    server's own latency-histogram bucket bound, for status 200 only.
@@ -98,8 +98,8 @@ def main() -> None:
                     f"{result['rps']:.0f}",
                     f"{result['rps'] / capacity:.1f}x",
                     f"{accepted:.0f}",
-                    f"{done.get('503', 0) / total:.1%}" if total else "-",
-                    int(total - done.get("200", 0) - done.get("503", 0)),
+                    f"{done.get('429', 0) / total:.1%}" if total else "-",
+                    int(total - done.get("200", 0) - done.get("429", 0)),
                     f"<= {p99_bound_ms(before, after, '200'):.0f}",
                     f"{result['p99_us'] / 1e3:.0f}",
                 )
@@ -114,7 +114,7 @@ def main() -> None:
                     "offered req/s",
                     "x capacity",
                     "accepted req/s",
-                    "shed (503)",
+                    "shed (429)",
                     "other errors",
                     "accepted p99 ms (server)",
                     "all p99 ms (wrk)",

@@ -1,11 +1,20 @@
 """Which graph variant `--graph auto` serves: the fastest one that keeps accuracy.
 
-A store records, per graph variant, each task's validation metric, measured when it
-was published (`variant_metrics` in the manifest, written by `training.evaluate.variant_metrics`).
-Serving picks the fastest variant for the hardware whose metric is within a tolerance
-of fp32's on every task (in points: hundredths of the metric), else fp32. Without
-recorded metrics there is nothing to weigh speed against, so it serves fp32 and says
-so. The answer carries its reason, for the start-up log and `/info`.
+A store records, per graph variant, each task's validation metric, measured when it was
+published (`variant_metrics` in the manifest, written by
+`training.evaluate.variant_metrics`), and the paired test of the variant against fp32 on
+the same rows (`comparisons`: exact McNemar on the discordant rows for classification
+and binary tasks, a seeded paired bootstrap interval of the metric difference for
+regression; see `training.evaluate.paired_test`). Serving picks the fastest variant for
+the hardware that, on every task, loses no accuracy significant at the 5% level AND
+loses at most the tolerance in points (hundredths of the metric;
+BERT_MTS_GRAPH_TOLERANCE_POINTS, default 1), else fp32. The test keeps noise from
+deciding (a difference of 9 sentences in 854 is no evidence); the tolerance keeps a real
+but small loss, or a large one that too few rows could not prove, from being served as
+if free. A store that records no paired test (published before them) is judged by the
+point loss alone, and the reason says so. Without recorded metrics there is nothing to
+weigh speed against, so it serves fp32 and says so. The answer carries its reason, with
+the deciding test's figures, for the start-up log and `/info`.
 
 The speed order is measured, not derived (docs/results.md): on a CPU the int8 graph
 serves about twice the requests of fp32 (and fp16 runs slower than fp32 there, so it
@@ -20,7 +29,9 @@ from typing import Any
 from model_store.manifest import Manifest
 
 VARIANT_METRICS_KEY = "variant_metrics"
+COMPARISONS = "comparisons"  # within variant_metrics: {task: {variant: paired test}}
 DEFAULT_TOLERANCE_POINTS = 1.0
+SIGNIFICANCE_LEVEL = 0.05
 # Fastest first, per provider; fp32 last, the reference every other is held to.
 SPEED_ORDER = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32")}
 
@@ -35,7 +46,7 @@ class GraphChoice:
 
 def recorded_metrics(manifest: Manifest) -> dict[str, Any]:
     """The manifest's per-variant validation metrics: {'tasks': {task: {variant: value,
-    'metric': name, ...}}, 'source': ...}, or {'unavailable': why}."""
+    'metric': name, ...}}, 'comparisons': ..., 'source': ...}, or {'unavailable': why}."""
     recorded = manifest.extra.get(VARIANT_METRICS_KEY)
     if not isinstance(recorded, dict):
         return {"unavailable": "the store records no per-variant validation metrics"}
@@ -57,11 +68,59 @@ def losses(manifest: Manifest, variant: str) -> dict[str, float] | None:
     return result
 
 
+def paired_tests(manifest: Manifest, variant: str) -> dict[str, dict[str, Any]] | None:
+    """Each task's recorded paired test of `variant` against fp32, or None when some
+    task has none (a store published before they were recorded)."""
+    comparisons = recorded_metrics(manifest).get(COMPARISONS)
+    if not isinstance(comparisons, dict):
+        return None
+    result = {}
+    for task in manifest.tasks:
+        test = (comparisons.get(task.name) or {}).get(variant)
+        if not isinstance(test, dict) or test.get("test") not in _SIGNIFICANT:
+            return None
+        result[task.name] = test
+    return result
+
+
+def _mcnemar_loses(test: dict[str, Any]) -> bool:
+    worse = test["right_in_fp32_only"] > test["right_in_variant_only"]
+    return worse and test["p_value"] < SIGNIFICANCE_LEVEL
+
+
+def _bootstrap_loses(test: dict[str, Any]) -> bool:
+    return test["loss_interval_points"][0] > 0  # the whole interval is a loss
+
+
+_SIGNIFICANT = {"mcnemar_exact": _mcnemar_loses, "paired_bootstrap": _bootstrap_loses}
+
+
+def significant_loss(test: dict[str, Any]) -> bool:
+    """Does the recorded paired test show a loss at the 5% level?"""
+    return _SIGNIFICANT[test["test"]](test)
+
+
+def describe(test: dict[str, Any], variant: str) -> str:
+    """The test and its figures, in words."""
+    if test["test"] == "mcnemar_exact":
+        return (
+            f"exact McNemar on {test['rows']} rows: {test['right_in_fp32_only']} right in fp32 "
+            f"only, {test['right_in_variant_only']} in {variant} only, "
+            f"p={test['p_value']:.3g}, disagreement {100 * test['disagreement']:.1f}%"
+        )
+    low, high = test["loss_interval_points"]
+    return (
+        f"paired bootstrap on {test['rows']} rows ({test['resamples']} resamples, seed "
+        f"{test['seed']}): loss {test['confidence']:.0%} interval [{low:.2f}, {high:.2f}] points"
+    )
+
+
 def choose_graph(
     manifest: Manifest, cuda: bool, tolerance_points: float = DEFAULT_TOLERANCE_POINTS
 ) -> GraphChoice:
-    """The fastest variant for the hardware within `tolerance_points` of fp32 on every
-    task, else fp32; the reason names the deciding numbers."""
+    """The fastest variant for the hardware that loses nothing significant and at most
+    `tolerance_points` against fp32 on every task, else fp32; the reason names the
+    deciding test and its figures."""
     fast = SPEED_ORDER["cuda" if cuda else "cpu"][0]
     if fast not in manifest.graphs:
         return GraphChoice("fp32", f"the store has no {fast} graph")
@@ -71,8 +130,35 @@ def choose_graph(
     lost = losses(manifest, fast)
     if lost is None:
         return GraphChoice("fp32", f"the store records no validation metric of {fast} per task")
+    tests = paired_tests(manifest, fast)
+    if tests is None:
+        return _by_points_alone(fast, lost, tolerance_points)
+    rule = f"significance {SIGNIFICANCE_LEVEL:g}, tolerance {tolerance_points:g} points"
+    failing = []
+    for task in sorted(lost, key=lambda t: -lost[t]):
+        figures = f"{task}: loss {lost[task]:.2f} points, {describe(tests[task], fast)}"
+        if significant_loss(tests[task]):
+            failing.append(f"{figures} (a significant loss)")
+        elif lost[task] > tolerance_points:
+            failing.append(f"{figures} (not significant, but over the tolerance)")
+    if failing:
+        return GraphChoice(
+            "fp32", f"{fast} loses accuracy against fp32 ({rule}): " + "; ".join(failing)
+        )
     worst = max(lost, key=lambda task: lost[task])
-    detail = f"largest loss {lost[worst]:.2f} points ({worst}), tolerance {tolerance_points:g}"
+    return GraphChoice(
+        fast,
+        f"{fast} keeps accuracy on every task ({rule}): largest loss {lost[worst]:.2f} "
+        f"points ({worst}), {describe(tests[worst], fast)}",
+    )
+
+
+def _by_points_alone(fast: str, lost: dict[str, float], tolerance_points: float) -> GraphChoice:
+    worst = max(lost, key=lambda task: lost[task])
+    detail = (
+        f"largest loss {lost[worst]:.2f} points ({worst}), tolerance {tolerance_points:g}; "
+        "the store records no paired test, so by the point loss alone"
+    )
     if lost[worst] <= tolerance_points:
         return GraphChoice(fast, f"{fast} is within tolerance of fp32 on every task: {detail}")
     return GraphChoice("fp32", f"{fast} loses too much accuracy against fp32: {detail}")

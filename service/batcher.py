@@ -5,22 +5,33 @@ The queue is bounded by work, not only rows: `max_queue_tokens` caps the tokens
 waiting (1,024 rows of 128 tokens are 8x the work of 1,024 rows of 16), and once the
 engine's pace is measured (tokens per second over recent batches) a request is only
 accepted if the work ahead of it drains within `max_queue_seconds`: a request that
-would time out in the queue is refused at once (503) instead of costing a wait, and the
-work the engine does goes to requests that will be answered.
+would time out in the queue is refused at once (`QueueFull`, answered 429) instead of
+costing a wait, and the work the engine does goes to requests that will be answered.
 
-Order is fair between requests (start-time fair queuing, Goyal et al. 1996, with each
-request a flow of its own). Each row gets a start tag: the virtual time V at its
-request's arrival plus the tokens of its request's earlier rows; V is the tag of the
-oldest row in the batch that last ran. Across requests that is arrival order, whatever
-the lengths, so long inputs are never overtaken indefinitely by short ones; within a
-large request its rows spread out, so a short request that arrives behind a 256-row
-request waits for about one batch, not 256 rows (the large request interleaves with
-everyone else instead of holding the engine). One background task owns the queue: when the
-engine is free it takes the rows with the smallest tags (a window), sorts them by
-length, cuts them into the batches that waste least compute on padding (within
-`max_batch_size` rows and `max_batch_tokens` padded tokens), runs the batch that holds
-the smallest tag in a worker thread, off the event loop, and puts the rest back: the
-next batch is planned with whatever arrived meanwhile. Rows whose request has gone
+Order is fair between requests and no row waits without bound. It is start-time fair
+queuing (Goyal et al. 1996) with each request a flow of its own: a row's start tag is
+the virtual time V at its request's arrival plus the tokens of its request's earlier
+rows, so a short request that arrives behind a 256-row request waits for about one
+batch, not 256 rows (the large request interleaves with everyone else instead of
+holding the engine). Ties, and rows of equal tag, go in arrival order: each row keeps
+the arrival number it got when it was queued, also when planning leaves it out of a
+batch and puts it back (renumbering leftovers let the shortest leftover look oldest
+for ever, and long rows starved behind a stream of short ones). V never stands still
+while work runs: after each batch it advances by the batch's tokens divided by the
+requests that had rows waiting (the virtual time of an ideal per-request fair share),
+and at least to the tag of the row the batch was formed for. So a row's tag t is
+passed after finitely many batches; from then on every newcomer's tag is at least t
+and its arrival number larger, so only rows already queued are still ahead of it, and
+each batch runs the queue's smallest (tag, arrival) row: a row runs within (batches
+until V reaches t) + (rows queued when it does) batches, whatever arrives meanwhile
+(tests/service/test_batcher.py checks this bound on random workloads).
+
+One background task owns the queue: when the engine is free it takes the rows with
+the smallest (tag, arrival) keys (a window), sorts them by length, cuts them into the
+batches that waste least compute on padding (within `max_batch_size` rows and
+`max_batch_tokens` padded tokens), runs the batch that holds the smallest key in a
+worker thread, off the event loop, and puts the rest back with their keys unchanged:
+the next batch is planned with whatever arrived meanwhile. Rows whose request has gone
 (timed out, client disconnected) are dropped before they cost compute. With
 `max_wait_ms` > 0 an idle engine waits that long for a fuller batch; at 0 it never
 waits, and batches form from what queues up meanwhile.
@@ -65,11 +76,20 @@ class ShuttingDown(Exception):
 
 
 @dataclass
+class _Flow:
+    """One request's rows still waiting: V advances by work shared among the flows."""
+
+    waiting: int = 0
+
+
+@dataclass
 class _Row:
     tasks: TaskSet
     row: EncodedRow
     future: asyncio.Future = field(repr=False)
     tag: float = 0.0  # fair-queuing tag: smaller runs sooner; -1 once out of the queue
+    arrival: int = 0  # queued order, kept for the row's whole wait (ties go oldest first)
+    flow: _Flow = field(default_factory=_Flow, repr=False)
 
     @property
     def tokens(self) -> int:
@@ -101,13 +121,14 @@ class DynamicBatcher:
         self.max_queue_seconds = max_queue_seconds
         self.tokens_per_second: float | None = None  # measured pace, smoothed
         self.overhead_tokens = overhead_tokens
-        # A heap of (tag, arrival number, row); rows of gone requests stay in it until
-        # popped, but stop counting towards the bounds at once.
+        # A heap of (tag, arrival number, row), each row's key fixed while it waits; rows
+        # of gone requests stay in it until popped, but stop counting at once.
         self._queue: list[tuple[float, int, _Row]] = []
         self._arrivals = itertools.count()
         self._virtual_time = 0.0
         self._live_rows = 0
         self._live_tokens = 0
+        self._live_flows = 0  # requests with rows waiting
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._task: asyncio.Task | None = None
@@ -182,13 +203,15 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         futures = []
         tag = self._virtual_time
+        flow = _Flow(waiting=len(rows))
         for row, tasks in zip(rows, task_sets, strict=True):
             future = loop.create_future()
-            item = _Row(tasks, row, future, tag)
+            item = _Row(tasks, row, future, tag, next(self._arrivals), flow)
             future.add_done_callback(lambda _, item=item: self._forget(item))
-            heapq.heappush(self._queue, (tag, next(self._arrivals), item))
+            heapq.heappush(self._queue, (item.tag, item.arrival, item))
             tag += len(row)
             futures.append(future)
+        self._live_flows += 1 if rows else 0
         self._live_rows += len(rows)
         self._live_tokens += tokens
         self._report_depth()
@@ -199,9 +222,15 @@ class DynamicBatcher:
         """A row's request has gone while the row still waited: stop counting it."""
         if item.future.cancelled() and item.tag >= 0:
             item.tag = -1.0  # counted out once; the heap drops it when popped
+            self._leave_flow(item)
             self._live_rows -= 1
             self._live_tokens -= item.tokens
             self._report_depth()
+
+    def _leave_flow(self, item: _Row) -> None:
+        item.flow.waiting -= 1
+        if not item.flow.waiting:
+            self._live_flows -= 1
 
     def _report_depth(self) -> None:
         self._metrics.queue_depth.set(self._live_rows)
@@ -247,14 +276,18 @@ class DynamicBatcher:
         batch = next(b for b in self._batches(window) if any(item is first for item in b))
         chosen = {id(item) for item in batch}
         for item in window:
-            if id(item) not in chosen:
-                heapq.heappush(self._queue, (item.tag, next(self._arrivals), item))
-        # V follows the row the batch was formed for, not the batch's largest tag: rows of
-        # a large request that joined this batch for their length must not push new
-        # requests behind the rest of that large request.
-        self._virtual_time = max(self._virtual_time, first.tag)
+            if id(item) not in chosen:  # back with the key it came with
+                heapq.heappush(self._queue, (item.tag, item.arrival, item))
+        # V advances by the batch's work shared among the requests waiting (so that it
+        # reaches every tag in finitely many batches), and at least to the row the batch
+        # was formed for; not to the batch's largest tag: rows of a large request that
+        # joined this batch for their length must not push new requests behind the rest
+        # of that large request.
+        share = sum(item.tokens for item in batch) / max(1, self._live_flows)
+        self._virtual_time = max(self._virtual_time + share, first.tag)
         for item in batch:
             item.tag = -1.0  # running: no longer counted as waiting, whatever happens
+            self._leave_flow(item)
         self._live_rows -= len(batch)
         self._live_tokens -= sum(item.tokens for item in batch)
         self._report_depth()

@@ -206,7 +206,9 @@ class Infer:
             futures = batcher.submit(rows, [task_set] * len(rows))
         except QueueFull as err:
             self._metrics.shed.inc()
-            raise ServiceError(503, f"overloaded: {err}; retry later", retry=True) from err
+            # 429, as peers answer a full queue (text-embeddings-inference, vLLM): the
+            # client sent too much, now; 503 means this replica cannot serve at all.
+            raise ServiceError(429, f"overloaded: {err}; retry later", retry=True) from err
         except RequestTooLarge as err:
             raise ServiceError(422, str(err)) from err
         except ShuttingDown as err:
@@ -214,6 +216,9 @@ class Infer:
         try:
             predictions = await asyncio.wait_for(asyncio.gather(*futures), self._timeout_s)
         except asyncio.TimeoutError:
+            # Accepted but not answered in time: the service failed this request (not the
+            # client's rate, which the queue's bounds already judged), so 503, as for a
+            # replica that cannot serve; its rows are dropped from the queue.
             raise ServiceError(
                 503, f"no answer within {self._timeout_s} s; retry later", retry=True
             ) from None

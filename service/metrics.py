@@ -62,7 +62,7 @@ class ServiceMetrics:
         )
         self.shed = Counter(
             f"{PREFIX}_shed_requests_total",
-            "Requests refused with 503 because the queue was full",
+            "Requests refused with 429 because the queue was full",
             registry=self.registry,
         )
         self.reloads = Counter(

@@ -112,7 +112,7 @@ class BodyLimitMiddleware:
 
 
 class LoadShedMiddleware:
-    """Refuse task requests at once while the queue is full, before reading the body.
+    """Refuse task requests at once (429) while the queue is full, before reading the body.
 
     Under overload most requests are refused; doing it here, without parsing,
     validating and tokenizing them first, leaves the CPU to the requests that were
@@ -138,7 +138,7 @@ class LoadShedMiddleware:
                 f"overloaded: queue full ({live.batcher.queue_depth} rows, "
                 f"{live.batcher.queued_tokens} tokens waiting); retry later"
             )
-            for message in _json_error(503, detail, {"Retry-After": RETRY_AFTER_SECONDS}):
+            for message in _json_error(429, detail, {"Retry-After": RETRY_AFTER_SECONDS}):
                 await send(message)
             return
         await self.app(scope, receive, send)

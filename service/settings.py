@@ -46,10 +46,10 @@ class Settings(BaseSettings):
     # Fixed cost of one ONNX Runtime run, in tokens of compute: the batcher splits a
     # window into more, tighter batches when that saves more padding than this.
     batch_overhead_tokens: int = Field(32, ge=0)
-    max_queue_items: int = Field(1024, ge=1, description="rows waiting; beyond: 503")
-    # The queue's bound in work: tokens of the rows waiting (beyond: 503). Sized so
+    max_queue_items: int = Field(1024, ge=1, description="rows waiting; beyond: 429")
+    # The queue's bound in work: tokens of the rows waiting (beyond: 429). Sized so
     # that a full queue drains within request_timeout_s on a small CPU.
-    max_queue_tokens: int = Field(32768, ge=128, description="tokens waiting; beyond: 503")
+    max_queue_tokens: int = Field(32768, ge=128, description="tokens waiting; beyond: 429")
     request_timeout_s: float = Field(30.0, gt=0)
 
     # Client input limits.

@@ -21,7 +21,8 @@ ERRORS = {
     413: {"model": schemas.ErrorResponse, "description": "Request body too large"},
     415: {"model": schemas.ErrorResponse, "description": "Body is not JSON"},
     422: {"model": schemas.ErrorResponse, "description": "Invalid input"},
-    503: {"model": schemas.ErrorResponse, "description": "Overloaded, timed out or not ready"},
+    429: {"model": schemas.ErrorResponse, "description": "Overloaded: the queue is full"},
+    503: {"model": schemas.ErrorResponse, "description": "Timed out, not ready or stopping"},
 }
 TASKS_PREFIX = "/v1/tasks"
 TASK_ENDPOINT = TASKS_PREFIX + "/{task}"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from model_store.graph_choice import choose_graph, losses
+from model_store.graph_choice import COMPARISONS, choose_graph, losses
 from model_store.manifest import Manifest, TaskEntry
 from service.engine import Engine, EngineConfig
 from tests.support.manifests import rewrite_manifest
@@ -47,10 +47,84 @@ def scores(int8_drop: float, fp16_drop: float = 0.0) -> dict:
     return {"source": "test", "tasks": tasks}
 
 
+def mcnemar(fp32_only: int, variant_only: int, rows: int = 1000) -> dict:
+    # torch-free (numpy only), so it runs in the serving environment too
+    from training.evaluate.paired_test import mcnemar_exact
+
+    return {
+        "test": "mcnemar_exact",
+        "rows": rows,
+        "right_in_fp32_only": fp32_only,
+        "right_in_variant_only": variant_only,
+        "p_value": mcnemar_exact(fp32_only, variant_only),
+        "loss_points": 100 * (fp32_only - variant_only) / rows,
+        "disagreement": (fp32_only + variant_only) / rows,
+    }
+
+
+def bootstrap(low: float, high: float) -> dict:
+    return {
+        "test": "paired_bootstrap",
+        "rows": 600,
+        "resamples": 2000,
+        "seed": 0,
+        "confidence": 0.95,
+        "loss_points": (low + high) / 2,
+        "loss_interval_points": [low, high],
+        "mean_abs_difference": 0.01,
+    }
+
+
+def with_tests(sentiment: dict, similarity: dict | None = None) -> dict:
+    """Recorded metrics with paired tests: sentiment's int8 loss is its test's, the
+    other tasks lose nothing (similarity by the given bootstrap)."""
+    similarity = similarity or bootstrap(-0.5, 0.5)
+    metrics = scores(similarity["loss_points"])
+    metrics["tasks"]["sentiment"]["int8"] = 0.8 - sentiment["loss_points"] / 100
+    metrics[COMPARISONS] = {
+        "sentiment": {"int8": sentiment},
+        "paraphrase": {"int8": mcnemar(4, 4)},
+        "similarity": {"int8": similarity},
+    }
+    return metrics
+
+
+def test_a_loss_the_paired_test_finds_no_evidence_for_and_within_tolerance_serves_int8() -> None:
+    choice = choose_graph(manifest_with(with_tests(mcnemar(12, 4))), cuda=False)
+    assert choice.variant == "int8"
+    assert "exact McNemar on 1000 rows: 12 right in fp32 only, 4 in int8 only" in choice.reason
+    assert "0.80 points (sentiment)" in choice.reason
+
+
+def test_a_significant_loss_within_the_tolerance_still_serves_fp32() -> None:
+    choice = choose_graph(manifest_with(with_tests(mcnemar(9, 0))), cuda=False)  # p = 0.004
+    assert choice.variant == "fp32"
+    assert "sentiment: loss 0.90 points" in choice.reason and "a significant loss" in choice.reason
+    assert choose_graph(manifest_with(with_tests(mcnemar(9, 0))), False, 5).variant == "fp32"
+
+
+def test_a_loss_over_the_tolerance_serves_fp32_even_when_not_significant() -> None:
+    noisy = mcnemar(14, 5, rows=854)  # 1.05 points, p = 0.064
+    choice = choose_graph(manifest_with(with_tests(noisy)), cuda=False)
+    assert choice.variant == "fp32" and "not significant, but over the tolerance" in choice.reason
+    assert "p=0.0636" in choice.reason
+    assert choose_graph(manifest_with(with_tests(noisy)), False, 1.1).variant == "int8"
+
+
+def test_regression_is_decided_by_the_bootstrap_interval() -> None:
+    lost = with_tests(mcnemar(0, 0), similarity=bootstrap(0.1, 0.7))  # all of it a loss
+    choice = choose_graph(manifest_with(lost), cuda=False)
+    assert choice.variant == "fp32" and "similarity: loss 0.40 points" in choice.reason
+    assert "interval [0.10, 0.70]" in choice.reason
+    kept = with_tests(mcnemar(0, 0), similarity=bootstrap(-0.1, 0.7))
+    assert choose_graph(manifest_with(kept), cuda=False).variant == "int8"
+
+
 def test_cpu_serves_int8_within_the_tolerance() -> None:
     choice = choose_graph(manifest_with(scores(0.4)), cuda=False)
     assert choice.variant == "int8"
     assert "0.40 points (similarity)" in choice.reason and "tolerance 1" in choice.reason
+    assert "records no paired test" in choice.reason  # a store published before them
 
 
 def test_cpu_serves_fp32_when_int8_loses_more_than_the_tolerance() -> None:
@@ -102,6 +176,9 @@ def test_engine_serves_what_the_manifest_metrics_allow(stores, tmp_path: Path) -
     record(0.2)
     engine = Engine.load(store, config)
     assert engine.variant == "int8" and "within tolerance" in engine.graph_reason
+    rewrite_manifest(store, lambda raw: raw.update(variant_metrics=with_tests(mcnemar(9, 0))))
+    engine = Engine.load(store, config)
+    assert engine.variant == "fp32" and "exact McNemar" in engine.graph_reason
     record(2.0)
     assert Engine.load(store, config).variant == "fp32"
     assert Engine.load(store, EngineConfig(provider="cpu", graph="int8")).variant == "int8"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import threading
 import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from model_store.tokenizer import EncodedRow
 from service.batcher import DynamicBatcher, QueueFull, RequestTooLarge, ShuttingDown, _Row
@@ -303,3 +306,98 @@ async def test_work_that_would_outlast_the_time_bound_is_refused_at_once() -> No
     assert batcher.full is False
     await asyncio.gather(*running, *waiting)
     await batcher.stop()
+
+
+# The bound on a row's wait (service/batcher.py's docstring): V passes a row's tag t
+# after at most ceil(X * F / L) batches, X the tokens of its request's earlier rows, F
+# the most requests waiting at once (at most the queue's rows), L the shortest row;
+# then only rows already queued (fewer than the queue's capacity) are ahead of it.
+Request = list[int]  # the lengths of one request's rows
+
+SHORTEST = 1
+requests = st.lists(st.integers(SHORTEST, 60), min_size=1, max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrivals=st.lists(st.lists(requests, max_size=3), min_size=1, max_size=150),
+    max_batch_size=st.integers(1, 4),
+    capacity=st.integers(4, 24),
+)
+def test_every_row_runs_within_a_bounded_number_of_batches(
+    arrivals: list[list[Request]], max_batch_size: int, capacity: int
+) -> None:
+    """Random lengths and arrivals (before each batch, whatever the queue takes), a fake
+    engine that answers each planned batch at once; then the queue drains."""
+
+    async def simulate() -> list[tuple[int, int, int]]:
+        batcher = make(
+            FakeEngine(),
+            max_batch_size=max_batch_size,
+            max_queue_items=capacity,
+            max_queue_tokens=capacity * 60,
+            overhead_tokens=16,
+        )
+        waits: dict[int, tuple[int, int]] = {}  # id(future) -> (batch queued, offset)
+        ran: list[tuple[int, int, int]] = []  # (queued, ran, offset) per row
+        futures: dict[int, asyncio.Future] = {}
+        batch_number = 0
+        pending = list(arrivals)
+        while pending or batcher.queue_depth:
+            for lengths in pending.pop(0) if pending else []:
+                try:
+                    submitted = batcher.submit([row(n) for n in lengths], [0] * len(lengths))
+                except QueueFull:
+                    continue
+                offset = 0
+                for future, n in zip(submitted, lengths, strict=True):
+                    waits[id(future)] = (batch_number, offset)
+                    futures[id(future)] = future
+                    offset += n
+            batch = batcher._next_batch()
+            for item in batch:
+                queued, offset = waits[id(item.future)]
+                ran.append((queued, batch_number, offset))
+                item.future.set_result(None)
+            batch_number += 1
+        assert all(future.done() for future in futures.values())  # nothing left behind
+        batcher._executor.shutdown()
+        return ran
+
+    loop = asyncio.new_event_loop()
+    try:
+        ran = loop.run_until_complete(simulate())
+    finally:
+        loop.close()
+    for queued, at, offset in ran:
+        bound = math.ceil(offset * capacity / SHORTEST) + capacity
+        assert at - queued < bound, f"a row at offset {offset} waited {at - queued} batches"
+        if offset == 0:  # a request's first row: only rows queued before it are ahead
+            assert at - queued < capacity
+
+
+def test_a_long_row_among_a_stream_of_short_ones_runs_within_the_queue_ahead_of_it() -> None:
+    """The case that starved: every batch leaves rows out, a stream of shorter ones
+    keeps arriving, and the long row must not look younger than each of them."""
+
+    async def simulate() -> int:
+        batcher = make(FakeEngine(), max_batch_size=4, max_queue_items=64, overhead_tokens=0)
+        rng = random.Random(1)
+        for _ in range(12):
+            batcher.submit([row(rng.randint(5, 20))], [0])
+        (long_row,) = batcher.submit([row(60)], [0])
+        for batch_number in range(1000):
+            for _ in range(4):  # as many short rows arrive as one batch takes
+                batcher.submit([row(rng.randint(5, 20))], [0])
+            for item in batcher._next_batch():
+                item.future.set_result(None)
+            if long_row.done():
+                batcher._executor.shutdown()
+                return batch_number
+        raise AssertionError("the long row never ran")
+
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(simulate()) <= 13  # the 12 rows ahead, then it
+    finally:
+        loop.close()

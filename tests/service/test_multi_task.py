@@ -167,7 +167,7 @@ async def test_multi_task_requests_are_counted_and_shed_like_task_requests(setti
             batcher = app.state.models.live.batcher
             batcher.max_queue_items = 0  # as if the queue were full
             shed = await http.post("/v1/predict", json={"text": TEXT})
-            assert shed.status_code == 503 and "overloaded" in shed.json()["detail"]
+            assert shed.status_code == 429 and "overloaded" in shed.json()["detail"]
             metrics = (await http.get("/metrics")).text
     assert 'bert_mts_requests_total{endpoint="/v1/predict",status="200",task=""} 1.0' in metrics
-    assert 'bert_mts_requests_total{endpoint="/v1/predict",status="503",task=""} 1.0' in metrics
+    assert 'bert_mts_requests_total{endpoint="/v1/predict",status="429",task=""} 1.0' in metrics

@@ -244,7 +244,7 @@ class SlowEngine(Engine):
 
 
 @pytest.mark.anyio
-async def test_overload_and_timeouts_are_503_with_retry_after(settings, engine) -> None:
+async def test_overload_is_429_and_timeouts_503_with_retry_after(settings, engine) -> None:
     slow = SlowEngine(engine.manifest, engine.session)
     tight = settings.model_copy(update={"max_queue_items": 2, "request_timeout_s": 5.0})
     app = create_app(tight, slow)
@@ -256,7 +256,7 @@ async def test_overload_and_timeouts_are_503_with_retry_after(settings, engine) 
             queued = asyncio.ensure_future(http.post("/sentiment", json={"texts": ["a", "b"]}))
             await asyncio.sleep(0.1)  # two rows wait: the queue is full
             shed = await http.post("/sentiment", json={"text": "c"})
-            assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
+            assert shed.status_code == 429 and shed.headers["retry-after"] == "1"
             assert "overloaded" in shed.json()["detail"]
             assert (await busy).status_code == 200 and (await queued).status_code == 200
             never = await http.post("/sentiment", json={"texts": ["a", "b", "c"]})

@@ -14,7 +14,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model_store.graph_choice import DEFAULT_TOLERANCE_POINTS, losses
+from model_store.graph_choice import (
+    COMPARISONS,
+    DEFAULT_TOLERANCE_POINTS,
+    losses,
+    paired_tests,
+    significant_loss,
+)
 from model_store.manifest import load_manifest
 from model_store.repository import resolve_store
 from service.app import create_app
@@ -109,23 +115,33 @@ def test_shipped_model_meets_the_accuracy_bar(built: Path) -> None:
 
 
 def test_build_copies_the_recorded_variant_metrics_and_auto_follows_them(built: Path) -> None:
-    """The build needs no data: the metrics recorded with the checksums are in the
-    manifest, and `--graph auto` on a CPU weighs int8 against fp32 on them: int8 when
-    every task keeps within the tolerance, fp32 otherwise, and the reason names the
-    task that decided. Raising the tolerance past that loss turns int8 on."""
+    """The build needs no data: the metrics and paired tests recorded with the checksums
+    are in the manifest, and `--graph auto` on a CPU weighs int8 against fp32 on them:
+    int8 when no task loses significantly (at 5%) nor more than the tolerance, fp32
+    otherwise, and the reason names the test that decided. Raising the tolerance past
+    the largest loss turns int8 on unless some loss is significant."""
     manifest = load_manifest(resolve_store(built))
     recorded = json.loads((SHIPPED_DIR / VARIANT_METRICS).read_text())
     assert manifest.extra["variant_metrics"]["tasks"] == recorded["tasks"]
+    assert manifest.extra["variant_metrics"][COMPARISONS] == recorded[COMPARISONS]
     assert set(recorded["tasks"]) == set(PRESETS)
     assert all({"fp32", "int8", "fp16"} <= set(t) for t in recorded["tasks"].values())
+    assert all({"int8", "fp16"} <= set(t) for t in recorded[COMPARISONS].values())
     assert manifest.extra["fusion"]["complete"]
     lost = losses(manifest, "int8")
-    worst = max(lost, key=lambda task: lost[task])
+    tests = paired_tests(manifest, "int8")
+    assert tests is not None
+    significant = {task for task, test in tests.items() if significant_loss(test)}
+    too_much = {task for task in lost if lost[task] > DEFAULT_TOLERANCE_POINTS}
     engine = Engine.load(built, Settings(model_dir=built, provider="cpu").engine_config())
-    assert engine.variant == ("int8" if lost[worst] <= DEFAULT_TOLERANCE_POINTS else "fp32")
-    assert worst in engine.graph_reason
-    lenient = Settings(model_dir=built, provider="cpu", graph_tolerance_points=lost[worst] + 0.01)
-    assert Engine.load(built, lenient.engine_config()).variant == "int8"
+    assert engine.variant == ("fp32" if significant | too_much else "int8")
+    for task in significant | too_much or set(lost):
+        assert task in engine.graph_reason
+    assert "McNemar" in engine.graph_reason or "bootstrap" in engine.graph_reason
+    worst = max(lost.values())
+    lenient = Settings(model_dir=built, provider="cpu", graph_tolerance_points=worst + 0.01)
+    served = Engine.load(built, lenient.engine_config()).variant
+    assert served == ("fp32" if significant else "int8")
 
 
 def test_shipped_tasks_share_at_least_two_frozen_layers(built: Path) -> None:

@@ -110,12 +110,18 @@ def store_outputs(
     ]
 
 
-def evaluate_store(manifest: Manifest, data_dir: Path | None, variants: Sequence[str]) -> dict:
+def metrics_by_task(results: Sequence[TaskResult]) -> dict:
+    """{task: {'metric': name, 'examples': n, variant: value, ...}}."""
     return {
         result.name: {
             "metric": result.task.definition.metric_name,
             "examples": len(result.labels),
-            **{variant: result.metric(variant) for variant in variants},
+            **{variant: result.metric(variant) for variant in result.outputs},
         }
-        for result in store_outputs(manifest, data_dir, variants)
+        for result in results
     }
+
+
+def evaluate_store(manifest: Manifest, data_dir: Path | None, variants: Sequence[str]) -> dict:
+    """Every task's validation metric per variant (`metrics_by_task` of `store_outputs`)."""
+    return metrics_by_task(store_outputs(manifest, data_dir, variants))

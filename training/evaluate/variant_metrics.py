@@ -1,7 +1,9 @@
 """Each graph variant's validation metric per task, measured for the manifest.
 
 `--graph auto` serves the fastest variant that keeps accuracy
-(`model_store.graph_choice`), which needs these numbers in the store. They are
+(`model_store.graph_choice`), which needs these numbers in the store: each variant's
+metric, and its paired test against fp32 on the same rows (`comparisons`: the test,
+its figures and the disagreement with fp32, per task and variant). They are
 measured when a store is published, from the data every task's branch recorded (its
 file, columns and validation split; `training.evaluate.store`), through each variant's
 graph in ONNX Runtime. When that data cannot be read (another machine, a branch that
@@ -20,9 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from model_store.atomic import atomic_write_text
+from model_store.graph_choice import COMPARISONS
 from model_store.manifest import Manifest
 from training.errors import UsageError
-from training.evaluate.store import evaluate_store
+from training.evaluate.paired_test import paired_comparisons
+from training.evaluate.store import metrics_by_task, store_outputs
+
+# Per task and variant, the paired test against fp32 on the same rows
+# (`training.evaluate.paired_test`): the key `model_store.graph_choice` reads.
+COMPARISONS_KEY = COMPARISONS
 
 # The variant_metrics value of a manifest, or a function making it from a staged store.
 Metrics = dict[str, Any]
@@ -37,10 +45,14 @@ def measure(manifest: Manifest, data_dir: Path | None = None) -> Metrics:
     """Every variant's validation metric per task, or why they could not be measured.
     `data_dir`: look the recorded data files up there, by name."""
     try:
-        tasks = evaluate_store(manifest, data_dir, list(manifest.graphs))
+        results = store_outputs(manifest, data_dir, list(manifest.graphs))
     except (OSError, UsageError, ValueError) as err:  # DataError is a ValueError
         return unavailable(f"validation data not readable at publish ({err})")
-    return {"source": "measured at publish, on each task's validation split", "tasks": tasks}
+    return {
+        "source": "measured at publish, on each task's validation split",
+        "tasks": metrics_by_task(results),
+        COMPARISONS_KEY: paired_comparisons(results),
+    }
 
 
 def measurer(data_dir: Path | None = None) -> MeasureMetrics:
@@ -50,6 +62,11 @@ def measurer(data_dir: Path | None = None) -> MeasureMetrics:
 def recorded(metrics: Metrics, source: str) -> MeasureMetrics:
     """Metrics measured earlier (the shipped model's), copied in with where they came from."""
     return lambda manifest: {**metrics, "source": source}
+
+
+def recordable(metrics: Metrics) -> Metrics:
+    """What the shipped model keeps of measured metrics: the figures, not their source."""
+    return {key: value for key, value in metrics.items() if key != "source"}
 
 
 def read_metrics(path: Path) -> Metrics:

@@ -44,6 +44,7 @@ from training.evaluate.variant_metrics import (
     MeasureMetrics,
     measurer,
     read_metrics,
+    recordable,
     recorded,
     write_metrics,
 )
@@ -138,7 +139,7 @@ def build(
                 f"recording needs the branches' validation data: {metrics['unavailable']} "
                 "(point --data-dir at it)"
             )
-        write_metrics(shipped / VARIANT_METRICS, {"tasks": metrics["tasks"]})
+        write_metrics(shipped / VARIANT_METRICS, recordable(metrics))
         write_checksums(shipped / CHECKSUMS, files)
         return shipped / CHECKSUMS, files
     source = f"recorded with the shipped checksums ({VARIANT_METRICS})"
