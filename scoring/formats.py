@@ -241,7 +241,7 @@ class InputFile:
 # --- writing ------------------------------------------------------------------------
 
 
-def _arrow_type(pa, column: str):
+def arrow_type(pa, column: str):
     """The Arrow type of an answer column (`<task>_<field>`, or `truncated`)."""
     types = {
         "label_name": pa.string(),  # before "label": the longer suffix first
@@ -290,7 +290,7 @@ def write_part(
         else:
             table = pa.Table.from_pylist(records)
         for name, values in answers.items():
-            table = table.append_column(name, pa.array(values, _arrow_type(pa, name)))
+            table = table.append_column(name, pa.array(values, arrow_type(pa, name)))
         pa.parquet.write_table(table, path)
         return
     with path.open("w", encoding="utf-8", newline="") as handle:
