@@ -65,6 +65,8 @@ def scorer_run(args: argparse.Namespace, source: Path, out: Path) -> tuple[float
         "--provider",
         "cpu",
         "--no-progress",
+        "--threads",
+        str(args.threads),
         "--chunk-rows",
         str(args.chunk_rows),
     ]
@@ -88,6 +90,7 @@ def main() -> None:
     parser.add_argument("--graph", default="auto")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--grow", type=int, default=4, help="the larger file: the input x N")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all)")
     parser.add_argument(
         "--chunk-rows",
         type=int,
@@ -102,7 +105,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    engine = Engine.load(args.store, EngineConfig(graph=args.graph, provider="cpu"))
+    engine = Engine.load(
+        args.store, EngineConfig(graph=args.graph, provider="cpu", intra_op_threads=args.threads)
+    )
     name = args.input.name
     with tempfile.TemporaryDirectory() as tmp:
         lines = args.input.read_text(encoding="utf-8").splitlines(keepends=True)

@@ -121,7 +121,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=1,
         help="CPUs per actor (also its ONNX Runtime threads)",
     )
+    parser.add_argument(
+        "--ray-actor-gpus",
+        type=float,
+        default=0,
+        help="GPUs Ray reserves per actor (with --provider cuda; e.g. 1, or 0.5 to share)",
+    )
     args = parser.parse_args(argv)
+    if args.ray_actor_gpus < 0:
+        parser.error("--ray-actor-gpus must not be negative")
     if args.tasks is None:
         args.tasks = [ALL_TASKS]
     if ALL_TASKS in args.tasks and len(args.tasks) > 1:
@@ -154,6 +162,7 @@ def _main(argv: Sequence[str] | None) -> int:
             chunk_rows=args.chunk_rows,
             skip_bad_rows=args.skip_bad_rows,
             actor_cpus=args.ray_actor_cpus,
+            actor_gpus=args.ray_actor_gpus,
         )
         rows = run_ray(job, args.input, args.output, args.ray, args.ray_actors)
         log.info("scored %d rows into %s", rows, args.output)

@@ -44,6 +44,7 @@ class RayJob:
     chunk_rows: int = 8192
     skip_bad_rows: bool = False
     actor_cpus: int = 1
+    actor_gpus: float = 0  # GPUs Ray reserves per actor (with provider cuda)
 
 
 class ChunkScorer:
@@ -169,6 +170,7 @@ def run_ray(
         batch_format="pyarrow",
         concurrency=actors,
         num_cpus=job.actor_cpus,
+        num_gpus=job.actor_gpus or None,
         max_restarts=RETRIES,
         max_task_retries=RETRIES,
     )
