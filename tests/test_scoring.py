@@ -275,6 +275,8 @@ def test_the_command_scores_a_file(store, tmp_path) -> None:
         (["--text-a-column", "missing"], ["has no column 'missing'"]),
         (["--batch-size", "0"], ["--batch-size", "must be at least 1"]),
         (["--task", "all", "--task", "sentiment"], ["cannot be combined"]),
+        (["--ray", "auto", "--resume"], ["--resume is for single-machine runs"]),
+        (["--ray", "auto"], ["--ray"]),  # a CSV file, or no Ray installed: one line either way
     ],
 )
 def test_misuse_is_one_line_and_exit_2(store, tmp_path, extra, fragments) -> None:
