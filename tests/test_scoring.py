@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -19,7 +21,7 @@ from service.engine import Engine
 from service.settings import Settings
 from training.data import DataError
 
-from .commands import assert_one_line_error, run
+from .commands import ROOT, assert_one_line_error, run
 from .samples import pair_rows, sentiment_rows
 from .tiny_store import build_tiny_store
 
@@ -311,3 +313,12 @@ def test_an_unknown_output_format_is_one_line(store, tmp_path) -> None:
         "sentence",
     )
     assert_one_line_error(result, "cannot tell the format", ".parquet")
+
+
+def test_the_scorer_does_not_import_torch() -> None:
+    """Online-side code: the scorer and its Ray workers run without the training stack."""
+    code = (
+        "import sys, scoring.cli, scoring.local, scoring.formats, scoring.ray_job, scoring.core;"
+        "sys.exit('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120).returncode == 0
