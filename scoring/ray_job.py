@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,16 +177,33 @@ def run_ray(
     )
     staging = output.with_name(f"{output.name}.tmp-{os.getpid()}")
     try:
-        if fmt == "parquet":
-            scored.write_parquet(str(staging))
-        else:
-            scored.write_datasink(_jsonl_sink(str(staging)))
+        try:
+            if fmt == "parquet":
+                scored.write_parquet(str(staging))
+            else:
+                scored.write_datasink(_jsonl_sink(str(staging)))
+        except Exception as err:  # Ray wraps an actor's error in its own types
+            bad_row = _data_error(err) if not isinstance(err, ScoreError) else err
+            if bad_row is None:
+                raise
+            raise bad_row from None
         rows = sum(_rows(p, fmt) for p in staging.iterdir() if p.is_file())
         staging.rename(output)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
     return rows
+
+
+def _data_error(err: BaseException) -> ScoreError | None:
+    """The bad-row error an actor raised, as one line. Ray hands the driver its own
+    exception types with the actor's traceback as text (the DataError object itself is
+    not kept), so the line is read from that text."""
+    match = _DATA_ERROR.search(str(err))
+    return ScoreError(match.group(1).strip()) if match else None
+
+
+_DATA_ERROR = re.compile(r"DataError: ([^\n]+)")
 
 
 def _rows(path: Path, fmt: str) -> int:
