@@ -12,7 +12,7 @@ ray = pytest.importorskip("ray", reason="Ray Data is not installed (pip install 
 pa = pytest.importorskip("pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
 
-from scoring.core import ScoreError, resolve_tasks  # noqa: E402
+from scoring.core import resolve_tasks  # noqa: E402
 from scoring.formats import InputFile  # noqa: E402
 from scoring.local import Options, score_file  # noqa: E402
 from scoring.ray_job import RayJob, run_ray  # noqa: E402
@@ -106,19 +106,3 @@ def test_ray_answers_equal_the_single_process_run(cluster, store, tmp_path, fmt)
             want["paraphrase_probability"], abs=1e-6
         )
         assert ray_row["similarity_score"] == pytest.approx(want["similarity_score"], abs=1e-6)
-
-
-def test_a_bad_row_on_ray_stops_the_job_with_one_line(cluster, store, tmp_path) -> None:
-    """A row with an empty text fails the job with the data error (not Ray's traceback)
-    and leaves no output; with skip_bad_rows it is left out."""
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    rows = [{"id": 0, "text": "fine"}, {"id": 1, "text": "  "}, {"id": 2, "text": "also fine"}]
-    pq.write_table(pa.Table.from_pylist(rows), corpus / "part-0.parquet")
-    job = RayJob(store=store, tasks=("sentiment",), text_a="text", text_b=None, provider="cpu")
-    with pytest.raises(ScoreError, match=r"^input: empty text in column 'text' in row \{\"id\": 1"):
-        run_ray(job, corpus, tmp_path / "out", address=None, actors=1)
-    assert not (tmp_path / "out").exists()
-    skipping = RayJob(**{**job.__dict__, "skip_bad_rows": True})
-    assert run_ray(skipping, corpus, tmp_path / "out", address=None, actors=1) == 2
-    assert [r["id"] for r in _read_dir(tmp_path / "out", "parquet")] == [0, 2]
