@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from model_store.manifest import Manifest, TaskEntry
+from service.answers import label_of
 from service.batcher import QueueFull, RequestTooLarge, ShuttingDown
 from service.engine import Engine, Prediction
 from service.metrics import ServiceMetrics
@@ -75,10 +76,7 @@ class TaskResult:
     @property
     def label(self) -> int:
         """Classification: the most probable label's index; binary: 1 if positive."""
-        values = self.prediction.values
-        if self.task.kind == "binary":
-            return int(values[0] >= 0.5)
-        return int(values.argmax())
+        return label_of(self.task, self.prediction.values)
 
     @property
     def label_name(self) -> str:

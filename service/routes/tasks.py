@@ -13,6 +13,7 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel
 
 from service import schemas
+from service.answers import answer
 from service.inference import Infer, Inputs, TaskResult
 
 ERRORS = {
@@ -60,27 +61,22 @@ def inputs_of(body: schemas.TaskRequest | schemas.MultiTaskRequest) -> tuple[Inp
 
 
 def task_result(result: TaskResult):
-    """A generic result body, by the task's kind."""
-    common = {
-        "task": result.task.name,
-        "truncated": result.truncated,
-        "model_version": result.model_version,
-    }
-    if result.task.kind == "classification":
-        return schemas.ClassificationResult(
-            **common,
-            label=result.label,
-            label_name=result.label_name,
-            probabilities=result.probabilities,
-        )
-    if result.task.kind == "binary":
-        return schemas.BinaryResult(
-            **common,
-            decision=bool(result.label),
-            label_name=result.label_name,
-            probability=result.score,
-        )
-    return schemas.RegressionResult(**common, score=result.score)
+    """A generic result body, by the task's kind (its fields: `service.answers`, which the
+    offline scorer shares)."""
+    body = _RESULT_BODIES[result.task.kind]
+    return body(
+        task=result.task.name,
+        truncated=result.truncated,
+        model_version=result.model_version,
+        **answer(result.task, result.prediction.values),
+    )
+
+
+_RESULT_BODIES = {
+    "classification": schemas.ClassificationResult,
+    "binary": schemas.BinaryResult,
+    "regression": schemas.RegressionResult,
+}
 
 
 def describe(task, version: str) -> schemas.TaskDescription:

@@ -60,7 +60,7 @@ class LoadResult:
         return len(self.skipped_lines)
 
 
-class _BadRow(Exception):
+class BadRow(Exception):
     """Internal: a row-level problem; becomes a DataError or a skipped line."""
 
     def __init__(self, reason: str) -> None:
@@ -91,7 +91,7 @@ def _resolve_format(path: Path, file_format: str | None) -> str:
     )
 
 
-def _decoded_lines(path: str, raw_lines: Iterator[bytes]) -> Iterator[str]:
+def decoded_lines(path: str, raw_lines: Iterator[bytes]) -> Iterator[str]:
     """Decode a binary file line by line, splitting lines like ``open(newline="")`` would.
 
     Decoding per line (rather than through a text-mode file) is what lets an invalid UTF-8
@@ -119,41 +119,41 @@ def _decoded_lines(path: str, raw_lines: Iterator[bytes]) -> Iterator[str]:
             yield piece
 
 
-def _clean_text(value: object, column: str) -> str:
+def clean_text(value: object, column: str) -> str:
     if value is None:
-        raise _BadRow(f"missing value in column {column!r}")
+        raise BadRow(f"missing value in column {column!r}")
     if not isinstance(value, str):
-        raise _BadRow(f"text in column {column!r} must be a string, got {type(value).__name__}")
+        raise BadRow(f"text in column {column!r} must be a string, got {type(value).__name__}")
     text = value.strip()
     if not text:
-        raise _BadRow(f"empty text in column {column!r}")
+        raise BadRow(f"empty text in column {column!r}")
     return text
 
 
 def _clean_label(value: object, column: str, parse_label: LabelParser) -> float:
     if value is None:
-        raise _BadRow(f"missing value in column {column!r}")
+        raise BadRow(f"missing value in column {column!r}")
     if isinstance(value, bool):  # JSON true/false
         raw = "true" if value else "false"
     elif isinstance(value, (str, int, float)):
         raw = str(value)
     else:
-        raise _BadRow(
+        raise BadRow(
             f"label in column {column!r} must be a number or string, got {type(value).__name__}"
         )
     if not raw.strip():
-        raise _BadRow(f"empty label in column {column!r}")
+        raise BadRow(f"empty label in column {column!r}")
     try:
         return float(parse_label(raw))
     except ValueError as err:
-        raise _BadRow(f"invalid label {_preview(raw)} in column {column!r}: {err}") from None
+        raise BadRow(f"invalid label {_preview(raw)} in column {column!r}: {err}") from None
 
 
 def _make_example(
     get: Callable[[str], object], columns: Columns, parse_label: LabelParser, line: int
 ) -> Example:
-    text_a = _clean_text(get(columns.text_a), columns.text_a)
-    text_b = None if columns.text_b is None else _clean_text(get(columns.text_b), columns.text_b)
+    text_a = clean_text(get(columns.text_a), columns.text_a)
+    text_b = None if columns.text_b is None else clean_text(get(columns.text_b), columns.text_b)
     label = _clean_label(get(columns.label), columns.label, parse_label)
     return Example(text_a=text_a, text_b=text_b, label=label, line=line)
 
@@ -164,7 +164,7 @@ def _required(columns: Columns) -> list[str]:
 
 def _iter_delimited(
     path: str, lines: Iterator[str], delimiter: str, columns: Columns, parse_label: LabelParser
-) -> Iterator[tuple[int, Example | _BadRow]]:
+) -> Iterator[tuple[int, Example | BadRow]]:
     """Yield ``(start line, example or bad row)`` for each record of a TSV/CSV file."""
     # strict=True turns malformed quoting (e.g. '"a"b') into an error instead of silently
     # gluing text together; an unterminated quote is reported at the record that opened it.
@@ -208,11 +208,11 @@ def _iter_delimited(
         if len(row) != len(header):
             # A wrong field count almost always means broken quoting or a stray delimiter;
             # the columns may be shifted, so no field of this row can be trusted.
-            yield start, _BadRow(f"row has {len(row)} fields but the header has {len(header)}")
+            yield start, BadRow(f"row has {len(row)} fields but the header has {len(header)}")
             continue
         try:
             yield start, _make_example(lambda c, r=row: r[index[c]], columns, parse_label, start)
-        except _BadRow as bad:
+        except BadRow as bad:
             yield start, bad
     if not seen_row:
         raise DataError(path, None, "no data rows after the header")
@@ -220,7 +220,7 @@ def _iter_delimited(
 
 def _iter_jsonl(
     path: str, lines: Iterator[str], columns: Columns, parse_label: LabelParser
-) -> Iterator[tuple[int, Example | _BadRow]]:
+) -> Iterator[tuple[int, Example | BadRow]]:
     """Yield ``(line, example or bad row)`` for each non-blank line of a JSONL file."""
     seen_row = False
     for lineno, text in enumerate(lines, start=1):
@@ -230,18 +230,18 @@ def _iter_jsonl(
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as err:
-            yield lineno, _BadRow(f"not valid JSON: {err.msg} (column {err.colno})")
+            yield lineno, BadRow(f"not valid JSON: {err.msg} (column {err.colno})")
             continue
         if not isinstance(obj, dict):
-            yield lineno, _BadRow(f"expected a JSON object, got {type(obj).__name__}")
+            yield lineno, BadRow(f"expected a JSON object, got {type(obj).__name__}")
             continue
         missing = [c for c in _required(columns) if c not in obj]
         if missing:
-            yield lineno, _BadRow("missing field " + ", ".join(repr(c) for c in missing))
+            yield lineno, BadRow("missing field " + ", ".join(repr(c) for c in missing))
             continue
         try:
             yield lineno, _make_example(obj.get, columns, parse_label, lineno)
-        except _BadRow as bad:
+        except BadRow as bad:
             yield lineno, bad
     if not seen_row:
         raise DataError(path, None, "no data rows (file is empty or blank)")
@@ -291,13 +291,13 @@ def read_examples(
     except OSError as err:
         raise DataError(display, None, f"cannot open file: {err.strerror or err}") from None
     with handle:
-        lines = _decoded_lines(display, iter(handle))
+        lines = decoded_lines(display, iter(handle))
         if fmt == "jsonl":
             items = _iter_jsonl(display, lines, columns, parse_label)
         else:
             items = _iter_delimited(display, lines, _DELIMITERS[fmt], columns, parse_label)
         for line, item in items:
-            if isinstance(item, _BadRow):
+            if isinstance(item, BadRow):
                 if not skip_bad_rows:
                     raise DataError(display, line, item.reason)
                 logger.warning("skipping bad row %s:%d: %s", display, line, item.reason)
