@@ -3,8 +3,10 @@
 It knows nothing of HTTP or queues: it encodes texts, runs one padded batch of rows of
 any mix of tasks, and turns raw outputs into per-task values. A store is only accepted
 after checks that make requests unable to fail later: the manifest's integrity, every
-file's hash, the graph's outputs against the task definitions, and one smoke batch at
-the store's maximum length whose output widths must match each task's labels.
+file's hash, the graph's outputs against the task definitions, one smoke batch at the store's
+maximum length whose output widths must match each task's labels, and every task's
+recorded probe answers (`model_store.probes`), so a store that mixes tasks up, or
+answers them with another head or pooling, is refused before it serves.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 
+from model_store import probes
 from model_store.graph_choice import DEFAULT_TOLERANCE_POINTS, GraphChoice, choose_graph
 from model_store.manifest import Manifest, StoreError, TaskEntry, load_manifest
 from model_store.repository import resolve_store
@@ -91,6 +94,7 @@ class Engine:
         self.graph_reason = graph_reason  # why this variant: for /info and the logs
         self.tokenizer = PairTokenizer.from_file(manifest.tokenizer_path, manifest.max_seq_len)
         self.tasks = {task.name: task for task in manifest.tasks}
+        self.probe_drift: float | None = None  # worst probe difference, once checked
 
     @classmethod
     def load(cls, model_dir: Path, config: EngineConfig) -> Engine:
@@ -123,6 +127,9 @@ class Engine:
         engine.check_outputs()
         try:
             engine.smoke_test()
+            engine.probe_drift = probes.check(
+                manifest, engine.tokenizer, engine.session.run, variant
+            )
         except StoreError:
             raise
         except Exception as err:  # ORT and numpy raise many types; all mean a bad store
