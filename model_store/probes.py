@@ -30,8 +30,11 @@ from model_store.manifest import Manifest, StoreError
 from model_store.tokenizer import EncodedBatch, PairTokenizer
 
 PROBES_KEY = "probes"
-# Max |graph - PyTorch| over a task's raw probe outputs (logits or scores).
-TOLERANCES = {"fp32": 1e-4, "fp16": 5e-2, "int8": 0.25}
+# Max |graph - PyTorch| over a task's raw probe outputs (logits or scores) allowed:
+# absolute, plus a share of the largest recorded output of that task (int8 quantization
+# error grows with the activations' scale; see docs/results.md for the measured drift).
+TOLERANCES = {"fp32": 1e-4, "fp16": 5e-2, "int8": 0.05}
+RELATIVE_TOLERANCES = {"fp32": 0.0, "fp16": 0.0, "int8": 0.25}
 
 # Written here, not drawn from any data set: short, varied, and the same for every store.
 TEXT_PROBES: tuple[str, ...] = (
@@ -81,7 +84,7 @@ def record(inputs: dict[str, list[list[str]]], outputs: dict[str, np.ndarray]) -
     """The manifest's probes value: per task its inputs and the reference raw outputs."""
     return {
         "source": "merged PyTorch model at publish; raw head outputs",
-        "tolerances": dict(TOLERANCES),
+        "tolerances": {v: [TOLERANCES[v], RELATIVE_TOLERANCES[v]] for v in TOLERANCES},
         "tasks": {
             name: {
                 "inputs": inputs[name],
@@ -135,6 +138,14 @@ def _recorded(manifest: Manifest) -> dict[str, dict[str, Any]]:
     return tasks
 
 
+def tolerance_for(variant: str, expected: np.ndarray) -> float:
+    """The largest difference a variant may show on a task whose reference answers are
+    `expected`; unknown variants get int8's (the loosest)."""
+    known = variant if variant in TOLERANCES else "int8"
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    return TOLERANCES[known] + RELATIVE_TOLERANCES[known] * scale
+
+
 RunGraph = Callable[[EncodedBatch, np.ndarray], dict[str, np.ndarray]]
 
 
@@ -147,7 +158,6 @@ def check(manifest: Manifest, tokenizer: PairTokenizer, run: RunGraph, variant: 
     tasks = _recorded(manifest)
     probe = build_batch(tokenizer, [(t.task_id, tasks[t.name]["inputs"]) for t in manifest.tasks])
     outputs = run(probe.batch, task_mask(probe.task_sets, len(manifest.tasks)))
-    tolerance = TOLERANCES.get(variant, TOLERANCES["int8"])
     worst = 0.0
     for task in manifest.tasks:
         expected = np.asarray(tasks[task.name]["outputs"], dtype=np.float64)
@@ -160,11 +170,12 @@ def check(manifest: Manifest, tokenizer: PairTokenizer, run: RunGraph, variant: 
                 "outputs or heads do not match the branches it was published from"
             )
         difference = float(np.abs(actual - expected).max())
+        tolerance = tolerance_for(variant, expected)
         if not difference <= tolerance:
             raise StoreError(
                 f"{manifest.directory}: task {task.name} does not reproduce its recorded "
                 f"probe answers with the {variant} graph (max difference {difference:.3g}, "
-                f"tolerance {tolerance:g}): task ids, heads or pooling do not match the "
+                f"tolerance {tolerance:.3g}): task ids, heads or pooling do not match the "
                 "branches it was published from"
             )
         worst = max(worst, difference)

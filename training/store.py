@@ -18,6 +18,7 @@ machinery is imported only by `publish`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model_store.atomic import atomic_directory
+from model_store.locking import repository_lock
 from model_store.manifest import GRAPH_FILES, MANIFEST_FILE, StoreError, load_manifest
 from model_store.repository import (
     BRANCHES_DIR,
@@ -108,6 +110,15 @@ def _branch_set(repository: Path, new: list[BranchInfo], remove: list[str]) -> l
     return list(paths.values())
 
 
+def _forget(copies: list[Path]) -> None:
+    """Remove branch copies this publish made (and their task directory, if emptied), so
+    a corrected republish of the same branch version starts from its own files."""
+    for path in copies:
+        shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # only when no other version of the task is kept
+
+
 def publish(args: argparse.Namespace) -> int:
     from training.base_model import load_base_model
     from training.branch import read_branch_info, resolve_branch_dir
@@ -126,19 +137,27 @@ def publish(args: argparse.Namespace) -> int:
     new = [read_branch_info(resolve_branch_dir(path)) for path in args.branch]
     if new:
         check_compatible(new)
-    (repository / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
     base = load_base_model(args.base_model)
-    branches = load_branches(_branch_set(repository, new, args.remove), base)
-    version = new_version_id()
-    manifest = publish_store(
-        base,
-        branches,
-        repository / VERSIONS_DIR / version,
-        ["fp32", *args.variants],
-        metrics=measurer(args.data_dir),
-    )
-    if not args.no_activate:
-        set_current(repository, version)
+    waiting = f"{PROG}: waiting for another publish into {repository} to finish"
+    with repository_lock(repository, waiting):  # read CURRENT ... switch it: one writer
+        (repository / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
+        kept = [repository / BRANCHES_DIR / info.task / info.version for info in new]
+        fresh = [path for path in kept if not path.exists()]
+        try:
+            branches = load_branches(_branch_set(repository, new, args.remove), base)
+            version = new_version_id()
+            manifest = publish_store(
+                base,
+                branches,
+                repository / VERSIONS_DIR / version,
+                ["fp32", *args.variants],
+                metrics=measurer(args.data_dir),
+            )
+        except BaseException:
+            _forget(fresh)  # a refused publish leaves no branch copy behind
+            raise
+        if not args.no_activate:
+            set_current(repository, version)
     state = "current" if not args.no_activate else "not activated"
     tasks = ", ".join(f"{t.name} {t.branch_version}" for t in manifest.tasks)
     print(f"published {version} ({state}): {tasks}")
@@ -155,9 +174,12 @@ def show(args: argparse.Namespace) -> int:
 
 
 def rollback(args: argparse.Namespace) -> int:
-    target = args.to or previous_version(args.store)
-    load_manifest(args.store / VERSIONS_DIR / target)  # refuse a corrupt version up front
-    set_current(args.store, target)
+    if not is_repository(args.store):
+        raise UsageError(f"{args.store} is not a model repository (no {VERSIONS_DIR}/)")
+    with repository_lock(args.store, f"{PROG}: waiting for a publish into {args.store}"):
+        target = args.to or previous_version(args.store)
+        load_manifest(args.store / VERSIONS_DIR / target)  # refuse a corrupt version up front
+        set_current(args.store, target)
     print(f"current version of {args.store} is now {target}")
     return 0
 
