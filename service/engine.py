@@ -19,8 +19,13 @@ from typing import Literal
 
 import numpy as np
 
-from model_store import probes
-from model_store.graph_choice import DEFAULT_TOLERANCE_POINTS, GraphChoice, choose_graph
+from model_store import presets, probes
+from model_store.graph_choice import (
+    DEFAULT_TOLERANCE_POINTS,
+    VARIANT_METRICS_KEY,
+    GraphChoice,
+    choose_graph,
+)
 from model_store.manifest import Manifest, StoreError, TaskEntry, load_manifest
 from model_store.repository import resolve_store
 from model_store.runtime import CPU, CUDA, MultiTaskSession, default_providers, task_mask
@@ -106,6 +111,14 @@ class Engine:
         """Verify the store, open the graph, and run the smoke batch; StoreError if any
         check fails, whatever the cause."""
         manifest = load_manifest(store)
+        try:
+            presets.check_presets(task.definition for task in manifest.tasks)
+            presets.check_metrics(
+                ((t.name, t.validation) for t in manifest.tasks),
+                manifest.extra.get(VARIANT_METRICS_KEY),
+            )
+        except presets.DefinitionError as err:
+            raise StoreError(f"{store}: {err}") from err
         providers = _providers(config.provider)
         choice = GraphChoice(config.graph, f"--graph {config.graph} requested")
         if config.graph == "auto":

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model_store import probes
+from model_store import presets, probes
 from model_store.atomic import ArtifactExistsError, atomic_directory
 from model_store.graph_choice import VARIANT_METRICS_KEY
 from model_store.manifest import (
@@ -263,6 +263,10 @@ def publish_store(
         raise MergeError("the fp32 graph is always built: the other variants derive from it")
     if out.exists() and not replace:
         raise ArtifactExistsError(f"{out} already exists (use --replace to swap it out)")
+    try:
+        presets.check_presets(branch.model.spec.definition for branch in branches)
+    except presets.DefinitionError as err:
+        raise MergeError(str(err)) from err
     max_seq_len = int(branches[0].info.meta.get("max_seq_len", 128))
     tokenizer = PairTokenizer.from_dir(base.path, max_seq_len)
     if tokenizer.sha256 != branches[0].info.meta.get("tokenizer_sha256", tokenizer.sha256):
@@ -291,6 +295,13 @@ def publish_store(
         manifest.extra[probes.PROBES_KEY]["drift"] = {v: f"{d:.3g}" for v, d in drift.items()}
         manifest.extra["fusion"] = fusion.to_json()
         manifest.extra[VARIANT_METRICS_KEY] = (metrics or measurer())(manifest)
+        try:  # a pooling or kind the weights were not trained with scores otherwise
+            presets.check_metrics(
+                ((t.name, t.validation) for t in manifest.tasks),
+                manifest.extra[VARIANT_METRICS_KEY],
+            )
+        except presets.DefinitionError as err:
+            raise MergeError(str(err)) from err
         write_manifest(manifest)
         log.info("checked against PyTorch, max abs difference: %s", manifest.extra["parity"])
     return load_manifest(out)
