@@ -9,9 +9,33 @@ the server starts, so a bad store or setting ends with one line and exit code 2.
 
 from __future__ import annotations
 
+import signal
+import sys
+
+
+def _hangup_during_start_up(_signum: int, _frame: object) -> None:
+    """SIGHUP asks a running service to reload; until it serves there is nothing to
+    reload, and the default action (exit, silently) would end a start-up a supervisor
+    or a publish script happened to signal early."""
+    print(
+        "bert-mts-serve: SIGHUP during start-up ignored: the model is still loading "
+        "(send it again once the service answers /ready)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _ignore_hangup_until_served() -> None:
+    """From the first moment: the app replaces it with its reload handler once serving."""
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, _hangup_during_start_up)
+
+
+if __name__ == "__main__":
+    _ignore_hangup_until_served()  # before the slow imports below
+
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +65,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _ignore_hangup_until_served()
     args = parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     try:
@@ -57,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine = Engine.load(settings.model_dir, settings.engine_config())
     except (StoreError, TokenizerError, EngineError, OSError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # any other way a store breaks loading: still the operator's
+        print(f"{PROG}: error: cannot serve {settings.model_dir}: {err!r:.500}", file=sys.stderr)
         return 2
     logging.getLogger(PROG).info(
         "serving %s (%s) on %s with the %s graph: %s",
