@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from model_store.tokenizer import MAX_CHARS_PER_TOKEN
 from service.engine import Engine
 from service.errors import install_error_handlers
 from service.inference import Infer
@@ -40,7 +41,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     """Build the app; the engine is loaded at start-up unless one is passed in."""
     metrics = ServiceMetrics()
     models = ModelReloader(settings, metrics)
-    infer = Infer(models, metrics, settings.max_items_per_request, settings.request_timeout_s)
+    infer = Infer(
+        models,
+        metrics,
+        settings.max_items_per_request,
+        settings.request_timeout_s,
+        max_tokenizing_items=settings.max_queue_items,
+        max_tokenizing_chars=settings.max_queue_tokens * MAX_CHARS_PER_TOKEN,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
