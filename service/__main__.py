@@ -64,6 +64,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def proxy_options(settings: Settings) -> dict[str, object]:
+    """uvicorn's proxy-header settings: off unless trusted proxies are configured
+    (uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1)."""
+    if settings.forwarded_allow_ips is None:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": settings.forwarded_allow_ips}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _ignore_hangup_until_served()
     args = parse_args(argv)
@@ -101,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=settings.log_level,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         http=limited_protocol(settings.max_header_bytes, settings.header_timeout_s),
+        **proxy_options(settings),
     )
     return 0
 
