@@ -3,6 +3,7 @@ leaves nothing behind."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from model_store.repository import BRANCHES_DIR, list_versions, resolve_store
 from training import merge
 from training import store as store_cli
 from training.branch import read_branch_info
-from training.errors import MergeError
+from training.errors import MergeError, UsageError
 
 from .commands import ROOT
 
@@ -75,3 +76,20 @@ def test_a_refused_publish_leaves_no_branch_copy(tiny, repository, monkeypatch) 
     monkeypatch.setattr(merge, "publish_store", real)
     assert store_cli.main([*args, "--branch", str(branch)]) == 0  # the corrected republish
     assert kept.is_dir() and _served(repository)["similarity"] == version
+
+
+def test_a_stale_copy_under_the_same_version_is_replaced(tiny, repository) -> None:
+    """A killed publish can leave a copy of another branch under the new one's version;
+    publishing the new branch must use its own files, not that copy."""
+    branch = tiny.make("paraphrase", 53)
+    kept = repository / BRANCHES_DIR / "paraphrase" / read_branch_info(branch).version
+    shutil.copytree(branch, kept)
+    (kept / "branch.safetensors").write_bytes(b"left by a killed publish")
+    args = ["publish", "--store", str(repository), "--base-model", str(tiny.base_dir)]
+    assert store_cli.main([*args, "--branch", str(branch)]) == 0
+    assert (kept / "branch.safetensors").read_bytes() == (
+        branch / "branch.safetensors"
+    ).read_bytes()
+    (kept / "branch.json").write_text("{}")  # now a published version was merged from it
+    with pytest.raises(UsageError, match="already published as paraphrase"):
+        store_cli.main([*args, "--branch", str(branch)])

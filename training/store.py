@@ -52,11 +52,40 @@ PROG = "store"
 def keep_branch(repository: Path, info: BranchInfo) -> Path:
     """Copy a branch into the repository (once), so later versions can re-merge it."""
     target = repository / BRANCHES_DIR / info.task / info.version
+    if target.exists() and not _same_files(target, info.path):
+        # A copy a killed publish left behind, of another branch under this version: it
+        # must not stand in for the branch given now, unless a version was merged from it.
+        if (info.task, info.version) in _published_branches(repository):
+            raise UsageError(
+                f"{target} holds another branch already published as {info.task} "
+                f"{info.version}: give the new branch a new version"
+            )
+        shutil.rmtree(target)
     if not target.exists():
         with atomic_directory(target) as staging:
             for file in info.path.iterdir():
                 shutil.copy2(file, staging / file.name)
     return target
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    names = sorted(p.name for p in a.iterdir())
+    return names == sorted(p.name for p in b.iterdir()) and all(
+        (a / name).read_bytes() == (b / name).read_bytes() for name in names
+    )
+
+
+def _published_branches(repository: Path) -> set[tuple[str, str]]:
+    """(task, branch version) of every published version of the repository."""
+    versions = repository / VERSIONS_DIR
+    if not versions.is_dir():
+        return set()
+    return {
+        pair
+        for store in versions.iterdir()
+        if not store.name.startswith(".")
+        for pair in current_branches(store)
+    }
 
 
 def current_branches(store: Path) -> list[tuple[str, str]]:
