@@ -19,6 +19,7 @@ machinery is imported only by `publish`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model_store.atomic import atomic_directory
+from model_store.locking import repository_lock
 from model_store.manifest import GRAPH_FILES, MANIFEST_FILE, StoreError, load_manifest
 from model_store.repository import (
     BRANCHES_DIR,
@@ -51,11 +53,40 @@ PROG = "store"
 def keep_branch(repository: Path, info: BranchInfo) -> Path:
     """Copy a branch into the repository (once), so later versions can re-merge it."""
     target = repository / BRANCHES_DIR / info.task / info.version
+    if target.exists() and not _same_files(target, info.path):
+        # A copy a killed publish left behind, of another branch under this version: it
+        # must not stand in for the branch given now, unless a version was merged from it.
+        if (info.task, info.version) in _published_branches(repository):
+            raise UsageError(
+                f"{target} holds another branch already published as {info.task} "
+                f"{info.version}: give the new branch a new version"
+            )
+        shutil.rmtree(target)
     if not target.exists():
         with atomic_directory(target) as staging:
             for file in info.path.iterdir():
                 shutil.copy2(file, staging / file.name)
     return target
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    names = sorted(p.name for p in a.iterdir())
+    return names == sorted(p.name for p in b.iterdir()) and all(
+        (a / name).read_bytes() == (b / name).read_bytes() for name in names
+    )
+
+
+def _published_branches(repository: Path) -> set[tuple[str, str]]:
+    """(task, branch version) of every published version of the repository."""
+    versions = repository / VERSIONS_DIR
+    if not versions.is_dir():
+        return set()
+    return {
+        pair
+        for store in versions.iterdir()
+        if not store.name.startswith(".")
+        for pair in current_branches(store)
+    }
 
 
 def current_branches(store: Path) -> list[tuple[str, str]]:
@@ -109,6 +140,15 @@ def _branch_set(repository: Path, new: list[BranchInfo], remove: list[str]) -> l
     return list(paths.values())
 
 
+def _forget(copies: list[Path]) -> None:
+    """Remove branch copies this publish made (and their task directory, if emptied), so
+    a corrected republish of the same branch version starts from its own files."""
+    for path in copies:
+        shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # only when no other version of the task is kept
+
+
 def publish(args: argparse.Namespace) -> int:
     from training.encoders.base_model import load_base_model
     from training.evaluate.variant_metrics import measurer
@@ -127,19 +167,27 @@ def publish(args: argparse.Namespace) -> int:
     new = [read_branch_info(resolve_branch_dir(path)) for path in args.branch]
     if new:
         check_compatible(new)
-    (repository / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
     base = load_base_model(args.base_model)
-    branches = load_branches(_branch_set(repository, new, args.remove), base)
-    version = new_version_id()
-    manifest = publish_store(
-        base,
-        branches,
-        repository / VERSIONS_DIR / version,
-        ["fp32", *args.variants],
-        metrics=measurer(args.data_dir),
-    )
-    if not args.no_activate:
-        set_current(repository, version)
+    waiting = f"{PROG}: waiting for another publish into {repository} to finish"
+    with repository_lock(repository, waiting):  # read CURRENT ... switch it: one writer
+        (repository / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
+        kept = [repository / BRANCHES_DIR / info.task / info.version for info in new]
+        fresh = [path for path in kept if not path.exists()]
+        try:
+            branches = load_branches(_branch_set(repository, new, args.remove), base)
+            version = new_version_id()
+            manifest = publish_store(
+                base,
+                branches,
+                repository / VERSIONS_DIR / version,
+                ["fp32", *args.variants],
+                metrics=measurer(args.data_dir),
+            )
+        except BaseException:
+            _forget(fresh)  # a refused publish leaves no branch copy behind
+            raise
+        if not args.no_activate:
+            set_current(repository, version)
     state = "current" if not args.no_activate else "not activated"
     tasks = ", ".join(f"{t.name} {t.branch_version}" for t in manifest.tasks)
     print(f"published {version} ({state}): {tasks}")
@@ -156,9 +204,12 @@ def show(args: argparse.Namespace) -> int:
 
 
 def rollback(args: argparse.Namespace) -> int:
-    target = args.to or previous_version(args.store)
-    load_manifest(args.store / VERSIONS_DIR / target)  # refuse a corrupt version up front
-    set_current(args.store, target)
+    if not is_repository(args.store):
+        raise UsageError(f"{args.store} is not a model repository (no {VERSIONS_DIR}/)")
+    with repository_lock(args.store, f"{PROG}: waiting for a publish into {args.store}"):
+        target = args.to or previous_version(args.store)
+        load_manifest(args.store / VERSIONS_DIR / target)  # refuse a corrupt version up front
+        set_current(args.store, target)
     print(f"current version of {args.store} is now {target}")
     return 0
 
