@@ -1,6 +1,6 @@
 """A flood of huge texts beside short requests: the tokenizer stage's bound, measured.
 
-    python benchmarks/flood_bench.py --model-dir /tmp/default-store --before /tmp/before
+    python -m benchmarks.flood_bench --model-dir /tmp/default-store --before /tmp/before
 
 --floods concurrent requests each carry one text of about --text-bytes (close to the
 body limit), sent while one client sends short sentiment requests one after another.
@@ -22,10 +22,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.report import markdown_table, provenance
-from benchmarks.serve_bench import Server
+from benchmarks.common.report import markdown_table, provenance
+from benchmarks.common.serving import Server
 
 SHORT = {"text": "dull and lifeless"}
 

@@ -31,16 +31,15 @@ from model_store.manifest import (
 )
 from model_store.repository import CURRENT_FILE, resolve_store
 from service.client import Client
-
-from .commands import ROOT, assert_one_line_error, run
-from .live_repository import reload
-from .servers import free_port
-from .tiny_store import build_tiny_store
+from tests.support.commands import ROOT, assert_one_line_error, run
+from tests.support.live_repository import reload
+from tests.support.servers import free_port
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_tiny_store(tmp_path_factory.mktemp("refusals"))
+def store(tiny_store: Path) -> Path:
+    """The session's tiny store (read-only: the tests copy it to change it)."""
+    return tiny_store
 
 
 def _serve(model_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -63,7 +62,7 @@ def test_deeply_nested_json_is_one_line(tmp_path) -> None:
     assert_one_line_error(_serve(tmp_path), "nests too deeply")
 
 
-def test_a_non_utf8_current_is_one_line(tiny, repository) -> None:
+def test_a_non_utf8_current_is_one_line(repository) -> None:
     (repository / CURRENT_FILE).write_bytes(b"v2026\xff\n")
     assert_one_line_error(_serve(repository), "CURRENT is not a version id")
 

@@ -21,14 +21,12 @@ from model_store.presets import (
 from model_store.repository import BRANCHES_DIR, resolve_store
 from model_store.tasks import TaskDefinition, TaskDefinitionError
 from service.engine import Engine, EngineConfig
-from training import store as store_cli
-from training.branch import BranchError, load_branch, read_branch_info
+from tests.support.manifests import rewrite_manifest
+from training.commands import store as store_cli
+from training.data.presets import PRESETS
 from training.errors import MergeError
-from training.merge import LoadedBranch, publish_store
-from training.presets import PRESETS
-
-from .manifests import rewrite_manifest
-from .tiny_store import build_tiny_store
+from training.fit.branch import BranchError, load_branch, read_branch_info
+from training.graph.merge import LoadedBranch, publish_store
 
 CPU = EngineConfig(graph="fp32", provider="cpu")
 
@@ -76,11 +74,6 @@ def test_a_recorded_metric_the_graph_does_not_reproduce_is_refused() -> None:
     assert METRIC_TOLERANCE < 0.513 - 0.458
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_tiny_store(tmp_path_factory.mktemp("definitions"))
-
-
 @pytest.mark.parametrize(
     ("edit", "says"),
     [
@@ -98,8 +91,8 @@ def store(tmp_path_factory) -> Path:
         ),
     ],
 )
-def test_start_up_and_reload_refuse_a_contradicting_definition(store, tmp_path, edit, says):
-    copy = Path(shutil.copytree(store, tmp_path / "copy"))
+def test_start_up_and_reload_refuse_a_contradicting_definition(tiny_store, tmp_path, edit, says):
+    copy = Path(shutil.copytree(tiny_store, tmp_path / "copy"))
     rewrite_manifest(copy, edit)
     with pytest.raises(StoreError, match=says):
         Engine.load_store(copy, CPU)

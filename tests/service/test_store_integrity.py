@@ -16,18 +16,28 @@ from model_store.manifest import StoreError, load_manifest, sha256_of
 from model_store.repository import set_current
 from service.client import Client
 from service.engine import Engine, EngineConfig
-
-from .commands import assert_one_line_error, run
-from .live_repository import probe, reload
-from .manifests import rewrite_manifest
-from .tiny_store import build_tiny_store
+from tests.support.commands import assert_one_line_error, run
+from tests.support.live_repository import probe, reload
+from tests.support.manifests import rewrite_manifest
 
 CPU = EngineConfig(graph="fp32", provider="cpu")
 
 
+def _fp32_and_int8(directory: Path) -> None:
+    from tests.support.tiny_store import build_tiny_store
+
+    build_tiny_store(directory, variants=("fp32", "int8"))
+
+
+def _mean_pooling(directory: Path) -> None:
+    from tests.support.tiny_store import build_tiny_store
+
+    build_tiny_store(directory, pooling="mean")
+
+
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_tiny_store(tmp_path_factory.mktemp("integrity"), variants=("fp32", "int8"))
+def store(stores) -> Path:
+    return stores.get("tiny-int8", _fp32_and_int8) / "store"
 
 
 def _copy(store: Path, tmp_path: Path) -> Path:
@@ -88,11 +98,11 @@ def test_a_consistently_wrong_manifest_is_refused(store, tmp_path, edit, says) -
         Engine.load_store(copy, CPU)
 
 
-def test_a_graph_that_pools_otherwise_is_refused(tmp_path: Path) -> None:
+def test_a_graph_that_pools_otherwise_is_refused(stores, tiny_store, tmp_path: Path) -> None:
     """The graph of a store whose branches pool by mean, under a manifest recorded for
     CLS pooling, with the file's hash re-recorded: every hash passes, the probes fail."""
-    cls_store = build_tiny_store(tmp_path / "cls")
-    mean_store = build_tiny_store(tmp_path / "mean", pooling="mean")
+    cls_store = Path(shutil.copytree(tiny_store, tmp_path / "cls"))
+    mean_store = stores.get("tiny-mean", _mean_pooling) / "store"
     graph = cls_store / "model.onnx"
     shutil.copy(mean_store / "model.onnx", graph)
     rewrite_manifest(

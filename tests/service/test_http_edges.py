@@ -14,14 +14,13 @@ import pytest
 from service import __main__ as serve_main
 from service.app import create_app
 from service.settings import Settings
-
-from .servers import ThreadedServer
-from .tiny_store import build_tiny_store
+from tests.support.servers import ThreadedServer
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_tiny_store(tmp_path_factory.mktemp("edges"))
+def store(tiny_store: Path) -> Path:
+    """The session's tiny store (served read-only)."""
+    return tiny_store
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,11 @@ import pytest
 from model_store.locking import LOCK_FILE
 from model_store.manifest import load_manifest
 from model_store.repository import BRANCHES_DIR, list_versions, resolve_store
-from training import merge
-from training import store as store_cli
-from training.branch import read_branch_info
+from tests.support.commands import ROOT
+from training.commands import store as store_cli
 from training.errors import MergeError, UsageError
-
-from .commands import ROOT
+from training.fit.branch import read_branch_info
+from training.graph import merge
 
 
 def _served(repository: Path) -> dict[str, str]:
@@ -32,7 +31,7 @@ def test_two_publishes_at_once_keep_both_updates(tiny, repository: Path) -> None
         [
             sys.executable,
             "-m",
-            "training.store",
+            "training.commands.store",
             "publish",
             "--store",
             str(repository),
