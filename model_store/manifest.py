@@ -166,6 +166,9 @@ class Manifest:
 
 
 SELF_HASH_KEY = "manifest_sha256"
+# Far beyond any BERT-family position table; a larger value is a broken manifest, and the
+# start-up smoke batch would allocate rows that long.
+MAX_SEQ_LEN_LIMIT = 16384
 
 
 def content_sha256(payload: dict[str, Any]) -> str:
@@ -212,6 +215,8 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise StoreError(f"{path} is not valid JSON: {err}") from err
+    except RecursionError:  # hundreds of thousands of nested brackets: not a manifest
+        raise StoreError(f"{path} is not a manifest: its JSON nests too deeply") from None
     if not isinstance(raw, dict) or raw.get("format_version") != FORMAT_VERSION:
         found = raw.get("format_version") if isinstance(raw, dict) else None
         raise StoreError(
@@ -243,16 +248,31 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
         )
     except TaskDefinitionError as err:
         raise StoreError(f"{path}: {err}") from err
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as err:
+        # OverflowError: a number such as 1e999 (read as infinity) where an int belongs
         raise StoreError(f"{path} is malformed: {err!r}") from err
     check_tasks(manifest)
+    check_listing(manifest)
+    if verify:
+        verify_files(manifest)
+    return manifest
+
+
+def check_listing(manifest: Manifest) -> None:
+    """A sane maximum length; graph and file names and hashes are strings; every file
+    the service opens has a sha256."""
+    path = manifest.directory / MANIFEST_FILE
+    if not 3 <= manifest.max_seq_len <= MAX_SEQ_LEN_LIMIT:
+        raise StoreError(
+            f"{path}: max_seq_len {manifest.max_seq_len} is not within 3..{MAX_SEQ_LEN_LIMIT}"
+        )
+    names = [*manifest.graphs.values(), *manifest.files, *manifest.files.values()]
+    if not all(isinstance(name, str) for name in names):
+        raise StoreError(f"{path} is malformed: graph and file names and hashes are strings")
     needed = {*manifest.graphs.values(), TOKENIZER_FILE}
     unlisted = sorted(needed - set(manifest.files))
     if unlisted:
         raise StoreError(f"{path} does not list a sha256 for {', '.join(unlisted)}")
-    if verify:
-        verify_files(manifest)
-    return manifest
 
 
 _KNOWN_KEYS = {"format_version", *_REQUIRED, "frozen_layers", "files", "created", SELF_HASH_KEY}

@@ -9,6 +9,7 @@ the chosen branches into graphs needs torch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from model_store.atomic import atomic_directory
 from model_store.cli import UsageError
+from model_store.locking import repository_lock
 from model_store.manifest import MANIFEST_FILE, StoreError, load_manifest
 from model_store.repository import (
     BRANCHES_DIR,
@@ -52,11 +54,50 @@ def check_publish_target(repository: Path) -> None:
 def keep_branch(repository: Path, branch: BranchRef) -> Path:
     """Copy a branch into the repository (once), so later versions can re-merge it."""
     target = repository / BRANCHES_DIR / branch.task / branch.version
+    if target.exists() and not _same_files(target, branch.path):
+        # A copy a killed publish left behind, of another branch under this version: it
+        # must not stand in for the branch given now, unless a version was merged from it.
+        if (branch.task, branch.version) in _published_branches(repository):
+            raise UsageError(
+                f"{target} holds another branch already published as {branch.task} "
+                f"{branch.version}: give the new branch a new version"
+            )
+        shutil.rmtree(target)
     if not target.exists():
         with atomic_directory(target) as staging:
             for file in branch.path.iterdir():
                 shutil.copy2(file, staging / file.name)
     return target
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    names = sorted(p.name for p in a.iterdir())
+    return names == sorted(p.name for p in b.iterdir()) and all(
+        (a / name).read_bytes() == (b / name).read_bytes() for name in names
+    )
+
+
+def _published_branches(repository: Path) -> set[tuple[str, str]]:
+    """(task, branch version) of every published version of the repository."""
+    versions = repository / VERSIONS_DIR
+    if not versions.is_dir():
+        return set()
+    return {
+        pair
+        for store in versions.iterdir()
+        if not store.name.startswith(".")
+        for pair in current_branches(store)
+    }
+
+
+def forget_branches(copies: Sequence[Path]) -> None:
+    """Remove branch copies a refused publish made (and their task directory, if
+    emptied), so a corrected republish of the same branch version starts from its own
+    files."""
+    for path in copies:
+        shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # only when no other version of the task is kept
 
 
 def current_branches(store: Path) -> list[tuple[str, str]]:
@@ -114,10 +155,14 @@ def next_branches(
 
 
 def rollback(repository: Path, to: str | None = None) -> str:
-    """Make `to` (default: the version before the current one) current; its id."""
-    target = to or previous_version(repository)
-    load_manifest(repository / VERSIONS_DIR / target)  # refuse a corrupt version up front
-    set_current(repository, target)
+    """Make `to` (default: the version before the current one) current; its id. Holds
+    the repository's writer lock, so a rollback never interleaves with a publish."""
+    if not is_repository(repository):
+        raise UsageError(f"{repository} is not a model repository (no {VERSIONS_DIR}/)")
+    with repository_lock(repository, f"store: waiting for a publish into {repository}"):
+        target = to or previous_version(repository)
+        load_manifest(repository / VERSIONS_DIR / target)  # refuse a corrupt version up front
+        set_current(repository, target)
     return target
 
 

@@ -37,13 +37,21 @@ def resolve_store(path: str | Path) -> Path:
     current = path / CURRENT_FILE
     if not current.is_file():
         raise StoreError(f"{path} is a model repository without a {CURRENT_FILE} version")
-    version = current.read_text(encoding="utf-8").strip()
+    version = read_current(current)
     if not version or "/" in version or version.startswith("."):
         raise StoreError(f"{current} does not name a version: {version!r}")
     store = path / VERSIONS_DIR / version
     if not store.is_dir():
         raise StoreError(f"{current} names version {version}, which does not exist")
     return store
+
+
+def read_current(current: Path) -> str:
+    """The version id CURRENT names (stripped); StoreError if it is not UTF-8 text."""
+    try:
+        return current.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as err:
+        raise StoreError(f"{current} is not a version id (not UTF-8 text: {err})") from None
 
 
 def new_version_id(now: datetime | None = None) -> str:
@@ -71,7 +79,7 @@ def list_versions(repository: Path) -> list[VersionInfo]:
     if not is_repository(repository):
         raise StoreError(f"{repository} is not a model repository (no {VERSIONS_DIR}/)")
     current_file = repository / CURRENT_FILE
-    current = current_file.read_text().strip() if current_file.is_file() else None
+    current = read_current(current_file) if current_file.is_file() else None
     directories = (repository / VERSIONS_DIR).iterdir()
     versions = sorted(p for p in directories if not p.name.startswith("."))
     return [

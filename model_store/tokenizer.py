@@ -24,6 +24,12 @@ TOKENIZER_FILE = "tokenizer.json"
 VOCAB_FILE = "vocab.txt"
 DEFAULT_MAX_SEQ_LEN = 128
 _MIN_SEQ_LEN = 3  # [CLS] x [SEP]: anything shorter cannot hold a single token of text
+# Characters one token can stand for, at most: WordPiece reads a word of up to 100
+# characters as pieces and a longer one as one [UNK], plus the space before the next.
+# A text is cut to max_seq_len times this before tokenizing: generously more than any
+# kept token needs, so normal texts keep exactly their tokens, while a 1 MB text no
+# longer costs its whole length in tokenizer time and memory (docs/results.md).
+MAX_CHARS_PER_TOKEN = 101
 
 
 class TokenizerError(ValueError):
@@ -124,21 +130,33 @@ class PairTokenizer:
     def encode(
         self, texts_a: Sequence[str], texts_b: Sequence[str] | None = None
     ) -> list[EncodedRow]:
-        """Tokenize single sentences, or pairs when `texts_b` is given, without padding."""
+        """Tokenize single sentences, or pairs when `texts_b` is given, without padding.
+        Texts longer than `max_chars` are cut there first (and flagged truncated)."""
+        limit = self.max_chars
+        cut_a = [len(text) > limit for text in texts_a]
+        first = [text[:limit] for text in texts_a]
         if texts_b is None:
-            encodings = self._tokenizer.encode_batch(list(texts_a))
+            cut = cut_a
+            encodings = self._tokenizer.encode_batch(first)
         else:
             if len(texts_a) != len(texts_b):
                 raise ValueError(f"{len(texts_a)} first sentences but {len(texts_b)} second")
-            encodings = self._tokenizer.encode_batch(list(zip(texts_a, texts_b, strict=True)))
+            cut = [a or len(b) > limit for a, b in zip(cut_a, texts_b, strict=True)]
+            second = [text[:limit] for text in texts_b]
+            encodings = self._tokenizer.encode_batch(list(zip(first, second, strict=True)))
         return [
             EncodedRow(
                 input_ids=np.asarray(enc.ids, dtype=np.int64),
                 token_type_ids=np.asarray(enc.type_ids, dtype=np.int64),
-                truncated=bool(enc.overflowing),
+                truncated=bool(enc.overflowing) or was_cut,
             )
-            for enc in encodings
+            for enc, was_cut in zip(encodings, cut, strict=True)
         ]
+
+    @property
+    def max_chars(self) -> int:
+        """Characters of one text read at most: see MAX_CHARS_PER_TOKEN."""
+        return self.max_seq_len * MAX_CHARS_PER_TOKEN
 
     def pad(self, rows: Sequence[EncodedRow]) -> EncodedBatch:
         """Pad rows to the longest among them (right padding, mask 0 on padding)."""

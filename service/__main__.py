@@ -9,9 +9,33 @@ the server starts, so a bad store or setting ends with one line and exit code 2.
 
 from __future__ import annotations
 
+import signal
+import sys
+
+
+def _hangup_during_start_up(_signum: int, _frame: object) -> None:
+    """SIGHUP asks a running service to reload; until it serves there is nothing to
+    reload, and the default action (exit, silently) would end a start-up a supervisor
+    or a publish script happened to signal early."""
+    print(
+        "bert-mts-serve: SIGHUP during start-up ignored: the model is still loading "
+        "(send it again once the service answers /ready)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _ignore_hangup_until_served() -> None:
+    """From the first moment: the app replaces it with its reload handler once serving."""
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, _hangup_during_start_up)
+
+
+if __name__ == "__main__":
+    _ignore_hangup_until_served()  # before the slow imports below
+
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,7 +65,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def proxy_options(settings: Settings) -> dict[str, object]:
+    """uvicorn's proxy-header settings: off unless trusted proxies are configured
+    (uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1)."""
+    if settings.forwarded_allow_ips is None:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": settings.forwarded_allow_ips}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _ignore_hangup_until_served()
     args = parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     try:
@@ -59,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StoreError, TokenizerError, EngineError, OSError) as err:
         print(f"{PROG}: error: {err}{moved_store_hint(settings.model_dir)}", file=sys.stderr)
         return 2
+    except Exception as err:  # any other way a store breaks loading: still the operator's
+        print(f"{PROG}: error: cannot serve {settings.model_dir}: {err!r:.500}", file=sys.stderr)
+        return 2
     logging.getLogger(PROG).info(
         "serving %s (%s) on %s with the %s graph: %s",
         settings.model_dir,
@@ -74,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=settings.log_level,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         http=limited_protocol(settings.max_header_bytes, settings.header_timeout_s),
+        **proxy_options(settings),
     )
     return 0
 

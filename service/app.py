@@ -14,8 +14,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from model_store.tokenizer import MAX_CHARS_PER_TOKEN
 from service.engine import Engine
-from service.errors import install_error_handlers
+from service.errors import CatchAllMiddleware, install_error_handlers
 from service.inference import Infer
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, LoadShedMiddleware, RequestMetricsMiddleware
@@ -40,7 +41,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     """Build the app; the engine is loaded at start-up unless one is passed in."""
     metrics = ServiceMetrics()
     models = ModelReloader(settings, metrics)
-    infer = Infer(models, metrics, settings.max_items_per_request, settings.request_timeout_s)
+    infer = Infer(
+        models,
+        metrics,
+        settings.max_items_per_request,
+        settings.request_timeout_s,
+        max_tokenizing_items=settings.max_queue_items,
+        max_tokenizing_chars=settings.max_queue_tokens * MAX_CHARS_PER_TOKEN,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -61,6 +69,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         "paraphrase and similarity, and any task published into the model repository.",
         version="0.2.0",
         lifespan=lifespan,
+        # Starlette's slash redirect builds an absolute Location from the Host header
+        # (a client could make it point anywhere); /sentiment/ is simply not a route.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -71,6 +82,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     )
     app.add_middleware(LoadShedMiddleware, models=models, metrics=metrics)
     app.add_middleware(RequestMetricsMiddleware, models=models, metrics=metrics)
+    app.add_middleware(CatchAllMiddleware)  # outermost of ours: a 500 keeps the connection
     install_error_handlers(app)
     app.include_router(tasks.router)
     app.include_router(operations.router)

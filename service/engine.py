@@ -3,8 +3,10 @@
 It knows nothing of HTTP or queues: it encodes texts, runs one padded batch of rows of
 any mix of tasks, and turns raw outputs into per-task values. A store is only accepted
 after checks that make requests unable to fail later: the manifest's integrity, every
-file's hash, the graph's outputs against the task definitions, and one smoke batch at
-the store's maximum length whose output widths must match each task's labels.
+file's hash, the graph's outputs against the task definitions, one smoke batch at the store's
+maximum length whose output widths must match each task's labels, and every task's
+recorded probe answers (`model_store.probes`), so a store that mixes tasks up, or
+answers them with another head or pooling, is refused before it serves.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from typing import Literal
 
 import numpy as np
 
-from model_store.graph_choice import DEFAULT_TOLERANCE_POINTS, GraphChoice, choose_graph
+from model_store import presets, probes
+from model_store.graph_choice import (
+    DEFAULT_TOLERANCE_POINTS,
+    VARIANT_METRICS_KEY,
+    GraphChoice,
+    choose_graph,
+)
 from model_store.manifest import Manifest, StoreError, TaskEntry, load_manifest
 from model_store.repository import resolve_store
 from model_store.runtime import CPU, CUDA, MultiTaskSession, default_providers, task_mask
@@ -91,6 +99,7 @@ class Engine:
         self.graph_reason = graph_reason  # why this variant: for /info and the logs
         self.tokenizer = PairTokenizer.from_file(manifest.tokenizer_path, manifest.max_seq_len)
         self.tasks = {task.name: task for task in manifest.tasks}
+        self.probe_drift: float | None = None  # worst probe difference, once checked
 
     @classmethod
     def load(cls, model_dir: Path, config: EngineConfig) -> Engine:
@@ -102,6 +111,14 @@ class Engine:
         """Verify the store, open the graph, and run the smoke batch; StoreError if any
         check fails, whatever the cause."""
         manifest = load_manifest(store)
+        try:
+            presets.check_presets(task.definition for task in manifest.tasks)
+            presets.check_metrics(
+                ((t.name, t.validation) for t in manifest.tasks),
+                manifest.extra.get(VARIANT_METRICS_KEY),
+            )
+        except presets.DefinitionError as err:
+            raise StoreError(f"{store}: {err}") from err
         providers = _providers(config.provider)
         choice = GraphChoice(config.graph, f"--graph {config.graph} requested")
         if config.graph == "auto":
@@ -123,6 +140,9 @@ class Engine:
         engine.check_outputs()
         try:
             engine.smoke_test()
+            engine.probe_drift = probes.check(
+                manifest, engine.tokenizer, engine.session.run, variant
+            )
         except StoreError:
             raise
         except Exception as err:  # ORT and numpy raise many types; all mean a bad store

@@ -18,10 +18,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.inference import ServiceError
 
 log = logging.getLogger(__name__)
+FASTAPI_PARSE_ERROR = "There was an error parsing the body"
 
 
 class SafeJSONResponse(JSONResponse):
@@ -70,6 +72,15 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         return SafeJSONResponse({"detail": detail}, 422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, err: StarletteHTTPException) -> SafeJSONResponse:
+        # FastAPI answers a body it cannot decode (not UTF-8, nested past the parser's
+        # depth) with a generic sentence; say what a client can fix instead.
+        detail = err.detail
+        if err.status_code == 400 and detail == FASTAPI_PARSE_ERROR:
+            detail = "the body is not valid JSON: it must be UTF-8 text of bounded nesting"
+        return SafeJSONResponse({"detail": detail}, err.status_code, headers=err.headers)
+
     @app.exception_handler(ServiceError)
     async def _refused(_: Request, err: ServiceError) -> SafeJSONResponse:
         return SafeJSONResponse({"detail": err.detail}, err.status, headers=err.headers)
@@ -78,3 +89,37 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _bug(request: Request, err: Exception) -> SafeJSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return SafeJSONResponse({"detail": "internal error"}, 500)
+
+
+class CatchAllMiddleware:
+    """Answer an unhandled error with a JSON 500 and keep the connection.
+
+    Starlette's outermost error middleware sends its 500 and then re-raises, and the
+    server closes a connection whose application raised, so a keep-alive client saw its
+    connection reset after every 500. Caught here, below that middleware, the response
+    completes normally and the connection stays open for the next request.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:  # part of a response is out: the server must end the connection
+                raise
+            response = SafeJSONResponse({"detail": "internal error"}, 500)
+            await response(scope, receive, send)

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from model_store.manifest import Manifest, TaskEntry
+from model_store.tokenizer import MAX_CHARS_PER_TOKEN
 from service.answers import label_of
 from service.batcher import QueueFull, RequestTooLarge, ShuttingDown
 from service.engine import Engine, Prediction
@@ -109,12 +110,18 @@ class Infer:
         metrics: ServiceMetrics,
         max_items_per_request: int,
         request_timeout_s: float,
+        max_tokenizing_items: int = 1024,
+        max_tokenizing_chars: int = 32768 * MAX_CHARS_PER_TOKEN,
     ) -> None:
         self._models = models
         self._metrics = metrics
         self._max_items = max_items_per_request
         self._timeout_s = request_timeout_s
         self._tokenizers = ThreadPoolExecutor(_TOKENIZER_THREADS, thread_name_prefix="tokenize")
+        # The tokenizer stage is bounded like the queue after it: inputs (and characters,
+        # as each text is read up to its cut) waiting for or in the tokenizer threads.
+        self._max_tokenizing = (max_tokenizing_items, max_tokenizing_chars)
+        self._tokenizing = [0, 0]
 
     def close(self) -> None:
         self._tokenizers.shutdown(wait=True)
@@ -186,21 +193,20 @@ class Infer:
                 f"batch of {len(inputs)} items exceeds the limit of {self._max_items} per request",
             )
         loop = asyncio.get_running_loop()
-        while True:
-            live = self._models.live  # one (engine, batcher) pair for the whole request
-            if live is None:
-                raise ServiceError(503, "model not loaded yet", retry=True)
-            tasks = resolve(live.engine)
-            rows = await loop.run_in_executor(
-                self._tokenizers, live.engine.encode, inputs.texts_a, inputs.texts_b
-            )
-            if self._models.live is live:
-                break
-            # A reload swapped the model while this request was being tokenized: encode
-            # again for the new one (its tokenizer, tasks and batcher), as if it came now.
-        engine, batcher = live.engine, live.batcher
-        task_set = tuple(task.task_id for task in tasks)
+        deadline = loop.time() + self._timeout_s  # tokenizing, queueing and the batch
         try:
+            while True:
+                live = self._models.live  # one (engine, batcher) pair for the whole request
+                if live is None:
+                    raise ServiceError(503, "model not loaded yet", retry=True)
+                tasks = resolve(live.engine)
+                rows = await self._tokenize(live.engine, inputs, deadline)
+                if self._models.live is live:
+                    break
+                # A reload swapped the model while this request was being tokenized: encode
+                # again for the new one (its tokenizer, tasks and batcher), as if it came now.
+            engine, batcher = live.engine, live.batcher
+            task_set = tuple(task.task_id for task in tasks)
             futures = batcher.submit(rows, [task_set] * len(rows))
         except QueueFull as err:
             self._metrics.shed.inc()
@@ -212,17 +218,49 @@ class Infer:
         except ShuttingDown as err:
             raise ServiceError(503, str(err), retry=True) from err
         try:
-            predictions = await asyncio.wait_for(asyncio.gather(*futures), self._timeout_s)
+            predictions = await asyncio.wait_for(
+                asyncio.gather(*futures), max(0.0, deadline - loop.time())
+            )
         except asyncio.TimeoutError:
-            # Accepted but not answered in time: the service failed this request (not the
-            # client's rate, which the queue's bounds already judged), so 503, as for a
-            # replica that cannot serve; its rows are dropped from the queue.
-            raise ServiceError(
-                503, f"no answer within {self._timeout_s} s; retry later", retry=True
-            ) from None
+            raise self._late() from None
         for task in tasks:
             self._metrics.items.labels(task.name).inc(len(predictions))
         return engine, tasks, list(predictions)
+
+    def _late(self) -> ServiceError:
+        """Accepted but not answered in time: the service failed this request (not the
+        client's rate, which the queue's bounds already judged), so 503, as for a replica
+        that cannot serve; its rows are dropped from the queue."""
+        return ServiceError(503, f"no answer within {self._timeout_s} s; retry later", retry=True)
+
+    async def _tokenize(self, engine: Engine, inputs: Inputs, deadline: float) -> list:
+        """Encode in a tokenizer thread, within the tokenizer stage's bound (else
+        QueueFull, shed like a full queue) and the request's deadline."""
+        limit = engine.tokenizer.max_chars
+        texts = [*inputs.texts_a, *(inputs.texts_b or ())]
+        cost = (len(inputs), sum(min(len(text), limit) for text in texts))
+        items, chars = self._tokenizing
+        max_items, max_chars = self._max_tokenizing
+        if items and (items + cost[0] > max_items or chars + cost[1] > max_chars):
+            raise QueueFull(
+                f"tokenizer stage full ({items} inputs, {chars} characters being tokenized)"
+            )
+        self._tokenizing = [items + cost[0], chars + cost[1]]
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(self._tokenizers, engine.encode, inputs.texts_a, inputs.texts_b)
+        work.add_done_callback(lambda _: self._release(cost))  # when the thread is done
+        try:
+            return await asyncio.wait_for(asyncio.shield(work), max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            raise self._late() from None
+
+    def _release(self, cost: tuple[int, int]) -> None:
+        self._tokenizing = [self._tokenizing[0] - cost[0], self._tokenizing[1] - cost[1]]
+
+    @property
+    def tokenizing(self) -> tuple[int, int]:
+        """(inputs, characters) in the tokenizer stage now: for the metrics and tests."""
+        return self._tokenizing[0], self._tokenizing[1]
 
     @staticmethod
     def _result(engine: Engine, task: TaskEntry, prediction: Prediction) -> TaskResult:

@@ -57,6 +57,20 @@ def _json_error(status: int, detail: str, headers: dict[str, str] | None = None)
     return [start, {"type": "http.response.body", "body": body}]
 
 
+def _utf16_or_32(body: bytes) -> bool:
+    """JSON in UTF-16 or UTF-32 (RFC 8259 allows only UTF-8 between systems): a byte
+    order mark, or a zero byte among the first four (JSON text starts with an ASCII
+    character, which those encodings pad with zeros). Python's json reads them all."""
+    return body[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in body[:4]
+
+
+def _json_media(scope) -> bool:
+    """The body is declared JSON (or undeclared, which the routes read as JSON)."""
+    content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in ("", "application/json") or media.endswith("+json")
+
+
 class BodyLimitMiddleware:
     """Refuse bodies over `max_bytes` with 413, and bodies that take longer than
     `timeout_s` to arrive with 408, before anything parses them.
@@ -99,6 +113,11 @@ class BodyLimitMiddleware:
                 for message in _json_error(413, too_large):
                     await send(message)
                 return
+        if _utf16_or_32(body) and _json_media(scope):
+            utf8 = "the body is not valid JSON: it must be UTF-8 (not UTF-16 or UTF-32)"
+            for message in _json_error(400, utf8):
+                await send(message)
+            return
         replayed = False
 
         async def replay():

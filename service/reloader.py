@@ -117,8 +117,11 @@ class ModelReloader:
                 raise ReloadRefused(str(err)) from err
             except Exception as err:  # a version that breaks loading in any way is refused
                 self._metrics.reloads.labels("refused").inc()
-                log.exception("reload refused, still serving %s", self._current_store())
-                raise ReloadRefused(f"the new version failed to load: {err!r}") from err
+                # One line, like every refusal: a bad version is the operator's to fix,
+                # and its traceback would only show this loader's frames.
+                detail = f"the new version failed to load: {err!r}"[:500]
+                log.error("reload refused, still serving %s: %s", self._current_store(), detail)
+                raise ReloadRefused(detail) from err
             old = self.live
             self.live = Live(engine, self._batcher_for(engine))  # new requests go here now
             self._describe(engine)

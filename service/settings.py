@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(10.0, gt=0)
     body_timeout_s: float = Field(30.0, gt=0)
 
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto headers are believed
+    # (comma-separated addresses, as uvicorn's --forwarded-allow-ips). None: no one's,
+    # so a client cannot choose the address the logs show for it.
+    forwarded_allow_ips: str | None = None
     # Bearer token for /admin/* (reload); admin endpoints do not exist without one.
     admin_token: SecretStr | None = None
 

@@ -60,7 +60,7 @@ DAMAGE = {
     "task ids": (lambda raw: raw["tasks"][0].__setitem__("task_id", 7), "task ids"),
     "fewer labels": (
         lambda raw: raw["tasks"][0]["definition"].__setitem__("labels", ["a", "b", "c"]),
-        "definition needs 3",
+        "task sentiment is a preset",  # refused before the smoke batch's width check
     ),
     "beyond positions": (lambda raw: raw.__setitem__("max_seq_len", 512), "smoke batch failed"),
     "bad definition": (

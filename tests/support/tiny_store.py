@@ -65,14 +65,16 @@ def preset_training_args(task: str) -> dict:
     return {"data": source.to_json(), "val_fraction": 0.1, "seed": 0, "limit": None}
 
 
-def build_tiny_store(directory: Path, max_seq_len: int = 32, variants=("fp32",)) -> Path:
+def build_tiny_store(
+    directory: Path, max_seq_len: int = 32, variants=("fp32",), pooling: str = "cls"
+) -> Path:
     """A store at `directory/store` with sentiment, paraphrase and similarity (K=1)."""
     base = load_base_model(tiny_base_dir(directory / "base"))
     tokenizer = PairTokenizer.from_dir(base.path, max_seq_len)
     branches = []
     for seed, task in enumerate(PRESETS):
         torch.manual_seed(seed)
-        model = TaskModel(base.encoder, preset_spec(task), 1, "cls")
+        model = TaskModel(base.encoder, preset_spec(task), 1, pooling)
         args = preset_training_args(task)
         path = save_branch(model, base, tokenizer, directory / "branches", {}, args)
         branches.append(LoadedBranch(*load_branch(path, base)))

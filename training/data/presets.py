@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from model_store.presets import PRESET_DEFINITIONS
 from model_store.tasks import TaskDefinition
 from training.data.examples import Columns
 from training.data.source import DatasetFile
@@ -20,40 +21,15 @@ class Preset:
     data: DatasetFile
 
 
+# The definitions live in model_store (the service checks stores against them); the
+# data they train on by default is training's alone.
+_DATA = {
+    "sentiment": DatasetFile("sst-train.tsv", Columns("sentence", None, "sentiment")),
+    "paraphrase": DatasetFile("quora-train.tsv", Columns("sentence1", "sentence2", "is_duplicate")),
+    "similarity": DatasetFile("sts-train.tsv", Columns("sentence1", "sentence2", "similarity")),
+}
 PRESETS: dict[str, Preset] = {
-    preset.definition.name: preset
-    for preset in (
-        Preset(
-            TaskDefinition(
-                name="sentiment",
-                kind="classification",
-                input="text",
-                label_names=(
-                    "negative",
-                    "somewhat negative",
-                    "neutral",
-                    "somewhat positive",
-                    "positive",
-                ),
-            ),
-            DatasetFile("sst-train.tsv", Columns("sentence", None, "sentiment")),
-        ),
-        Preset(
-            TaskDefinition(
-                name="paraphrase",
-                kind="binary",
-                input="pair",
-                label_names=("not_paraphrase", "paraphrase"),
-            ),
-            DatasetFile("quora-train.tsv", Columns("sentence1", "sentence2", "is_duplicate")),
-        ),
-        Preset(
-            TaskDefinition(
-                name="similarity", kind="regression", input="pair", value_range=(0.0, 5.0)
-            ),
-            DatasetFile("sts-train.tsv", Columns("sentence1", "sentence2", "similarity")),
-        ),
-    )
+    name: Preset(definition, _DATA[name]) for name, definition in PRESET_DEFINITIONS.items()
 }
 
 

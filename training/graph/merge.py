@@ -17,12 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model_store import presets, probes
 from model_store.atomic import ArtifactExistsError, atomic_directory
 from model_store.graph_choice import VARIANT_METRICS_KEY
 from model_store.manifest import (
     GRAPH_FILES,
     TOKENIZER_FILE,
     Manifest,
+    StoreError,
     TaskEntry,
     load_manifest,
     write_manifest,
@@ -122,6 +124,19 @@ def probe_batch(
     return tokenizer.pad(rows), task_mask(task_sets, len(branches))
 
 
+def reference_probes(
+    tokenizer: PairTokenizer, branches: Sequence[LoadedBranch], merged: MergedModel
+) -> dict:
+    """The manifest's probe set: every task's fixed probe inputs and the merged PyTorch
+    model's raw answers to them (`model_store.probes`), checked again at every load."""
+    inputs = {b.info.task: probes.default_inputs(b.model.spec.pair) for b in branches}
+    probe = probes.build_batch(
+        tokenizer, [(i, inputs[b.info.task]) for i, b in enumerate(branches)]
+    )
+    expected = merged_outputs(merged, probe.batch, task_mask(probe.task_sets, len(branches)))
+    return probes.record(inputs, expected)
+
+
 def merged_outputs(
     model: MergedModel, batch: EncodedBatch, mask: np.ndarray
 ) -> dict[str, np.ndarray]:
@@ -146,6 +161,16 @@ def verify_graph(
             f"{variant} graph differs from PyTorch by {worst:.3g} (tolerance {tolerance})"
         )
     return worst
+
+
+def check_probes(manifest: Manifest, tokenizer: PairTokenizer, variant: str) -> float:
+    """The load-time probe check, at publish: a store that would be refused at start-up
+    is never published."""
+    session = MultiTaskSession(manifest, variant, providers=[CPU])
+    try:
+        return probes.check(manifest, tokenizer, session.run, variant)
+    except StoreError as err:
+        raise MergeError(str(err)) from err
 
 
 _RECIPE_KEYS = ("epochs", "batch_size", "lr", "head_lr", "warmup", "pair_order", "train_examples")
@@ -183,6 +208,7 @@ def build_manifest(
     branches: Sequence[LoadedBranch],
     merged: MergedModel,
     variants: Sequence[str],
+    probe_set: dict | None = None,
 ) -> Manifest:
     tasks = tuple(
         TaskEntry(
@@ -210,7 +236,11 @@ def build_manifest(
         graphs=graphs,
         files={file: "" for file in (*graphs.values(), TOKENIZER_FILE)},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        extra={"opset": OPSET, "parity": {}},
+        extra={
+            "opset": OPSET,
+            "parity": {},
+            **({probes.PROBES_KEY: probe_set} if probe_set else {}),
+        },
     )
 
 
@@ -234,6 +264,10 @@ def publish_store(
         raise MergeError("the fp32 graph is always built: the other variants derive from it")
     if out.exists() and not replace:
         raise ArtifactExistsError(f"{out} already exists (use --replace to swap it out)")
+    try:
+        presets.check_presets(branch.model.spec.definition for branch in branches)
+    except presets.DefinitionError as err:
+        raise MergeError(str(err)) from err
     max_seq_len = int(branches[0].info.meta.get("max_seq_len", 128))
     tokenizer = PairTokenizer.from_dir(base.path, max_seq_len)
     if tokenizer.sha256 != branches[0].info.meta.get("tokenizer_sha256", tokenizer.sha256):
@@ -243,6 +277,7 @@ def publish_store(
     merged = MergedModel(base.encoder, [branch.model for branch in branches])
     batch, mask = probe_batch(tokenizer, branches)
     expected = merged_outputs(merged, batch, mask)
+    probe_set = reference_probes(tokenizer, branches, merged)
     with atomic_directory(out, replace=replace) as staging:
         fusion = export_graph(merged, staging / GRAPH_FILES["fp32"], fuse)
         if "int8" in variants:
@@ -250,13 +285,24 @@ def publish_store(
         if "fp16" in variants:
             convert_fp16(staging / GRAPH_FILES["fp32"], staging / GRAPH_FILES["fp16"])
         tokenizer.save(staging / TOKENIZER_FILE)
-        manifest = build_manifest(staging, out.name, base, tokenizer, branches, merged, variants)
+        manifest = build_manifest(
+            staging, out.name, base, tokenizer, branches, merged, variants, probe_set
+        )
         write_manifest(manifest)
         manifest = load_manifest(staging)
         parity = {v: verify_graph(manifest, v, expected, batch, mask) for v in variants}
         manifest.extra["parity"] = {v: f"{d:.3g}" for v, d in parity.items()}
+        drift = {v: check_probes(manifest, tokenizer, v) for v in variants}
+        manifest.extra[probes.PROBES_KEY]["drift"] = {v: f"{d:.3g}" for v, d in drift.items()}
         manifest.extra["fusion"] = fusion.to_json()
         manifest.extra[VARIANT_METRICS_KEY] = (metrics or measurer())(manifest)
+        try:  # a pooling or kind the weights were not trained with scores otherwise
+            presets.check_metrics(
+                ((t.name, t.validation) for t in manifest.tasks),
+                manifest.extra[VARIANT_METRICS_KEY],
+            )
+        except presets.DefinitionError as err:
+            raise MergeError(str(err)) from err
         write_manifest(manifest)
         log.info("checked against PyTorch, max abs difference: %s", manifest.extra["parity"])
     return load_manifest(out)

@@ -6,6 +6,10 @@ otherwise; a running service picks it up on reload (POST /admin/reload or SIGHUP
 tasks that were not replaced keep bit-identical outputs, whatever the new branch's
 depth. On a new directory, the repository is created from the given branches. Each
 branch.json is read and checked once (`read_branches`), on its way into the repository.
+
+The whole read-CURRENT, merge, switch-CURRENT runs under the repository's writer lock
+(`model_store.locking`), so two publishes at once each keep the other's update; a
+refused publish removes the branch copies it made.
 """
 
 from __future__ import annotations
@@ -14,14 +18,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from model_store.locking import repository_lock
 from model_store.manifest import Manifest
-from model_store.operations import BranchRef, check_publish_target, next_branches
-from model_store.repository import VERSIONS_DIR, new_version_id, set_current
+from model_store.operations import (
+    BranchRef,
+    check_publish_target,
+    forget_branches,
+    next_branches,
+)
+from model_store.repository import BRANCHES_DIR, VERSIONS_DIR, new_version_id, set_current
 from training.encoders.base_model import load_base_model
 from training.errors import UsageError
 from training.evaluate.variant_metrics import measurer
 from training.fit.branch import BranchInfo, read_branch_info
-from training.graph.merge import load_branches, publish_store, read_branches
+from training.graph import merge
+from training.graph.merge import read_branches
 
 
 @dataclass(frozen=True)
@@ -53,23 +64,31 @@ def publish(
         raise UsageError("publish needs --branch (add or replace a task) or --remove TASK")
     check_publish_target(repository)
     new = read_branches(branches) if branches else []
-    (repository / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
     base = load_base_model(base_model)
-    chosen = next_branches(repository, [_ref(info) for info in new], remove)
-    given = {info.task: info for info in new}
-    # The given branches were read above: only their place changes (the kept copy).
-    infos = [
-        replace(given[task], path=path) if task in given else read_branch_info(path)
-        for task, path in chosen.items()
-    ]
-    version = new_version_id()
-    manifest = publish_store(
-        base,
-        load_branches(infos, base),
-        repository / VERSIONS_DIR / version,
-        ["fp32", *variants],
-        metrics=measurer(data_dir),
-    )
-    if activate:
-        set_current(repository, version)
+    waiting = f"store: waiting for another publish into {repository} to finish"
+    with repository_lock(repository, waiting):  # read CURRENT ... switch it: one writer
+        (repository / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
+        kept = [repository / BRANCHES_DIR / info.task / info.version for info in new]
+        fresh = [path for path in kept if not path.exists()]
+        try:
+            chosen = next_branches(repository, [_ref(info) for info in new], remove)
+            given = {info.task: info for info in new}
+            # The given branches were read above: only their place changes (the kept copy).
+            infos = [
+                replace(given[task], path=path) if task in given else read_branch_info(path)
+                for task, path in chosen.items()
+            ]
+            version = new_version_id()
+            manifest = merge.publish_store(
+                base,
+                merge.load_branches(infos, base),
+                repository / VERSIONS_DIR / version,
+                ["fp32", *variants],
+                metrics=measurer(data_dir),
+            )
+        except BaseException:
+            forget_branches(fresh)  # a refused publish leaves no branch copy behind
+            raise
+        if activate:
+            set_current(repository, version)
     return Published(version, manifest, activate)
