@@ -49,7 +49,8 @@ class Prediction:
     """A post-processed output of one row."""
 
     task: str
-    values: np.ndarray  # probabilities (classification), probability (binary), score
+    values: np.ndarray  # probabilities (classification), probability (binary), score,
+    # or the pooled vector (embedding, float32, not normalised)
     truncated: bool
 
 
@@ -71,7 +72,10 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def postprocess(task: TaskEntry, raw: np.ndarray) -> np.ndarray:
-    """Raw head outputs -> what the API returns, by the task's kind."""
+    """Raw head outputs -> what the API returns, by the task's kind. An embedding stays
+    the graph's pooled vector: whether it is normalised is the reader's choice."""
+    if task.kind == "embedding":
+        return raw
     if task.kind == "classification":
         return _softmax(raw.astype(np.float64))
     if task.kind == "binary":

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
+
 from model_store.manifest import Manifest, TaskEntry
 from service.batcher import QueueFull, RequestTooLarge, ShuttingDown
 from service.engine import Engine, Prediction
@@ -91,6 +93,18 @@ class TaskResult:
     @property
     def score(self) -> float:
         return float(self.prediction.values[0])
+
+    def vector(self, normalize: bool = True) -> np.ndarray:
+        """Embedding: the pooled vector (float32), L2-normalised unless asked raw, as
+        sentence-transformers' Normalize module does (x / max(|x|, 1e-12))."""
+        values = np.asarray(self.prediction.values, dtype=np.float32)
+        if not normalize:
+            return values
+        return values / max(float(np.linalg.norm(values)), 1e-12)
+
+    @property
+    def embedding(self) -> list[float]:
+        return self.vector().tolist()
 
 
 @dataclass(frozen=True)

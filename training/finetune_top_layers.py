@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable, not training/
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from model_store.tasks import INPUTS, KINDS, TaskDefinition
+from model_store.tasks import INPUTS, TRAINED_KINDS, TaskDefinition
 from model_store.tokenizer import DEFAULT_MAX_SEQ_LEN, PairTokenizer
 from training import distributed
 from training.base_model import BaseModel, BaseModelSpec, load_base_model, read_base_model_spec
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"default: every preset ({', '.join(PRESETS)}); another name defines a new task",
     )
-    task.add_argument("--kind", choices=KINDS, help="what the task predicts (new tasks)")
+    task.add_argument("--kind", choices=TRAINED_KINDS, help="what the task predicts (new tasks)")
     task.add_argument(
         "--input",
         choices=INPUTS,

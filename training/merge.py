@@ -13,6 +13,7 @@ model, and only then is it renamed into place.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -42,8 +43,9 @@ from training.branch import (
     read_branch_info,
     resolve_branch_dir,
 )
-from training.cli import OneLineArgumentParser, run_cli
+from training.cli import OneLineArgumentParser, UsageError, run_cli
 from training.data import split_seed_of
+from training.embedding import DEFAULT_MAX_SEQ_LEN, temporary_embedding_branch
 from training.errors import MergeError
 from training.graph_fusion import export_graph
 from training.merged_model import INPUT_NAMES, MergedModel, output_name
@@ -132,13 +134,43 @@ def merged_outputs(
     return {name: out.numpy() for name, out in zip(model.task_names, outputs, strict=True)}
 
 
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = vectors.astype(np.float64)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
+def embedding_cosines(
+    manifest: Manifest, actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """The lowest cosine between the graph's and PyTorch's vectors, per embedding task."""
+    return {
+        task.name: float((_unit(actual[task.name]) * _unit(expected[task.name])).sum(-1).min())
+        for task in manifest.tasks
+        if task.kind == "embedding" and task.name in expected
+    }
+
+
 def verify_graph(
     manifest: Manifest, variant: str, expected: dict[str, np.ndarray], batch, mask
 ) -> float:
-    """Max |ORT - PyTorch| over all tasks; raises if over the variant's tolerance."""
+    """Max |ORT - PyTorch| over all tasks; raises if over the variant's tolerance.
+    Embeddings are compared as they are served, L2-normalised (their raw scale is the
+    hidden state's, which fp16 rounds in absolute terms); `embedding_cosines` states
+    their agreement as cosines."""
     session = MultiTaskSession(manifest, variant, providers=[CPU])
     actual = session.run(batch, mask)
-    worst = max(float(np.abs(actual[t] - expected[t]).max()) for t in expected)
+    embedding = {t.name for t in manifest.tasks if t.kind == "embedding"}
+    worst = max(
+        float(np.abs(_unit(actual[t]) - _unit(expected[t])).max())
+        if t in embedding
+        else float(np.abs(actual[t] - expected[t]).max())
+        for t in expected
+    )
+    if embedding:
+        cosines = manifest.extra.setdefault("embedding_cosine", {})
+        cosines[variant] = {
+            k: f"{v:.6f}" for k, v in embedding_cosines(manifest, actual, expected).items()
+        }
     tolerance = {"fp32": FP32_TOLERANCE, "fp16": FP16_TOLERANCE}.get(variant)
     if not np.isfinite(worst) or (tolerance is not None and worst > tolerance):
         raise MergeError(
@@ -263,9 +295,7 @@ def publish_store(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(prog=PROG, description="Merge task branches into a model store.")
-    parser.add_argument(
-        "--branch", required=True, action="append", type=Path, help="repeat per task"
-    )
+    parser.add_argument("--branch", action="append", type=Path, default=[], help="repeat per task")
     parser.add_argument(
         "--out", required=True, type=Path, help="store directory, e.g. model_store/default"
     )
@@ -276,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=tuple(GRAPH_FILES),
         default=["fp32", "int8"],
         help="graphs to build (fp32 always)",
+    )
+    parser.add_argument(
+        "--embedding",
+        action="store_true",
+        help="add the base's sentence embedding as task 'embedding' (no tuned layers)",
     )
     parser.add_argument("--replace", action="store_true", help="replace an existing store")
     parser.add_argument(
@@ -289,13 +324,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.branch and not args.embedding:
+        raise UsageError("give at least one --branch, or --embedding")
     variants = list(dict.fromkeys(["fp32", *args.variants]))
     if args.out.exists() and not args.replace:
         raise ArtifactExistsError(f"{args.out} already exists (use --replace to swap it out)")
     infos = [read_branch_info(resolve_branch_dir(path)) for path in args.branch]
-    check_compatible(infos)
+    if infos:
+        check_compatible(infos)
     base = load_base_model(args.base_model)
-    branches = load_branches([info.path for info in infos], base)
+    paths = [info.path for info in infos]
+    with contextlib.ExitStack() as scratch:
+        if args.embedding:
+            max_seq_len = int(
+                infos[0].meta.get("max_seq_len", DEFAULT_MAX_SEQ_LEN)
+                if infos
+                else DEFAULT_MAX_SEQ_LEN
+            )
+            embedding, handle = temporary_embedding_branch(base, max_seq_len)
+            scratch.enter_context(handle)
+            paths.append(embedding)
+        branches = load_branches(paths, base)
     manifest = publish_store(
         base,
         branches,

@@ -108,15 +108,30 @@ def _branch_set(repository: Path, new: list[BranchInfo], remove: list[str]) -> l
     return list(paths.values())
 
 
+def _max_seq_len(repository: Path, new: list[BranchInfo]) -> int:
+    """The max length an added embedding branch must share: the given branches', else
+    the current version's, else the default."""
+    from training.embedding import DEFAULT_MAX_SEQ_LEN
+
+    if new:
+        return int(new[0].meta.get("max_seq_len", DEFAULT_MAX_SEQ_LEN))
+    if (repository / "CURRENT").is_file():
+        return load_manifest(resolve_store(repository), verify=False).max_seq_len
+    return DEFAULT_MAX_SEQ_LEN
+
+
 def publish(args: argparse.Namespace) -> int:
     from training.base_model import load_base_model
     from training.branch import read_branch_info, resolve_branch_dir
+    from training.embedding import EMBEDDING_TASK, temporary_embedding_branch
     from training.merge import check_compatible, load_branches, publish_store
     from training.variant_metrics import measurer
 
     repository: Path = args.store
-    if not args.branch and not args.remove:
-        raise UsageError("publish needs --branch (add or replace a task) or --remove TASK")
+    if not args.branch and not args.remove and not args.embedding:
+        raise UsageError(
+            "publish needs --branch (add or replace a task), --embedding or --remove TASK"
+        )
     if (repository / MANIFEST_FILE).is_file():
         raise UsageError(
             f"{repository} is a single store, not a repository: publish into a new directory"
@@ -126,9 +141,20 @@ def publish(args: argparse.Namespace) -> int:
     new = [read_branch_info(resolve_branch_dir(path)) for path in args.branch]
     if new:
         check_compatible(new)
-    (repository / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
     base = load_base_model(args.base_model)
-    branches = load_branches(_branch_set(repository, new, args.remove), base)
+    scratch = None
+    if args.embedding:
+        if EMBEDDING_TASK in args.remove:
+            raise UsageError(f"task {EMBEDDING_TASK} is both added (--embedding) and removed")
+        path, scratch = temporary_embedding_branch(base, _max_seq_len(repository, new))
+        new.append(read_branch_info(path))
+        check_compatible(new)
+    (repository / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
+    try:
+        branches = load_branches(_branch_set(repository, new, args.remove), base)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
     version = new_version_id()
     manifest = publish_store(
         base,
@@ -183,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="TASK",
         help="publish a version without this task",
+    )
+    publish_cmd.add_argument(
+        "--embedding",
+        action="store_true",
+        help="add (or refresh) the base's sentence embedding as task 'embedding': no tuned "
+        "layers, it forks at the top of the frozen base",
     )
     publish_cmd.add_argument("--base-model", type=Path, metavar="PATH")
     publish_cmd.add_argument(
