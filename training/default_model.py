@@ -181,6 +181,26 @@ def pack_branch(source: Path, shipped: Path) -> Path:
     return final
 
 
+def ship_embedding(shipped: Path) -> Path:
+    """Ship the base's embedding task (`training.embedding`) at the shipped branches' max
+    length, replacing a previously shipped one."""
+    from training.embedding import EMBEDDING_TASK, write_embedding_branch
+
+    lengths = {
+        int(read_branch_info(path).meta.get("max_seq_len", 128))
+        for path in shipped_branch_dirs(shipped)
+        if path.parent.name != EMBEDDING_TASK
+    }
+    if len(lengths) != 1:
+        raise UsageError(f"the shipped branches disagree on their max length: {sorted(lengths)}")
+    previous = [p for p in (shipped / EMBEDDING_TASK).glob("*") if (p / BRANCH_META).is_file()]
+    final = write_embedding_branch(load_base_model(), shipped, lengths.pop())
+    for other in previous:
+        if other != final:
+            shutil.rmtree(other)
+    return final
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -198,12 +218,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="with --record: where the branches' data files are, by name (e.g. ../shared/data)",
     )
     pack_cmd = commands.add_parser("pack", help="ship trained branches (int8 weights)")
-    pack_cmd.add_argument("--branch", required=True, action="append", type=Path)
+    pack_cmd.add_argument("--branch", action="append", type=Path, default=[])
+    pack_cmd.add_argument(
+        "--embedding",
+        action="store_true",
+        help="ship the base's sentence embedding task (no tuned layers, no weights)",
+    )
     pack_cmd.add_argument("--shipped", type=Path, default=SHIPPED_DIR)
     args = parser.parse_args(argv)
     if args.command == "pack":
+        if not args.branch and not args.embedding:
+            raise UsageError("pack needs --branch or --embedding")
         for branch in args.branch:
             print(f"packed {pack_branch(branch, args.shipped)}")
+        if args.embedding:
+            print(f"packed {ship_embedding(args.shipped)}")
         print(
             "now record the new checksums and metrics: "
             "python -m training.default_model build --record --data-dir ../shared/data"
