@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service import protocols
 from service.engine import Engine
 from service.errors import install_error_handlers
 from service.inference import Infer
@@ -74,6 +75,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(tasks.router)
     app.include_router(operations.router)
+    for router in protocols.routers():  # OpenAI, text-embeddings-inference, KServe v2
+        app.include_router(router)
     if settings.admin_token is not None:
         app.include_router(admin_router(settings.admin_token, models))
     return app

@@ -52,6 +52,7 @@ class Prediction:
     values: np.ndarray  # probabilities (classification), probability (binary), score,
     # or the pooled vector (embedding, float32, not normalised)
     truncated: bool
+    tokens: int = 0  # the row's tokens, special tokens included (for usage accounting)
 
 
 def _providers(choice: str) -> list[str]:
@@ -207,6 +208,6 @@ class Engine:
             values = postprocess(task, outputs[task.name])
             for position, value in zip(positions, values, strict=True):
                 predictions[position][task.name] = Prediction(
-                    task.name, value, rows[position].truncated
+                    task.name, value, rows[position].truncated, len(rows[position])
                 )
         return predictions

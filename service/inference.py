@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model_store.manifest import Manifest, TaskEntry
+from model_store.tokenizer import Token
 from service.batcher import QueueFull, RequestTooLarge, ShuttingDown
 from service.engine import Engine, Prediction
 from service.metrics import ServiceMetrics
@@ -106,6 +107,11 @@ class TaskResult:
     def embedding(self) -> list[float]:
         return self.vector().tolist()
 
+    @property
+    def tokens(self) -> int:
+        """Tokens the input ran as (special tokens included, after truncation)."""
+        return self.prediction.tokens
+
 
 @dataclass(frozen=True)
 class MultiTaskAnswers:
@@ -139,6 +145,19 @@ class Infer:
         """The live model's manifest (fork depths, layer counts), None before a load."""
         live = self._models.live
         return live.engine.manifest if live is not None else None
+
+    async def tokenize(self, texts: Sequence[str]) -> list[list[Token]]:
+        """The live model's tokens of each text, tokenized off the event loop."""
+        if len(texts) > self._max_items:
+            raise ServiceError(
+                422,
+                f"batch of {len(texts)} items exceeds the limit of {self._max_items} per request",
+            )
+        live = self._models.live
+        if live is None:
+            raise ServiceError(503, "model not loaded yet", retry=True)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizers, live.engine.tokenizer.tokens, texts)
 
     async def predict(self, task_name: str, inputs: Inputs) -> list[TaskResult]:
         """Answers for every input, in order, all from one model version."""
