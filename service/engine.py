@@ -53,6 +53,7 @@ class Prediction:
     # or the pooled vector (embedding, float32, not normalised)
     truncated: bool
     tokens: int = 0  # the row's tokens, special tokens included (for usage accounting)
+    raw: np.ndarray | None = None  # the graph's output before post-processing (raw scores)
 
 
 def _providers(choice: str) -> list[str]:
@@ -206,8 +207,8 @@ class Engine:
         for task in self.manifest.tasks:
             positions = np.flatnonzero(mask[:, task.task_id])
             values = postprocess(task, outputs[task.name])
-            for position, value in zip(positions, values, strict=True):
+            for position, value, raw in zip(positions, values, outputs[task.name], strict=True):
                 predictions[position][task.name] = Prediction(
-                    task.name, value, rows[position].truncated, len(rows[position])
+                    task.name, value, rows[position].truncated, len(rows[position]), raw
                 )
         return predictions

@@ -78,6 +78,7 @@ def test_refusals_in_openai_shape(server, client) -> None:
         (b'{"model": "embedding", "input": "  "}', 400),
         (b'{"model": "embedding"', 400),
         (b"\xff\xfe", 400),
+        (b"\xff", 400),
     ):
         response = httpx.post(
             f"{server.url}/v1/embeddings",

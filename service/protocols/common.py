@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 from service.errors import SafeJSONResponse, _is_json
 from service.inference import ServiceError
@@ -47,7 +48,8 @@ def validation_problem(request: Request, err: RequestValidationError) -> tuple[i
 
 def protocol_route(render: Render, invalid_status: int | None = None) -> type[APIRoute]:
     """A route class answering refusals with `render`; `invalid_status` replaces 422
-    for invalid bodies where the protocol uses another status (OpenAI: 400)."""
+    for invalid bodies where the protocol uses another status (OpenAI: 400). Any other
+    exception is the service's failure and goes to its own 500 handler."""
 
     class ProtocolRoute(APIRoute):
         def get_route_handler(self):
@@ -63,6 +65,8 @@ def protocol_route(render: Render, invalid_status: int | None = None) -> type[AP
                     return render(status, message, None)
                 except ServiceError as err:
                     return render(err.status, err.detail, err.headers)
+                except HTTPException as err:  # FastAPI's own, e.g. a body that is not UTF-8
+                    return render(err.status_code, str(err.detail), err.headers)
 
             return guarded
 
