@@ -11,6 +11,6 @@ from fastapi import APIRouter
 def routers() -> list[APIRouter]:
     """Every protocol's router, to include in the app (importing registers their paths
     with the middleware)."""
-    from service.protocols import openai, tei
+    from service.protocols import kserve_v2, openai, tei
 
-    return [openai.router, tei.router]
+    return [openai.router, tei.router, kserve_v2.router]
