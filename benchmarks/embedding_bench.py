@@ -85,9 +85,8 @@ def print_parity(store: Path, manifest, texts: list[str], task: str) -> None:
     for variant in manifest.graphs:
         engine = Engine.load_store(store, EngineConfig(graph=variant, provider="cpu"))
         cosines = (unit(embed(engine, texts, task)) * expected).sum(axis=1)
-        parity.append(
-            [variant, len(texts), cosines.min(), np.percentile(cosines, 1), cosines.mean()]
-        )
+        stats = (cosines.min(), np.percentile(cosines, 1), cosines.mean())
+        parity.append([variant, len(texts), *(f"{value:.6f}" for value in stats)])
     print(f"## Embedding parity with sentence-transformers\n\n{provenance()}\n")
     print(markdown_table(["graph", "sentences", "min cosine", "p1 cosine", "mean cosine"], parity))
 

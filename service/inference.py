@@ -19,6 +19,7 @@ import numpy as np
 
 from model_store.manifest import Manifest, TaskEntry
 from model_store.tokenizer import Token
+from service import tracing
 from service.batcher import QueueFull, RequestTooLarge, ShuttingDown
 from service.engine import Engine, Prediction
 from service.metrics import ServiceMetrics
@@ -226,15 +227,18 @@ class Infer:
             if live is None:
                 raise ServiceError(503, "model not loaded yet", retry=True)
             tasks = resolve(live.engine)
+            tokenize_started = tracing.now_ns()
             rows = await loop.run_in_executor(
                 self._tokenizers, live.engine.encode, inputs.texts_a, inputs.texts_b
             )
+            tracing.record_tokenize(tokenize_started, tracing.now_ns(), len(rows))
             if self._models.live is live:
                 break
             # A reload swapped the model while this request was being tokenized: encode
             # again for the new one (its tokenizer, tasks and batcher), as if it came now.
         engine, batcher = live.engine, live.batcher
         task_set = tuple(task.task_id for task in tasks)
+        submitted = tracing.now_ns()
         try:
             futures = batcher.submit(rows, [task_set] * len(rows))
         except QueueFull as err:
@@ -250,6 +254,7 @@ class Infer:
             raise ServiceError(
                 503, f"no answer within {self._timeout_s} s; retry later", retry=True
             ) from None
+        tracing.record_batches(submitted, [task.name for task in tasks], predictions)
         for task in tasks:
             self._metrics.items.labels(task.name).inc(len(predictions))
         return engine, tasks, list(predictions)

@@ -48,6 +48,16 @@ def task_of(path: str) -> str | None:
     return None
 
 
+def route_of(path: str) -> str:
+    """A path's route, as a low-cardinality name (trace span names): the path template."""
+    foreign = protocol_path(path)
+    if foreign is not None:
+        return foreign.template
+    if path in NAMED_TASK_ENDPOINTS or path in _KNOWN_PATHS:
+        return path
+    return _GENERIC_TASK_ENDPOINT if task_of(path) is not None else "other"
+
+
 def runs_inference(path: str) -> bool:
     """Requests on this path queue rows in the batcher (and are shed when it is full)."""
     foreign = protocol_path(path)
