@@ -90,6 +90,10 @@ class ModelMetadata(BaseModel):
 
 
 router = APIRouter(route_class=protocol_route(render, invalid_status=400), tags=["KServe v2"])
+_MODEL_ERRORS = {
+    404: {"description": "No such model ({error})"},
+    503: {"description": "No model loaded yet ({error})"},
+}
 
 
 def _infer(request: Request) -> Infer:
@@ -154,7 +158,7 @@ async def repository_index(request: Request) -> list[dict]:
     return [{"name": t.name, "version": t.branch_version, "state": "READY"} for t in tasks]
 
 
-@router.get("/v2/models/{task}", response_model=ModelMetadata)
+@router.get("/v2/models/{task}", response_model=ModelMetadata, responses=_MODEL_ERRORS)
 async def model_metadata(request: Request, task: str) -> ModelMetadata:
     """A task's inputs (BYTES texts) and outputs (by its kind)."""
     entry = _task(request, task)
@@ -166,7 +170,7 @@ async def model_metadata(request: Request, task: str) -> ModelMetadata:
     )
 
 
-@router.get("/v2/models/{task}/ready")
+@router.get("/v2/models/{task}/ready", responses=_MODEL_ERRORS)
 async def model_ready(request: Request, task: str) -> dict:
     """200 when the task is served (404 otherwise)."""
     entry = _task(request, task)
@@ -268,7 +272,8 @@ def _values(task: TaskEntry, results: list[TaskResult], name: str) -> np.ndarray
     },
     responses={
         400: {"description": "Invalid request ({error})"},
-        404: {"description": "No such model"},
+        413: {"description": "Request body too large ({error})"},
+        **_MODEL_ERRORS,
     },
 )
 async def infer(request: Request, task: str) -> Response:
