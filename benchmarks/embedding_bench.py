@@ -112,7 +112,8 @@ def print_cost(store: Path, manifest, texts: list[str], task: str) -> None:
         p50, p99 = np.percentile(timings, [50, 99])
         layers = manifest.layer_evaluations(names)
         cost.append([label, layers, len(timings), p50, p99, max(timings)])
-    print("\n## Cost of an embedding next to a classification (fp32, one row per run)\n")
+    title = "Cost of an embedding next to a classification (fp32, one row per run)"
+    print(f"\n## {title}\n\n{provenance()}\n")
     print(markdown_table(["asks", "layers run", "runs", "p50 ms", "p99 ms", "max ms"], cost))
 
 
