@@ -44,10 +44,13 @@ def recorded_metrics(manifest: Manifest) -> dict[str, Any]:
 
 def losses(manifest: Manifest, variant: str) -> dict[str, float] | None:
     """Points each task loses in `variant` against fp32 (negative: it gains), or None
-    when some task has no recorded metric for either graph."""
+    when some labelled task has no recorded metric for either graph. Embedding tasks have
+    no validation metric (publishing checks their graphs against PyTorch by cosine)."""
     tasks = recorded_metrics(manifest).get("tasks") or {}
     result = {}
     for task in manifest.tasks:
+        if task.kind == "embedding":
+            continue
         scores = tasks.get(task.name) or {}
         if not isinstance(scores.get("fp32"), int | float):
             return None
@@ -71,6 +74,8 @@ def choose_graph(
     lost = losses(manifest, fast)
     if lost is None:
         return GraphChoice("fp32", f"the store records no validation metric of {fast} per task")
+    if not lost:
+        return GraphChoice("fp32", f"no labelled task to weigh the {fast} graph's accuracy on")
     worst = max(lost, key=lambda task: lost[task])
     detail = f"largest loss {lost[worst]:.2f} points ({worst}), tolerance {tolerance_points:g}"
     if lost[worst] <= tolerance_points:

@@ -79,6 +79,8 @@ def task_result(result: TaskResult):
             label_name=result.label_name,
             probability=result.score,
         )
+    if result.task.kind == "embedding":
+        return schemas.EmbeddingResult(**common, embedding=result.embedding)
     return schemas.RegressionResult(**common, score=result.score)
 
 
@@ -88,8 +90,9 @@ def describe(task, version: str) -> schemas.TaskDescription:
         name=task.name,
         kind=definition.kind,
         input=definition.input,
-        labels=list(definition.label_names) if definition.kind != "regression" else None,
+        labels=list(definition.label_names) if definition.label_names else None,
         range=list(definition.value_range) if definition.value_range else None,
+        dimensions=definition.dimensions,
         version=version,
         layers=task.layers,
         fork_depth=task.fork_depth,

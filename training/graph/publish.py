@@ -10,18 +10,30 @@ branch.json is read and checked once (`read_branches`), on its way into the repo
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from model_store.manifest import Manifest
+from model_store.manifest import Manifest, load_manifest
 from model_store.operations import BranchRef, check_publish_target, next_branches
-from model_store.repository import VERSIONS_DIR, new_version_id, set_current
+from model_store.repository import (
+    CURRENT_FILE,
+    VERSIONS_DIR,
+    new_version_id,
+    resolve_store,
+    set_current,
+)
 from training.encoders.base_model import load_base_model
 from training.errors import UsageError
 from training.evaluate.variant_metrics import measurer
 from training.fit.branch import BranchInfo, read_branch_info
-from training.graph.merge import load_branches, publish_store, read_branches
+from training.graph.embedding import (
+    DEFAULT_MAX_SEQ_LEN,
+    EMBEDDING_TASK,
+    temporary_embedding_branch,
+)
+from training.graph.merge import check_compatible, load_branches, publish_store, read_branches
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,16 @@ def _ref(info: BranchInfo) -> BranchRef:
     return BranchRef(info.task, info.version, info.path)
 
 
+def _max_seq_len(repository: Path, new: Sequence[BranchInfo]) -> int:
+    """The max length an added embedding branch must share: the given branches', else
+    the current version's, else the default."""
+    if new:
+        return int(new[0].meta.get("max_seq_len", DEFAULT_MAX_SEQ_LEN))
+    if (repository / CURRENT_FILE).is_file():
+        return load_manifest(resolve_store(repository), verify=False).max_seq_len
+    return DEFAULT_MAX_SEQ_LEN
+
+
 def publish(
     repository: Path,
     branches: Sequence[Path] = (),
@@ -46,16 +68,29 @@ def publish(
     variants: Sequence[str] = ("int8",),
     activate: bool = True,
     data_dir: Path | None = None,
+    embedding: bool = False,
 ) -> Published:
     """Merge `branches` (version or task directories) into a new version of
-    `repository`, without the `remove`d tasks; `variants` are the graphs besides fp32."""
-    if not branches and not remove:
-        raise UsageError("publish needs --branch (add or replace a task) or --remove TASK")
+    `repository`, without the `remove`d tasks; `variants` are the graphs besides fp32.
+    `embedding` adds (or refreshes) the base's sentence embedding task
+    (`training.graph.embedding`), kept in the repository like any branch."""
+    if not branches and not remove and not embedding:
+        raise UsageError(
+            "publish needs --branch (add or replace a task), --embedding or --remove TASK"
+        )
     check_publish_target(repository)
     new = read_branches(branches) if branches else []
-    (repository / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
     base = load_base_model(base_model)
-    chosen = next_branches(repository, [_ref(info) for info in new], remove)
+    with contextlib.ExitStack() as scratch:
+        if embedding:
+            if EMBEDDING_TASK in remove:
+                raise UsageError(f"task {EMBEDDING_TASK} is both added (--embedding) and removed")
+            path, handle = temporary_embedding_branch(base, _max_seq_len(repository, new))
+            scratch.enter_context(handle)
+            new.append(read_branch_info(path))
+            check_compatible(new)
+        (repository / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
+        chosen = next_branches(repository, [_ref(info) for info in new], remove)
     given = {info.task: info for info in new}
     # The given branches were read above: only their place changes (the kept copy).
     infos = [
