@@ -2,6 +2,10 @@
 
     bert-mts-merge --branch models/branches/sentiment --branch models/branches/paraphrase \\
         --branch models/branches/similarity --out models/mymodel
+    bert-mts-merge --branch models/branches/topic --embedding --out models/mymodel
+
+`--embedding` adds the base's sentence embedding as task `embedding`
+(`training.graph.embedding`: no tuned layers, it forks at the top of the frozen base).
 
 A `--branch` is a version directory or a task directory (meaning its newest version).
 The work is `training.graph.merge.publish_store`, which also refuses an existing
