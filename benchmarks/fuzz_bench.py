@@ -23,7 +23,16 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 # `/v1/predict` takes task names (the served set changes with every reload, so no static
 # schema can list them) and refuses unknown ones, or ones of the other input shape, with
 # a 422. Every other check (no 5xx, documented statuses, response schemas) still applies.
-_DATA_DEPENDENT = {"/v1/predict"}
+# So do the other protocols' inference routes: OpenAI's `model` must be a served embedding
+# task, TEI's /embed and /predict need a task of the inputs' shape (and refuse inputs over
+# the max length without `truncate`), a v2 request names a served task and its inputs.
+_DATA_DEPENDENT = {
+    "/v1/predict",
+    "/v1/embeddings",
+    "/embed",
+    "/predict",
+    "/v2/models/{task}/infer",
+}
 
 
 @dataclass

@@ -55,10 +55,13 @@ def recorded_metrics(manifest: Manifest) -> dict[str, Any]:
 
 def losses(manifest: Manifest, variant: str) -> dict[str, float] | None:
     """Points each task loses in `variant` against fp32 (negative: it gains), or None
-    when some task has no recorded metric for either graph."""
+    when some labelled task has no recorded metric for either graph. Embedding tasks have
+    no validation metric (publishing checks their graphs against PyTorch by cosine)."""
     tasks = recorded_metrics(manifest).get("tasks") or {}
     result = {}
     for task in manifest.tasks:
+        if task.kind == "embedding":
+            continue
         scores = tasks.get(task.name) or {}
         if not isinstance(scores.get("fp32"), int | float):
             return None
@@ -130,6 +133,8 @@ def choose_graph(
     lost = losses(manifest, fast)
     if lost is None:
         return GraphChoice("fp32", f"the store records no validation metric of {fast} per task")
+    if not lost:
+        return GraphChoice("fp32", f"no labelled task to weigh the {fast} graph's accuracy on")
     tests = paired_tests(manifest, fast)
     if tests is None:
         return _by_points_alone(fast, lost, tolerance_points)

@@ -5,6 +5,8 @@ A task is named, has a kind and an input shape, and either label names or a valu
     classification  one of N >= 2 labels          outputs: N logits -> softmax
     binary          a yes/no decision (2 labels)  outputs: 1 logit  -> sigmoid
     regression      a score within [low, high]    outputs: 1 value  -> clipped to the range
+    embedding       the base's sentence embedding outputs: D values -> L2-normalised
+                    (of one text; no tuned layers: it forks at the top of the frozen base)
 
 Like `problem_type` and `id2label` in a transformers config, everything else follows
 from the kind: the head's width, the loss, the metric, how raw outputs are read. The
@@ -19,11 +21,19 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("classification", "binary", "regression")
+KINDS = ("classification", "binary", "regression", "embedding")
+# Kinds a branch is trained for; an embedding is the base's own pooled output (K = 0).
+TRAINED_KINDS = ("classification", "binary", "regression")
 INPUTS = ("text", "pair")
 # Task names appear in URLs, graph output names and metric labels: keep them plain.
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,47}")
-_METRICS = {"classification": "accuracy", "binary": "accuracy", "regression": "pearson"}
+_METRICS = {
+    "classification": "accuracy",
+    "binary": "accuracy",
+    "regression": "pearson",
+    # An embedding has no labelled data; its graphs are held to PyTorch by cosine.
+    "embedding": "cosine",
+}
 
 
 class TaskDefinitionError(ValueError):
@@ -32,13 +42,14 @@ class TaskDefinitionError(ValueError):
 
 @dataclass(frozen=True)
 class TaskDefinition:
-    """One task: name, kind, input shape, and label names or value range."""
+    """One task: name, kind, input shape, and label names, value range or dimensions."""
 
     name: str
     kind: str
     input: str
     label_names: tuple[str, ...] = ()
     value_range: tuple[float, float] | None = None
+    dimensions: int | None = None  # embedding: the vector's size (the base's hidden size)
 
     def __post_init__(self) -> None:
         problem = _problem_with(self)
@@ -52,6 +63,8 @@ class TaskDefinition:
 
     @property
     def num_outputs(self) -> int:
+        if self.kind == "embedding":
+            return int(self.dimensions or 0)
         return len(self.label_names) if self.kind == "classification" else 1
 
     @property
@@ -63,12 +76,16 @@ class TaskDefinition:
         if self.kind == "regression":
             low, high = self.value_range or (0.0, 0.0)
             return f"{self.name}: regression of {self.input} in [{low:g}, {high:g}]"
+        if self.kind == "embedding":
+            return f"{self.name}: embedding of {self.input} ({self.dimensions} dimensions)"
         return f"{self.name}: {self.kind} of {self.input} ({', '.join(self.label_names)})"
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "kind": self.kind, "input": self.input}
         if self.kind == "regression":
             data["range"] = list(self.value_range or ())
+        elif self.kind == "embedding":
+            data["dimensions"] = self.dimensions
         else:
             data["labels"] = list(self.label_names)
         return data
@@ -77,7 +94,7 @@ class TaskDefinition:
     def from_json(cls, raw: Any) -> TaskDefinition:
         if not isinstance(raw, dict):
             raise TaskDefinitionError(f"a task definition must be an object, got {raw!r:.60}")
-        unknown = sorted(set(raw) - {"name", "kind", "input", "labels", "range"})
+        unknown = sorted(set(raw) - {"name", "kind", "input", "labels", "range", "dimensions"})
         if unknown:
             raise TaskDefinitionError(f"task definition has unknown keys {', '.join(unknown)}")
         value_range = raw.get("range")
@@ -94,6 +111,7 @@ class TaskDefinition:
             input=raw.get("input"),
             label_names=tuple(labels),
             value_range=value_range,
+            dimensions=raw.get("dimensions"),
         )
 
 
@@ -109,6 +127,17 @@ def _problem_with(task: TaskDefinition) -> str | None:
     if task.input not in INPUTS:
         return f"input must be one of {', '.join(INPUTS)}, got {task.input!r}"
     labels = task.label_names
+    if task.kind == "embedding":
+        if labels or task.value_range is not None:
+            return "an embedding task has dimensions, not label names or a value range"
+        if task.input != "text":
+            return "an embedding task takes one text (a pair has no sentence embedding)"
+        dims = task.dimensions
+        if not isinstance(dims, int) or isinstance(dims, bool) or dims < 1:
+            return f"an embedding task needs its dimensions (a positive integer), got {dims!r}"
+        return None
+    if task.dimensions is not None:
+        return f"a {task.kind} task has no dimensions"
     if task.kind == "regression":
         if labels:
             return "a regression task has a value range, not label names"

@@ -49,6 +49,16 @@ class EncodedRow:
 
 
 @dataclass(frozen=True)
+class Token:
+    """One token of a text: its id, string, whether it is special, and its characters."""
+
+    id: int
+    text: str
+    special: bool
+    span: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
 class EncodedBatch:
     """Rows padded to the longest one: the three model inputs plus truncation flags."""
 
@@ -157,6 +167,25 @@ class PairTokenizer:
     def max_chars(self) -> int:
         """Characters of one text read at most: see MAX_CHARS_PER_TOKEN."""
         return self.max_seq_len * MAX_CHARS_PER_TOKEN
+
+    def tokens(self, texts: Sequence[str]) -> list[list[Token]]:
+        """Each text's tokens as the model sees them (truncated to the max length): id,
+        token string, whether it is a special token, and its character span in the text
+        (None for special tokens)."""
+        result = []
+        for encoding in self._tokenizer.encode_batch(list(texts)):
+            row = []
+            for token_id, token, special, (start, stop) in zip(
+                encoding.ids,
+                encoding.tokens,
+                encoding.special_tokens_mask,
+                encoding.offsets,
+                strict=True,
+            ):
+                span = None if special else (start, stop)
+                row.append(Token(token_id, token, bool(special), span))
+            result.append(row)
+        return result
 
     def pad(self, rows: Sequence[EncodedRow]) -> EncodedBatch:
         """Pad rows to the longest among them (right padding, mask 0 on padding)."""

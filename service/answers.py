@@ -18,7 +18,15 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "classification": ("label", "label_name", "probabilities"),
     "binary": ("decision", "label_name", "probability"),
     "regression": ("score",),
+    "embedding": ("embedding",),
 }
+
+
+def normalized(values: np.ndarray) -> np.ndarray:
+    """An embedding L2-normalised as sentence-transformers' Normalize module does
+    (x / max(|x|, 1e-12)), in float32."""
+    vector = np.asarray(values, dtype=np.float32)
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
 def label_of(task: TaskEntry, values: np.ndarray) -> int:
@@ -44,4 +52,6 @@ def answer(task: TaskEntry, values: np.ndarray) -> dict[str, object]:
             "label_name": task.label_names[label],
             "probability": float(values[0]),
         }
+    if task.kind == "embedding":
+        return {"embedding": normalized(values).tolist()}
     return {"score": float(values[0])}

@@ -15,11 +15,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from model_store.tokenizer import MAX_CHARS_PER_TOKEN
+from service import protocols, tracing
 from service.engine import Engine
 from service.errors import CatchAllMiddleware, install_error_handlers
 from service.inference import Infer
 from service.metrics import ServiceMetrics
-from service.middleware import BodyLimitMiddleware, LoadShedMiddleware, RequestMetricsMiddleware
+from service.middleware import (
+    BodyLimitMiddleware,
+    LoadShedMiddleware,
+    RequestMetricsMiddleware,
+    route_of,
+)
 from service.reloader import ModelReloader
 from service.routes import operations, tasks
 from service.routes.admin import admin_router
@@ -82,10 +88,16 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     )
     app.add_middleware(LoadShedMiddleware, models=models, metrics=metrics)
     app.add_middleware(RequestMetricsMiddleware, models=models, metrics=metrics)
-    app.add_middleware(CatchAllMiddleware)  # outermost of ours: a 500 keeps the connection
+    app.add_middleware(CatchAllMiddleware)  # a 500 keeps the connection
+    # Outermost: a request's span covers the limits and accounting too (off unless
+    # OTEL_* configures it, or a test installs a provider).
+    tracing.configure_from_environment()
+    app.add_middleware(tracing.TracingMiddleware, route_of=route_of)
     install_error_handlers(app)
     app.include_router(tasks.router)
     app.include_router(operations.router)
+    for router in protocols.routers():  # OpenAI, text-embeddings-inference, KServe v2
+        app.include_router(router)
     if settings.admin_token is not None:
         app.include_router(admin_router(settings.admin_token, models))
     return app

@@ -12,6 +12,7 @@ answers them with another head or pooling, is refused before it serves.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,23 @@ class Prediction:
     """A post-processed output of one row."""
 
     task: str
-    values: np.ndarray  # probabilities (classification), probability (binary), score
+    values: np.ndarray  # probabilities (classification), probability (binary), score,
+    # or the pooled vector (embedding, float32, not normalised)
     truncated: bool
+    tokens: int = 0  # the row's tokens, special tokens included (for usage accounting)
+    raw: np.ndarray | None = None  # the graph's output before post-processing (raw scores)
+    batch: BatchRun | None = None  # the ONNX Runtime run that answered it (for traces)
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """One engine run: its rows, padded tokens and wall-clock span (ns since the epoch,
+    as OpenTelemetry timestamps are)."""
+
+    rows: int
+    tokens: int
+    started_ns: int
+    ended_ns: int
 
 
 def _providers(choice: str) -> list[str]:
@@ -79,7 +95,10 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def postprocess(task: TaskEntry, raw: np.ndarray) -> np.ndarray:
-    """Raw head outputs -> what the API returns, by the task's kind."""
+    """Raw head outputs -> what the API returns, by the task's kind. An embedding stays
+    the graph's pooled vector: whether it is normalised is the reader's choice."""
+    if task.kind == "embedding":
+        return raw
     if task.kind == "classification":
         return _softmax(raw.astype(np.float64))
     if task.kind == "binary":
@@ -216,13 +235,16 @@ class Engine:
         if unknown:
             raise ValueError(f"rows {unknown} have task ids the model does not serve")
         mask = task_mask(task_sets, served)
-        outputs = self.session.run(self.tokenizer.pad(rows), mask)
+        started = time.time_ns()
+        padded = self.tokenizer.pad(rows)
+        outputs = self.session.run(padded, mask)
+        run = BatchRun(len(rows), int(padded.input_ids.size), started, time.time_ns())
         predictions: list[dict[str, Prediction]] = [{} for _ in rows]
         for task in self.manifest.tasks:
             positions = np.flatnonzero(mask[:, task.task_id])
             values = postprocess(task, outputs[task.name])
-            for position, value in zip(positions, values, strict=True):
+            for position, value, raw in zip(positions, values, outputs[task.name], strict=True):
                 predictions[position][task.name] = Prediction(
-                    task.name, value, rows[position].truncated
+                    task.name, value, rows[position].truncated, len(rows[position]), raw, run
                 )
         return predictions

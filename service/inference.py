@@ -15,9 +15,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
+
 from model_store.manifest import Manifest, TaskEntry
-from model_store.tokenizer import MAX_CHARS_PER_TOKEN
-from service.answers import label_of
+from model_store.tokenizer import MAX_CHARS_PER_TOKEN, Token
+from service import tracing
+from service.answers import label_of, normalized
 from service.batcher import QueueFull, RequestTooLarge, ShuttingDown
 from service.engine import Engine, Prediction
 from service.metrics import ServiceMetrics
@@ -91,6 +94,22 @@ class TaskResult:
     def score(self) -> float:
         return float(self.prediction.values[0])
 
+    def vector(self, normalize: bool = True) -> np.ndarray:
+        """Embedding: the pooled vector (float32), L2-normalised unless asked raw, as
+        sentence-transformers' Normalize module does (x / max(|x|, 1e-12))."""
+        if not normalize:
+            return np.asarray(self.prediction.values, dtype=np.float32)
+        return normalized(self.prediction.values)
+
+    @property
+    def embedding(self) -> list[float]:
+        return self.vector().tolist()
+
+    @property
+    def tokens(self) -> int:
+        """Tokens the input ran as (special tokens included, after truncation)."""
+        return self.prediction.tokens
+
 
 @dataclass(frozen=True)
 class MultiTaskAnswers:
@@ -130,6 +149,19 @@ class Infer:
         """The live model's manifest (fork depths, layer counts), None before a load."""
         live = self._models.live
         return live.engine.manifest if live is not None else None
+
+    async def tokenize(self, texts: Sequence[str]) -> list[list[Token]]:
+        """The live model's tokens of each text, tokenized off the event loop."""
+        if len(texts) > self._max_items:
+            raise ServiceError(
+                422,
+                f"batch of {len(texts)} items exceeds the limit of {self._max_items} per request",
+            )
+        live = self._models.live
+        if live is None:
+            raise ServiceError(503, "model not loaded yet", retry=True)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizers, live.engine.tokenizer.tokens, texts)
 
     async def predict(self, task_name: str, inputs: Inputs) -> list[TaskResult]:
         """Answers for every input, in order, all from one model version."""
@@ -200,13 +232,16 @@ class Infer:
                 if live is None:
                     raise ServiceError(503, "model not loaded yet", retry=True)
                 tasks = resolve(live.engine)
+                tokenize_started = tracing.now_ns()
                 rows = await self._tokenize(live.engine, inputs, deadline)
+                tracing.record_tokenize(tokenize_started, tracing.now_ns(), len(rows))
                 if self._models.live is live:
                     break
                 # A reload swapped the model while this request was being tokenized: encode
                 # again for the new one (its tokenizer, tasks and batcher), as if it came now.
             engine, batcher = live.engine, live.batcher
             task_set = tuple(task.task_id for task in tasks)
+            submitted = tracing.now_ns()
             futures = batcher.submit(rows, [task_set] * len(rows))
         except QueueFull as err:
             self._metrics.shed.inc()
@@ -223,6 +258,7 @@ class Infer:
             )
         except asyncio.TimeoutError:
             raise self._late() from None
+        tracing.record_batches(submitted, [task.name for task in tasks], predictions)
         for task in tasks:
             self._metrics.items.labels(task.name).inc(len(predictions))
         return engine, tasks, list(predictions)

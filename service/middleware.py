@@ -13,6 +13,7 @@ import time
 
 from service.inference import RETRY_AFTER_SECONDS
 from service.metrics import ServiceMetrics
+from service.protocols.common import protocol_path
 from service.reloader import ModelReloader
 from service.routes import fixed_paths
 from service.routes.tasks import (
@@ -38,12 +39,36 @@ def task_of(path: str) -> str | None:
     return None
 
 
+def route_of(path: str) -> str:
+    """A path's route, as a low-cardinality name (trace span names): the path template."""
+    foreign = protocol_path(path)
+    if foreign is not None:
+        return foreign.template
+    if path in NAMED_TASK_ENDPOINTS or path in _KNOWN_PATHS:
+        return path
+    return TASK_ENDPOINT if task_of(path) is not None else "other"
+
+
 def runs_inference(path: str) -> bool:
     """Requests on this path queue rows in the batcher (and are shed when it is full)."""
+    foreign = protocol_path(path)
+    if foreign is not None:
+        return foreign.inference
     return path == MULTI_TASK_ENDPOINT or task_of(path) is not None
 
 
-def _json_error(status: int, detail: str, headers: dict[str, str] | None = None) -> list[dict]:
+def _json_error(
+    status: int, detail: str, headers: dict[str, str] | None = None, path: str = ""
+) -> list[dict]:
+    foreign = protocol_path(path)
+    if foreign is not None:  # a foreign protocol's route: refuse in its error shape
+        response = foreign.render(status, detail, headers)
+        start = {
+            "type": "http.response.start",
+            "status": status,
+            "headers": response.raw_headers,
+        }
+        return [start, {"type": "http.response.body", "body": response.body}]
     body = json.dumps({"detail": detail}).encode()
     start = {
         "type": "http.response.start",
@@ -92,7 +117,7 @@ class BodyLimitMiddleware:
         too_large = f"request body exceeds the limit of {self.max_bytes} bytes"
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            for message in _json_error(413, too_large):
+            for message in _json_error(413, too_large, path=scope["path"]):
                 await send(message)
             return
         body, more = b"", True
@@ -102,7 +127,7 @@ class BodyLimitMiddleware:
                 message = await asyncio.wait_for(receive(), deadline - time.monotonic())
             except asyncio.TimeoutError:
                 slow = f"request body not received within {self.timeout_s:g} s"
-                for message in _json_error(408, slow, {"Connection": "close"}):
+                for message in _json_error(408, slow, {"Connection": "close"}, scope["path"]):
                     await send(message)
                 return
             if message["type"] == "http.disconnect":
@@ -110,7 +135,7 @@ class BodyLimitMiddleware:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.max_bytes:
-                for message in _json_error(413, too_large):
+                for message in _json_error(413, too_large, path=scope["path"]):
                     await send(message)
                 return
         if _utf16_or_32(body) and _json_media(scope):
@@ -157,7 +182,8 @@ class LoadShedMiddleware:
                 f"overloaded: queue full ({live.batcher.queue_depth} rows, "
                 f"{live.batcher.queued_tokens} tokens waiting); retry later"
             )
-            for message in _json_error(429, detail, {"Retry-After": RETRY_AFTER_SECONDS}):
+            retry = {"Retry-After": RETRY_AFTER_SECONDS}
+            for message in _json_error(429, detail, retry, scope["path"]):
                 await send(message)
             return
         await self.app(scope, receive, send)
@@ -177,6 +203,12 @@ class RequestMetricsMiddleware:
         self.metrics = metrics
 
     def _labels(self, path: str) -> tuple[str, str]:
+        foreign = protocol_path(path)
+        if foreign is not None:  # a foreign protocol's route: its template, its task if any
+            named = foreign.task(path)
+            live = self.models.live
+            served = named is not None and live is not None and named in live.engine.tasks
+            return foreign.template, named if served else ("other" if named else "")
         task = task_of(path)
         if task is None:
             return (path if path in _KNOWN_PATHS else "other"), ""

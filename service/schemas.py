@@ -110,8 +110,14 @@ class RegressionResult(_TaskResult):
     score: float = Field(description="within the task's value range")
 
 
+class EmbeddingResult(_TaskResult):
+    kind: Literal["embedding"] = "embedding"
+    embedding: list[float] = Field(description="the base's sentence embedding, L2-normalised")
+
+
 TaskResult = Annotated[
-    ClassificationResult | BinaryResult | RegressionResult, Field(discriminator="kind")
+    ClassificationResult | BinaryResult | RegressionResult | EmbeddingResult,
+    Field(discriminator="kind"),
 ]
 
 
@@ -123,10 +129,11 @@ class TaskBatchResponse(BaseModel):
 
 class TaskDescription(BaseModel):
     name: str
-    kind: Literal["classification", "binary", "regression"]
+    kind: Literal["classification", "binary", "regression", "embedding"]
     input: Literal["text", "pair"]
     labels: list[str] | None = Field(None, description="classification and binary tasks")
     range: list[float] | None = Field(None, description="regression tasks: [low, high]")
+    dimensions: int | None = Field(None, description="embedding tasks: the vector's size")
     version: str = Field(description="version of the task branch")
     layers: int = Field(description="K: the tuned top layers of the task's branch")
     fork_depth: int = Field(

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # that a full queue drains within request_timeout_s on a small CPU.
     max_queue_tokens: int = Field(32768, ge=128, description="tokens waiting; beyond: 429")
     request_timeout_s: float = Field(30.0, gt=0)
+    # text-embeddings-inference's POST /predict: the task it answers (default: the only
+    # served classification, binary or regression task taking the input's shape).
+    tei_predict_task: str | None = None
 
     # Client input limits.
     max_items_per_request: int = Field(256, ge=1)

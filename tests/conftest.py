@@ -57,6 +57,20 @@ def _tiny_repository(directory: Path) -> None:
     )
 
 
+def _embedding_repository(directory: Path) -> None:
+    from tests.support.tiny_embedding import embedding_repository
+
+    embedding_repository(directory, variants=())
+
+
+@pytest.fixture(scope="session")
+def embedding_repository(stores: StoreCache) -> Path:
+    """A repository serving sentiment (K=1) and the base's embedding task on a 3-layer
+    random base, fp32 only (`tests.support.tiny_embedding`; read-only: copy it to change
+    it); the base lies beside it (`.parent / "base"`)."""
+    return stores.get("embedding-repository", _embedding_repository) / "repo"
+
+
 @pytest.fixture(scope="session")
 def tiny_store(stores: StoreCache) -> Path:
     """A fp32 store of the three presets on a 2-layer random base (read-only: copy it to

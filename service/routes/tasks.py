@@ -76,6 +76,7 @@ _RESULT_BODIES = {
     "classification": schemas.ClassificationResult,
     "binary": schemas.BinaryResult,
     "regression": schemas.RegressionResult,
+    "embedding": schemas.EmbeddingResult,
 }
 
 
@@ -85,8 +86,9 @@ def describe(task, version: str) -> schemas.TaskDescription:
         name=task.name,
         kind=definition.kind,
         input=definition.input,
-        labels=list(definition.label_names) if definition.kind != "regression" else None,
+        labels=list(definition.label_names) if definition.label_names else None,
         range=list(definition.value_range) if definition.value_range else None,
+        dimensions=definition.dimensions,
         version=version,
         layers=task.layers,
         fork_depth=task.fork_depth,

@@ -2,6 +2,7 @@
 
     bert-mts-default-model build                  # models/default, once (what `make model` runs)
     bert-mts-default-model pack --branch runs/tune/sentiment   # ship a new branch
+    bert-mts-default-model pack --embedding       # ship the base's sentence embedding task
     bert-mts-default-model build --record --data-dir ../shared/data   # after packing
 
 The work, and why the build is checked by hash: `training.graph.default_model`. The
@@ -22,6 +23,7 @@ from training.graph.default_model import (
     ChecksumError,
     build,
     pack_branch,
+    ship_embedding,
 )
 
 PROG = "default_model"
@@ -44,12 +46,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="with --record: where the branches' data files are, by name (e.g. ../shared/data)",
     )
     pack_cmd = commands.add_parser("pack", help="ship trained branches (int8 weights)")
-    pack_cmd.add_argument("--branch", required=True, action="append", type=Path)
+    pack_cmd.add_argument("--branch", action="append", type=Path, default=[])
+    pack_cmd.add_argument(
+        "--embedding",
+        action="store_true",
+        help="ship the base's sentence embedding task (no tuned layers, no weights)",
+    )
     pack_cmd.add_argument("--shipped", type=Path, default=shipped_dir())
     args = parser.parse_args(argv)
     if args.command == "pack":
+        if not args.branch and not args.embedding:
+            raise UsageError("pack needs --branch or --embedding")
         for branch in args.branch:
             print(f"packed {pack_branch(branch, args.shipped)}")
+        if args.embedding:
+            print(f"packed {ship_embedding(args.shipped)}")
         print(
             "now record the new checksums and metrics: "
             "bert-mts-default-model build --record --data-dir ../shared/data"

@@ -2,6 +2,10 @@
 
     bert-mts-merge --branch models/branches/sentiment --branch models/branches/paraphrase \\
         --branch models/branches/similarity --out models/mymodel
+    bert-mts-merge --branch models/branches/topic --embedding --out models/mymodel
+
+`--embedding` adds the base's sentence embedding as task `embedding`
+(`training.graph.embedding`: no tuned layers, it forks at the top of the frozen base).
 
 A `--branch` is a version directory or a task directory (meaning its newest version).
 The work is `training.graph.merge.publish_store`, which also refuses an existing
@@ -11,24 +15,25 @@ The work is `training.graph.merge.publish_store`, which also refuses an existing
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from model_store.manifest import GRAPH_FILES
-from training.commands.cli import OneLineArgumentParser, run_cli
+from training.commands.cli import OneLineArgumentParser, UsageError, run_cli
 from training.encoders.base_model import load_base_model
 from training.evaluate.variant_metrics import measurer
-from training.graph.merge import load_branches, publish_store, read_branches
+from training.fit.branch import read_branch_info
+from training.graph.embedding import DEFAULT_MAX_SEQ_LEN, temporary_embedding_branch
+from training.graph.merge import check_compatible, load_branches, publish_store, read_branches
 
 PROG = "merge"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(prog=PROG, description="Merge task branches into a model store.")
-    parser.add_argument(
-        "--branch", required=True, action="append", type=Path, help="repeat per task"
-    )
+    parser.add_argument("--branch", action="append", type=Path, default=[], help="repeat per task")
     parser.add_argument(
         "--out", required=True, type=Path, help="store directory, e.g. models/default"
     )
@@ -39,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=tuple(GRAPH_FILES),
         default=["fp32", "int8"],
         help="graphs to build (fp32 always)",
+    )
+    parser.add_argument(
+        "--embedding",
+        action="store_true",
+        help="add the base's sentence embedding as task 'embedding' (no tuned layers)",
     )
     parser.add_argument("--replace", action="store_true", help="replace an existing store")
     parser.add_argument(
@@ -52,10 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.branch and not args.embedding:
+        raise UsageError("give at least one --branch, or --embedding")
     variants = list(dict.fromkeys(["fp32", *args.variants]))
     infos = read_branches(args.branch)
     base = load_base_model(args.base_model)
-    branches = load_branches(infos, base)
+    with contextlib.ExitStack() as scratch:
+        if args.embedding:
+            max_seq_len = int(
+                infos[0].meta.get("max_seq_len", DEFAULT_MAX_SEQ_LEN)
+                if infos
+                else DEFAULT_MAX_SEQ_LEN
+            )
+            embedding, handle = temporary_embedding_branch(base, max_seq_len)
+            scratch.enter_context(handle)
+            infos = [*infos, read_branch_info(embedding)]
+            check_compatible(infos)
+        branches = load_branches(infos, base)
     manifest = publish_store(
         base,
         branches,

@@ -2,6 +2,7 @@
 
     bert-mts-store publish --store models/default --branch runs/branches/sentiment
     bert-mts-store publish --store models/default --remove topic
+    bert-mts-store publish --store models/default --embedding
     bert-mts-store list --store models/default
     bert-mts-store rollback --store models/default [--to VERSION]
 
@@ -42,6 +43,7 @@ def publish(args: argparse.Namespace) -> int:
         variants=args.variants,
         activate=not args.no_activate,
         data_dir=args.data_dir,
+        embedding=args.embedding,
     )
     state = "current" if published.current else "not activated"
     tasks = ", ".join(f"{t.name} {t.branch_version}" for t in published.manifest.tasks)
@@ -70,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="TASK",
         help="publish a version without this task",
+    )
+    publish_cmd.add_argument(
+        "--embedding",
+        action="store_true",
+        help="add (or refresh) the base's sentence embedding as task 'embedding': no tuned "
+        "layers, it forks at the top of the frozen base",
     )
     publish_cmd.add_argument("--base-model", type=Path, metavar="PATH")
     publish_cmd.add_argument(

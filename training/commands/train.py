@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from model_store.locations import branches_dir, default_store
-from model_store.tasks import INPUTS, KINDS, TaskDefinition
+from model_store.tasks import INPUTS, TRAINED_KINDS, TaskDefinition
 from model_store.tokenizer import DEFAULT_MAX_SEQ_LEN, PairTokenizer
 from training.commands.base_choice import StoreBase, choose_base, read_store_base
 from training.commands.cli import (
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"default: every preset ({', '.join(PRESETS)}); another name defines a new task",
     )
-    task.add_argument("--kind", choices=KINDS, help="what the task predicts (new tasks)")
+    task.add_argument("--kind", choices=TRAINED_KINDS, help="what the task predicts (new tasks)")
     task.add_argument(
         "--input",
         choices=INPUTS,

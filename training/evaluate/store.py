@@ -87,16 +87,19 @@ class TaskResult:
 def store_outputs(
     manifest: Manifest, data_dir: Path | None, variants: Sequence[str]
 ) -> list[TaskResult]:
-    """Every task's validation split through each variant's graph (ONNX Runtime, CPU)."""
+    """Every labelled task's validation split through each variant's graph (ONNX
+    Runtime, CPU). An embedding task has no labels: publishing holds its graphs to
+    PyTorch by cosine instead (`training.graph.merge.embedding_cosines`)."""
     tokenizer = PairTokenizer.from_file(manifest.tokenizer_path, manifest.max_seq_len)
+    labelled = [task for task in manifest.tasks if task.kind != "embedding"]
     examples = {
         task.name: validation_examples(task, task.validation.get("split") or {}, data_dir)
-        for task in manifest.tasks
+        for task in labelled
     }
-    outputs: dict[str, dict[str, np.ndarray]] = {task.name: {} for task in manifest.tasks}
+    outputs: dict[str, dict[str, np.ndarray]] = {task.name: {} for task in labelled}
     for variant in variants:
         session = MultiTaskSession(manifest, variant, providers=[CPU])
-        for task in manifest.tasks:
+        for task in labelled:
             outputs[task.name][variant] = task_outputs(
                 session, tokenizer, task, examples[task.name]
             )
@@ -106,7 +109,7 @@ def store_outputs(
             labels=np.array([e.label for e in examples[task.name]], dtype=np.float32),
             outputs=outputs[task.name],
         )
-        for task in manifest.tasks
+        for task in labelled
     ]
 
 

@@ -82,10 +82,17 @@ class TaskSpec:
         return self.definition.metric_name
 
 
+def _not_trained(*_args: object) -> float:
+    raise ValueError("an embedding task is the base's own pooled output: it is not trained")
+
+
 def task_spec(definition: TaskDefinition) -> TaskSpec:
     """Loss, metric and label parser follow from the kind (as `problem_type` does in
     transformers): cross-entropy and accuracy, logistic loss and accuracy, or squared
-    error and Pearson's r with labels checked against the range."""
+    error and Pearson's r with labels checked against the range. An embedding is never
+    trained: its spec only carries the definition (merging and export need nothing else)."""
+    if definition.kind == "embedding":
+        return TaskSpec(definition, _not_trained, _not_trained, _not_trained)
     if definition.kind == "classification":
         return TaskSpec(
             definition,

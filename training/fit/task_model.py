@@ -60,7 +60,13 @@ class TaskModel(nn.Module):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
-        self.trunk_depth = base.trunk_depth(branch_depth)
+        if spec.kind == "embedding":
+            # The base's own sentence embedding: no tuned layers, it forks at the top.
+            if branch_depth != 0 or pooling != "mean" or train_embeddings:
+                raise ValueError("an embedding task has no tuned layers (K = 0), mean pooling")
+            self.trunk_depth = base.num_layers
+        else:
+            self.trunk_depth = base.trunk_depth(branch_depth)
         if train_embeddings and self.trunk_depth:
             raise ValueError(
                 f"tuning the embeddings needs all {base.num_layers} layers tuned, "
@@ -78,8 +84,13 @@ class TaskModel(nn.Module):
             copy.deepcopy(layer) for layer in base.layers[self.trunk_depth :]
         )
         self.branch_layers.requires_grad_(True)
-        self.head = TaskHead(
-            base.config.hidden_size, spec.num_outputs, base.config.hidden_dropout_prob
+        # An embedding's "head" is the pooled vector itself (normalised when it is read).
+        self.head: nn.Module = (
+            nn.Identity()
+            if spec.kind == "embedding"
+            else TaskHead(
+                base.config.hidden_size, spec.num_outputs, base.config.hidden_dropout_prob
+            )
         )
 
     @property

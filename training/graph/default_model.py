@@ -175,3 +175,23 @@ def pack_branch(source: Path, shipped: Path) -> Path:
         if other != final and (other / BRANCH_META).is_file():
             shutil.rmtree(other)
     return final
+
+
+def ship_embedding(shipped: Path) -> Path:
+    """Ship the base's embedding task (`training.graph.embedding`) at the shipped branches' max
+    length, replacing a previously shipped one."""
+    from training.graph.embedding import EMBEDDING_TASK, write_embedding_branch
+
+    lengths = {
+        int(read_branch_info(path).meta.get("max_seq_len", 128))
+        for path in shipped_branch_dirs(shipped)
+        if path.parent.name != EMBEDDING_TASK
+    }
+    if len(lengths) != 1:
+        raise UsageError(f"the shipped branches disagree on their max length: {sorted(lengths)}")
+    previous = [p for p in (shipped / EMBEDDING_TASK).glob("*") if (p / BRANCH_META).is_file()]
+    final = write_embedding_branch(load_base_model(), shipped, lengths.pop())
+    for other in previous:
+        if other != final:
+            shutil.rmtree(other)
+    return final

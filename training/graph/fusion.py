@@ -91,7 +91,8 @@ def expected_operators(model: MergedModel) -> dict[str, int]:
 
 def _attention_shape(model: MergedModel) -> tuple[int, int]:
     """(heads, hidden size) of the model's BERT layers, as the optimizer needs them."""
-    layer = next(iter([*model.frozen, *(b.layers[0] for b in model.branches.values())]))
+    tuned = (layer for branch in model.branches.values() for layer in branch.layers)
+    layer = next(iter([*model.frozen, *tuned]))
     attention = layer.attention.self
     return attention.num_heads, attention.num_heads * attention.head_size
 

@@ -69,6 +69,8 @@ class LoadedBranch:
 
 def check_compatible(infos: Sequence[BranchInfo]) -> None:
     """One line naming the first mismatch: task twice, base, tokenizer or max length."""
+    if not infos:
+        return
     seen: dict[str, BranchInfo] = {}
     for info in infos:
         if info.task in seen:
@@ -148,13 +150,43 @@ def merged_outputs(
     return {name: out.numpy() for name, out in zip(model.task_names, outputs, strict=True)}
 
 
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = vectors.astype(np.float64)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
+def embedding_cosines(
+    manifest: Manifest, actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """The lowest cosine between the graph's and PyTorch's vectors, per embedding task."""
+    return {
+        task.name: float((_unit(actual[task.name]) * _unit(expected[task.name])).sum(-1).min())
+        for task in manifest.tasks
+        if task.kind == "embedding" and task.name in expected
+    }
+
+
 def verify_graph(
     manifest: Manifest, variant: str, expected: dict[str, np.ndarray], batch, mask
 ) -> float:
-    """Max |ORT - PyTorch| over all tasks; raises if over the variant's tolerance."""
+    """Max |ORT - PyTorch| over all tasks; raises if over the variant's tolerance.
+    Embeddings are compared as they are served, L2-normalised (their raw scale is the
+    hidden state's, which fp16 rounds in absolute terms); `embedding_cosines` states
+    their agreement as cosines."""
     session = MultiTaskSession(manifest, variant, providers=[CPU])
     actual = session.run(batch, mask)
-    worst = max(float(np.abs(actual[t] - expected[t]).max()) for t in expected)
+    embedding = {t.name for t in manifest.tasks if t.kind == "embedding"}
+    worst = max(
+        float(np.abs(_unit(actual[t]) - _unit(expected[t])).max())
+        if t in embedding
+        else float(np.abs(actual[t] - expected[t]).max())
+        for t in expected
+    )
+    if embedding:
+        cosines = manifest.extra.setdefault("embedding_cosine", {})
+        cosines[variant] = {
+            k: f"{v:.6f}" for k, v in embedding_cosines(manifest, actual, expected).items()
+        }
     tolerance = {"fp32": FP32_TOLERANCE, "fp16": FP16_TOLERANCE}.get(variant)
     if not np.isfinite(worst) or (tolerance is not None and worst > tolerance):
         raise MergeError(

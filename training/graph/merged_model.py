@@ -59,7 +59,7 @@ class TaskBranch(nn.Module):
         # Copies (of the layers, not of the base the task model points to), so the
         # merged model owns its weights and never aliases a model still in use.
         self.layers = copy.deepcopy(branch.branch_layers)
-        self.head: TaskHead = copy.deepcopy(branch.head)
+        self.head: TaskHead | nn.Identity = copy.deepcopy(branch.head)
         self.pooling = branch.pooling
 
     def forward(

@@ -14,24 +14,37 @@ refused publish removes the branch copies it made.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from model_store.locking import repository_lock
-from model_store.manifest import Manifest
+from model_store.manifest import Manifest, load_manifest
 from model_store.operations import (
     BranchRef,
     check_publish_target,
     forget_branches,
     next_branches,
 )
-from model_store.repository import BRANCHES_DIR, VERSIONS_DIR, new_version_id, set_current
+from model_store.repository import (
+    BRANCHES_DIR,
+    CURRENT_FILE,
+    VERSIONS_DIR,
+    new_version_id,
+    resolve_store,
+    set_current,
+)
 from training.encoders.base_model import load_base_model
 from training.errors import UsageError
 from training.evaluate.variant_metrics import measurer
 from training.fit.branch import BranchInfo, read_branch_info
 from training.graph import merge
+from training.graph.embedding import (
+    DEFAULT_MAX_SEQ_LEN,
+    EMBEDDING_TASK,
+    temporary_embedding_branch,
+)
 from training.graph.merge import read_branches
 
 
@@ -48,6 +61,16 @@ def _ref(info: BranchInfo) -> BranchRef:
     return BranchRef(info.task, info.version, info.path)
 
 
+def _max_seq_len(repository: Path, new: Sequence[BranchInfo]) -> int:
+    """The max length an added embedding branch must share: the given branches', else
+    the current version's, else the default."""
+    if new:
+        return int(new[0].meta.get("max_seq_len", DEFAULT_MAX_SEQ_LEN))
+    if (repository / CURRENT_FILE).is_file():
+        return load_manifest(resolve_store(repository), verify=False).max_seq_len
+    return DEFAULT_MAX_SEQ_LEN
+
+
 def publish(
     repository: Path,
     branches: Sequence[Path] = (),
@@ -57,16 +80,29 @@ def publish(
     variants: Sequence[str] = ("int8",),
     activate: bool = True,
     data_dir: Path | None = None,
+    embedding: bool = False,
 ) -> Published:
     """Merge `branches` (version or task directories) into a new version of
-    `repository`, without the `remove`d tasks; `variants` are the graphs besides fp32."""
-    if not branches and not remove:
-        raise UsageError("publish needs --branch (add or replace a task) or --remove TASK")
+    `repository`, without the `remove`d tasks; `variants` are the graphs besides fp32.
+    `embedding` adds (or refreshes) the base's sentence embedding task
+    (`training.graph.embedding`), kept in the repository like any branch."""
+    if not branches and not remove and not embedding:
+        raise UsageError(
+            "publish needs --branch (add or replace a task), --embedding or --remove TASK"
+        )
     check_publish_target(repository)
     new = read_branches(branches) if branches else []
     base = load_base_model(base_model)
     waiting = f"store: waiting for another publish into {repository} to finish"
-    with repository_lock(repository, waiting):  # read CURRENT ... switch it: one writer
+    # One writer from reading CURRENT to switching it (model_store.locking).
+    with contextlib.ExitStack() as scratch, repository_lock(repository, waiting):
+        if embedding:
+            if EMBEDDING_TASK in remove:
+                raise UsageError(f"task {EMBEDDING_TASK} is both added (--embedding) and removed")
+            path, handle = temporary_embedding_branch(base, _max_seq_len(repository, new))
+            scratch.enter_context(handle)
+            new.append(read_branch_info(path))
+            merge.check_compatible(new)
         (repository / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
         kept = [repository / BRANCHES_DIR / info.task / info.version for info in new]
         fresh = [path for path in kept if not path.exists()]

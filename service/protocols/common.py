@@ -1,0 +1,121 @@
+"""What every foreign protocol's routes share: their own error shape, and the routes'
+place in metrics and load shedding.
+
+Each protocol (OpenAI, text-embeddings-inference, the Open Inference Protocol) answers
+refusals in the shape its clients parse, on its own routes only: the service's own
+routes keep `{"detail"}`. A protocol's router uses `protocol_route(render)` as its
+route class, which turns the two kinds of refusal a route can meet (a body FastAPI
+could not validate, a `ServiceError` from `Infer`) into that shape, with the same
+statuses and `Retry-After` the service sends elsewhere. Everything still goes through
+`Infer`, so queue bounds, shedding and the request timeout apply unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+
+from service.errors import SafeJSONResponse, _is_json
+from service.inference import ServiceError
+
+# (status, message, headers) -> the protocol's error response
+Render = Callable[[int, str, dict[str, str] | None], Response]
+
+
+def validation_problem(request: Request, err: RequestValidationError) -> tuple[int, str]:
+    """The status and one readable line for a body that failed validation: 415 not
+    JSON, 400 unparseable, 422 invalid (as the service's own routes answer), without
+    echoing the input (which may be unencodable)."""
+    errors = err.errors()
+    if not _is_json(request):
+        return 415, "the body must be JSON (content-type: application/json)"
+    unparseable = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if unparseable is not None:
+        reason = (unparseable.get("ctx") or {}).get("error", "malformed")
+        return 400, f"the body is not valid JSON: {reason}"
+    parts = []
+    for error in errors[:3]:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        parts.append(f"{where or 'body'}: {error.get('msg')}")
+    return 422, "; ".join(parts)
+
+
+def protocol_route(render: Render, invalid_status: int | None = None) -> type[APIRoute]:
+    """A route class answering refusals with `render`; `invalid_status` replaces 422
+    for invalid bodies where the protocol uses another status (OpenAI: 400). Any other
+    exception is the service's failure and goes to its own 500 handler."""
+
+    class ProtocolRoute(APIRoute):
+        def get_route_handler(self):
+            handler = super().get_route_handler()
+
+            async def guarded(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except RequestValidationError as err:
+                    status, message = validation_problem(request, err)
+                    if status == 422 and invalid_status is not None:
+                        status = invalid_status
+                    return render(status, message, None)
+                except ServiceError as err:
+                    return render(err.status, err.detail, err.headers)
+                except HTTPException as err:  # FastAPI's own, e.g. a body that is not UTF-8
+                    return render(err.status_code, str(err.detail), err.headers)
+
+            return guarded
+
+    return ProtocolRoute
+
+
+def refuse(status: int, message: str) -> ServiceError:
+    """A refusal raised inside a protocol route (rendered in the protocol's shape)."""
+    return ServiceError(status, message)
+
+
+def json_error(body: dict, status: int, headers: dict[str, str] | None) -> Response:
+    return SafeJSONResponse(body, status, headers=headers)
+
+
+@dataclass(frozen=True)
+class ProtocolPath:
+    """A protocol route as metrics and load shedding see it: its endpoint label (the
+    path template), whether it runs inference, and the error renderer of its protocol
+    (for refusals made before routing: a body too large, a full queue)."""
+
+    template: str
+    inference: bool
+    render: Render
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile("^" + re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(self.template)) + "$")
+
+    def task(self, path: str) -> str | None:
+        """The task named in the path (`{task}`), if the template has one."""
+        if "{task}" not in self.template:
+            return None
+        prefix, _, _ = self.template.partition("{task}")
+        return path[len(prefix) :].split("/", 1)[0] or None
+
+
+_PATHS: list[tuple[re.Pattern[str], ProtocolPath]] = []
+
+
+def register(*paths: ProtocolPath) -> None:
+    """Make protocol routes known to the middleware (endpoint labels, shedding)."""
+    for path in paths:
+        if all(known.template != path.template for _, known in _PATHS):
+            _PATHS.append((path.pattern, path))
+
+
+def protocol_path(path: str) -> ProtocolPath | None:
+    for pattern, known in _PATHS:
+        if pattern.match(path):
+            return known
+    return None

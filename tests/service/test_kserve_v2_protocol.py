@@ -1,0 +1,100 @@
+"""The Open Inference Protocol v2 with tritonclient.http against a live service: health,
+metadata, repository index, and inference with JSON and binary tensor data, whose
+answers are the service's own endpoints' (probabilities bit-identical, embeddings
+equal); refusals are {"error"} 4xx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from service.app import create_app
+from service.settings import Settings
+from tests.support.servers import ThreadedServer
+
+TEXTS = ["a gripping, funny and humane film", "dull .", "東京 naïve café"]
+
+
+@pytest.fixture(scope="module")
+def url(embedding_repository: Path):
+    served = ThreadedServer(create_app(Settings(model_dir=embedding_repository, provider="cpu")))
+    yield served.url
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def client(url: str):
+    with triton.InferenceServerClient(url.removeprefix("http://")) as connection:
+        yield connection
+
+
+def _own(url: str, task: str) -> list[dict]:
+    return httpx.post(f"{url}/v1/tasks/{task}", json={"texts": TEXTS}).json()["results"]
+
+
+def _text_input(binary: bool) -> triton.InferInput:
+    tensor = triton.InferInput("text", [len(TEXTS)], "BYTES")
+    tensor.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=object), binary)
+    return tensor
+
+
+def test_health_and_metadata(client) -> None:
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("sentiment") and not client.is_model_ready("nope")
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+    meta = client.get_model_metadata("sentiment")
+    assert [i["name"] for i in meta["inputs"]] == ["text"]
+    assert {o["name"]: o["shape"] for o in meta["outputs"]} == {
+        "probabilities": [-1, 5],
+        "label": [-1],
+    }
+    index = client.get_model_repository_index()
+    assert {m["name"] for m in index} == {"sentiment", "embedding"}
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_infer_equals_the_services_own(url: str, client, binary: bool) -> None:
+    outputs = [
+        triton.InferRequestedOutput(n, binary_data=binary) for n in ("probabilities", "label")
+    ]
+    result = client.infer("sentiment", [_text_input(binary)], outputs=outputs)
+    own = _own(url, "sentiment")
+    assert result.as_numpy("probabilities").tolist() == [r["probabilities"] for r in own]
+    assert result.as_numpy("label").tolist() == [r["label"] for r in own]
+    vectors = client.infer("embedding", [_text_input(binary)]).as_numpy("embedding")
+    np.testing.assert_array_equal(
+        vectors, np.float32([r["embedding"] for r in _own(url, "embedding")])
+    )
+
+
+def test_refusals(url: str, client) -> None:
+    with pytest.raises(InferenceServerException):
+        client.infer("nope", [_text_input(False)])
+    bad_name = triton.InferInput("sentence", [1], "BYTES")
+    bad_name.set_data_from_numpy(np.array([b"x"], dtype=object))
+    with pytest.raises(InferenceServerException, match="takes inputs text"):
+        client.infer("sentiment", [bad_name])
+    for headers, body in (
+        ({}, b"{"),
+        ({}, b'{"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a"]}]}'),
+        ({}, b'{"inputs": [{"name": "text", "shape": [1], "datatype": "FP32", "data": [1.0]}]}'),
+        ({"Inference-Header-Content-Length": "999"}, b"{}"),
+        (
+            {"Inference-Header-Content-Length": "85"},
+            b'{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":8}}]}'[
+                :85
+            ]
+            + b"\xff\xff\xff\xff",
+        ),
+        ({}, b"\xff\xfe\x00"),
+    ):
+        response = httpx.post(f"{url}/v2/models/sentiment/infer", content=body, headers=headers)
+        assert 400 <= response.status_code < 500, (body, response.text)
+        assert list(response.json()) == ["error"]
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'endpoint="/v2/models/{task}/infer",status="400",task="sentiment"' in metrics
