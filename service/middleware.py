@@ -140,7 +140,7 @@ class BodyLimitMiddleware:
                 return
         if _utf16_or_32(body) and _json_media(scope):
             utf8 = "the body is not valid JSON: it must be UTF-8 (not UTF-16 or UTF-32)"
-            for message in _json_error(400, utf8):
+            for message in _json_error(400, utf8, path=scope["path"]):
                 await send(message)
             return
         replayed = False

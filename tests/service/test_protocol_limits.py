@@ -39,7 +39,7 @@ def test_full_queue_sheds_in_the_protocols_shape(app_and_url, monkeypatch, path:
     batcher = app.state.models.live.batcher
     monkeypatch.setattr(type(batcher), "full", property(lambda _self: True))
     shed = httpx.post(f"{url}{path}", json=body)
-    assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
+    assert shed.status_code == 429 and shed.headers["retry-after"] == "1"
     assert shape(shed.json())  # the protocol's own error fields, not {"detail"}
     assert "detail" not in shed.json()
     assert httpx.get(f"{url}/v1/models").status_code == 200  # metadata is never shed
