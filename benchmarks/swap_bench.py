@@ -70,6 +70,7 @@ def main() -> None:
                 "publish",
                 "--store",
                 str(repo),
+                "--create",
                 *[a for b in args.branch for a in ("--branch", str(b))],
             ]
         )

@@ -203,7 +203,7 @@ def test_a_full_disk_during_publish_is_one_line_and_leaves_nothing(
     repository = tmp_path / "repo"
     branches = {p.name: next(p.iterdir()) for p in (store.parent / "branches").iterdir()}
     common = ["publish", "--store", str(repository), "--base-model", str(store.parent / "base")]
-    first = [*common, *(arg for b in branches.values() for arg in ("--branch", str(b)))]
+    first = [*common, "--create", *(a for b in branches.values() for a in ("--branch", str(b)))]
     assert run_cli(store_cli.main, first, "store") == 0
     (published,) = list_versions(repository)
 

@@ -44,7 +44,7 @@ def staged(tmp_path_factory) -> tuple[Path, str, str]:
     repository = directory / "repo"
     common = ["publish", "--store", str(repository), "--base-model", str(base_dir)]
     first = [a for seed, task in enumerate(PRESETS) for a in ("--branch", branch(task, seed))]
-    assert store_cli.main(common + first) == 0
+    assert store_cli.main([*common, "--create", *first]) == 0
     old = resolve_store(repository).name
     assert store_cli.main([*common, "--branch", branch("sentiment", 99), "--no-activate"]) == 0
     (new,) = {v.version for v in list_versions(repository)} - {old}

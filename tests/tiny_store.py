@@ -95,6 +95,7 @@ class TinyBranches:
 
     def publish(self, repository: Path, *branches: Path, activate: bool = True) -> str:
         args = ["publish", "--store", str(repository), "--base-model", str(self.base_dir)]
+        args += [] if repository.is_dir() else ["--create"]
         args += [item for branch in branches for item in ("--branch", str(branch))]
         assert store_cli.main(args + ([] if activate else ["--no-activate"])) == 0
         return sorted(v.version for v in list_versions(repository))[-1]

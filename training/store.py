@@ -9,7 +9,8 @@
 in the repository), less any `--remove`d task, into a new immutable version and makes
 it current; a running service picks it up on reload (POST /admin/reload or SIGHUP).
 The tasks that were not replaced keep bit-identical outputs, whatever the new
-branch's depth. On a new directory, `publish` creates the repository from the given branches.
+branch's depth. `publish --create` starts a new repository from the given branches;
+without it, a --store that is not a repository yet is refused.
 
 `list` and `rollback` need no torch (they run inside the serving image): the merge
 machinery is imported only by `publish`.
@@ -123,6 +124,11 @@ def publish(args: argparse.Namespace) -> int:
         )
     if repository.exists() and not is_repository(repository) and any(repository.iterdir()):
         raise UsageError(f"{repository} exists and is not a model repository")
+    if not is_repository(repository) and not args.create:
+        raise UsageError(
+            f"{repository} is not a model repository (no {VERSIONS_DIR}/): check --store, "
+            "or add --create to start a new one there"
+        )
     new = [read_branch_info(resolve_branch_dir(path)) for path in args.branch]
     if new:
         check_compatible(new)
@@ -194,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
         "its validation metrics keep accuracy)",
     )
     publish_cmd.add_argument("--no-activate", action="store_true", help="do not make it current")
+    publish_cmd.add_argument(
+        "--create",
+        action="store_true",
+        help="start a new repository if --store is not one yet (without it, a mistyped "
+        "--store is refused instead of becoming a new repository)",
+    )
     publish_cmd.add_argument(
         "--data-dir",
         type=Path,
