@@ -33,4 +33,5 @@ $(MODEL_DIR)/CURRENT: | install
 model: $(MODEL_DIR)/CURRENT
 
 serve: install model
-	$(PY) -m service --model-dir $(MODEL_DIR)
+	# exec: Ctrl-C reaches the service alone, which drains and exits 0 (no make error).
+	exec $(PY) -m service --model-dir $(MODEL_DIR)

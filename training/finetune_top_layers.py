@@ -45,6 +45,7 @@ from training.distill import (
     DistillConfig,
     load_teacher,
 )
+from training.hints import module_command
 from training.presets import PRESETS
 from training.task_model import POOLINGS
 from training.tasks import TaskSpec, task_spec
@@ -163,7 +164,7 @@ def check_arguments(args: argparse.Namespace, base: BaseModelSpec) -> None:
     if not 1 <= args.layers <= depth:
         hint = (
             "; for more layers use a deeper --base-model, e.g. all-mpnet-base-v2 (12 layers: "
-            "python -m training.bases install all-mpnet-base-v2)"
+            f"{module_command('training.bases', 'install', 'all-mpnet-base-v2')})"
             if args.layers > depth
             else ""
         )
@@ -274,6 +275,11 @@ def task_definition(args: argparse.Namespace) -> TaskDefinition:
         raise UsageError(f"--range is for regression tasks, not {args.kind}")
     if args.kind == "regression" and args.labels:
         raise UsageError("--labels is for classification and binary tasks, not regression")
+    if args.kind == "regression" and value_range is None:
+        raise UsageError(
+            f"regression task {args.task} needs its value range: add --range LO HI "
+            "(e.g. --range 0 5); values outside it are errors"
+        )
     return TaskDefinition(
         name=name,
         kind=args.kind,
