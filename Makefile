@@ -32,6 +32,6 @@ $(MODEL_DIR)/CURRENT: | install
 
 model: $(MODEL_DIR)/CURRENT
 
+# exec: Ctrl-C reaches the service alone, which drains and exits 0 (no make error).
 serve: install model
-	# exec: Ctrl-C reaches the service alone, which drains and exits 0 (no make error).
 	exec $(PY) -m service --model-dir $(MODEL_DIR)
