@@ -4,6 +4,7 @@
     python -m training.store publish --store model_store/default --remove topic
     python -m training.store list --store model_store/default
     python -m training.store rollback --store model_store/default [--to VERSION]
+    python -m training.store prune --store model_store/default --keep 2
 
 `publish` merges the given branches with the current version's other branches (kept
 in the repository), less any `--remove`d task, into a new immutable version and makes
@@ -12,7 +13,10 @@ The tasks that were not replaced keep bit-identical outputs, whatever the new
 branch's depth. `publish --create` starts a new repository from the given branches;
 without it, a --store that is not a repository yet is refused.
 
-`list` and `rollback` need no torch (they run inside the serving image): the merge
+`prune` removes old versions (model_store/prune.py says which it keeps); identical
+files of versions are hard links (model_store/dedupe.py).
+
+`list`, `rollback` and `prune` need no torch (they run inside the serving image): the merge
 machinery is imported only by `publish`.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -27,7 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model_store.atomic import atomic_directory
+from model_store.dedupe import link_identical_files
 from model_store.manifest import GRAPH_FILES, MANIFEST_FILE, StoreError, load_manifest
+from model_store.prune import prune
 from model_store.repository import (
     BRANCHES_DIR,
     VERSIONS_DIR,
@@ -46,6 +53,7 @@ if TYPE_CHECKING:
     from training.branch import BranchInfo
 
 PROG = "store"
+KEEP_ENV = "BERT_MTS_KEEP_VERSIONS"
 
 
 def keep_branch(repository: Path, info: BranchInfo) -> Path:
@@ -143,11 +151,30 @@ def publish(args: argparse.Namespace) -> int:
         ["fp32", *args.variants],
         metrics=measurer(args.data_dir),
     )
+    shared = link_identical_files(repository / VERSIONS_DIR / version)
     if not args.no_activate:
         set_current(repository, version)
     state = "current" if not args.no_activate else "not activated"
     tasks = ", ".join(f"{t.name} {t.branch_version}" for t in manifest.tasks)
     print(f"published {version} ({state}): {tasks}")
+    if shared:
+        print(f"  {shared / 1e6:.1f} MB shared with earlier versions (hard links)")
+    if args.keep is not None:
+        report_prune(repository, args.keep)
+    return 0
+
+
+def report_prune(repository: Path, keep: int) -> None:
+    result = prune(repository, keep)
+    names = ", ".join(result.removed) or "none"
+    freed = result.freed_bytes / 1e6
+    print(f"pruned {len(result.removed)} version(s) ({names}), freed {freed:.1f} MB")
+    for version, why in result.kept.items():
+        print(f"  kept {version}: {why}")
+
+
+def prune_versions(args: argparse.Namespace) -> int:
+    report_prune(args.store, args.keep)
     return 0
 
 
@@ -172,6 +199,22 @@ def _task_name(value: str) -> str:
     if not NAME_PATTERN.fullmatch(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a task name")
     return value
+
+
+def _count(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a count (0, 1, 2, ...)")
+    return int(value)
+
+
+def _keep_default() -> int | None:
+    """BERT_MTS_KEEP_VERSIONS, the publish-time pruning setting (unset: keep all)."""
+    value = os.environ.get(KEEP_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise UsageError(f"{KEEP_ENV} must be a count (0, 1, 2, ...), got {value!r}")
+    return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,6 +256,22 @@ def build_parser() -> argparse.ArgumentParser:
         "validation metrics)",
     )
     publish_cmd.set_defaults(run=publish)
+    publish_cmd.add_argument(
+        "--keep",
+        type=_count,
+        default=_keep_default(),
+        metavar="N",
+        help="then prune: keep the newest N versions besides the current and served ones "
+        "(default: $BERT_MTS_KEEP_VERSIONS, else keep every version)",
+    )
+    prune_cmd = commands.add_parser(
+        "prune", help="remove old versions (never the current one or one a service serves)"
+    )
+    prune_cmd.add_argument("--store", required=True, type=Path)
+    prune_cmd.add_argument(
+        "--keep", required=True, type=_count, metavar="N", help="newest versions to keep too"
+    )
+    prune_cmd.set_defaults(run=prune_versions)
     list_cmd = commands.add_parser("list", help="list versions (* = current)")
     list_cmd.add_argument("--store", required=True, type=Path)
     list_cmd.set_defaults(run=show)
