@@ -23,17 +23,19 @@ machinery is imported only by `publish`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model_store.atomic import atomic_directory
 from model_store.dedupe import link_identical_files
-from model_store.manifest import GRAPH_FILES, MANIFEST_FILE, StoreError, load_manifest
+from model_store.manifest import GRAPH_FILES, MANIFEST_FILE, Manifest, StoreError, load_manifest
 from model_store.prune import prune
 from model_store.repository import (
     BRANCHES_DIR,
@@ -117,11 +119,36 @@ def _branch_set(repository: Path, new: list[BranchInfo], remove: list[str]) -> l
     return list(paths.values())
 
 
+def previous_manifest(repository: Path) -> Manifest | None:
+    """The current version's manifest (its recorded metrics are carried over for the
+    tasks that did not change), or None for a new or older-format repository."""
+    if not (repository / "CURRENT").is_file():
+        return None
+    try:
+        return load_manifest(resolve_store(repository), verify=False)
+    except StoreError:
+        return None
+
+
+@contextlib.contextmanager
+def quiet_log(name: str) -> Iterator[None]:
+    """Only warnings from logger `name` while the block runs."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def publish(args: argparse.Namespace) -> int:
     from training.base_model import load_base_model
     from training.branch import read_branch_info, resolve_branch_dir
+    from training.incremental_metrics import incremental_measurer
+    from training.merge import PROG as MERGE_LOG
     from training.merge import check_compatible, load_branches, publish_store
-    from training.variant_metrics import measurer
+    from training.publish_report import publish_summary
 
     repository: Path = args.store
     if not args.branch and not args.remove:
@@ -144,19 +171,21 @@ def publish(args: argparse.Namespace) -> int:
     base = load_base_model(args.base_model)
     branches = load_branches(_branch_set(repository, new, args.remove), base)
     version = new_version_id()
-    manifest = publish_store(
-        base,
-        branches,
-        repository / VERSIONS_DIR / version,
-        ["fp32", *args.variants],
-        metrics=measurer(args.data_dir),
-    )
+    with quiet_log(MERGE_LOG):  # its raw parity line is explained in the summary instead
+        manifest = publish_store(
+            base,
+            branches,
+            repository / VERSIONS_DIR / version,
+            ["fp32", *args.variants],
+            metrics=incremental_measurer(previous_manifest(repository), args.data_dir),
+        )
     shared = link_identical_files(repository / VERSIONS_DIR / version)
     if not args.no_activate:
         set_current(repository, version)
     state = "current" if not args.no_activate else "not activated"
     tasks = ", ".join(f"{t.name} {t.branch_version}" for t in manifest.tasks)
     print(f"published {version} ({state}): {tasks}")
+    print("\n".join(publish_summary(manifest, [info.task for info in new])))
     if shared:
         print(f"  {shared / 1e6:.1f} MB shared with earlier versions (hard links)")
     if args.keep is not None:
