@@ -64,10 +64,11 @@ class ServingLease:
         try:
             self.path.parent.mkdir(exist_ok=True)
             atomic_write_text(self.path, json.dumps(record) + "\n")
-        except OSError as err:
+        except OSError as err:  # a read-only repository: say so once, then stop trying
             log.warning(
                 "cannot write the serving lease %s (pruning cannot see it): %s", self.path, err
             )
+            self.path = None
 
     def release(self) -> None:
         if self.path is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from model_store.leases import LEASES_DIR, leased_versions
+from model_store.leases import LEASES_DIR, ServingLease, leased_versions
 from model_store.manifest import load_manifest
 from model_store.repository import VERSIONS_DIR, list_versions, resolve_store, set_current
 from service.client import Client
@@ -120,3 +120,13 @@ def test_prune_misuse_is_one_line(repository: Path, args, fragment) -> None:
 def test_prune_of_a_directory_that_is_not_a_repository(tmp_path: Path) -> None:
     result = run("-m", "training.store", "prune", "--store", str(tmp_path), "--keep", "1")
     assert_one_line_error(result, "not a model repository")
+
+
+def test_a_repository_where_no_lease_can_be_written_still_serves(repository: Path, caplog) -> None:
+    (repository / LEASES_DIR).write_text("not a directory")  # as a read-only volume would
+    lease = ServingLease(repository)
+    lease.hold(resolve_store(repository))  # warns, does not raise
+    assert "cannot write the serving lease" in caplog.text
+    lease.hold(resolve_store(repository))
+    assert caplog.text.count("cannot write the serving lease") == 1
+    lease.release()
