@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service.docs_pages import install_docs
 from service.engine import Engine
 from service.errors import install_error_handlers
 from service.inference import Infer
@@ -61,7 +62,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         "paraphrase and similarity, and any task published into the model repository.",
         version="0.2.0",
         lifespan=lifespan,
+        docs_url=None,  # served from local assets: service.docs_pages
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.models = models

@@ -31,6 +31,7 @@ from training.commands.cli import (
     columns_for,
     run_cli,
 )
+from training.commands.hints import script_command
 from training.data.examples import Columns
 from training.data.presets import PRESETS
 from training.data.source import DataSource
@@ -164,7 +165,7 @@ def check_arguments(args: argparse.Namespace, base: BaseModelSpec) -> None:
     if not 1 <= args.layers <= depth:
         hint = (
             "; for more layers use a deeper --base-model, e.g. all-mpnet-base-v2 (12 layers: "
-            "bert-mts-bases install all-mpnet-base-v2)"
+            f"{script_command('bert-mts-bases', 'install', 'all-mpnet-base-v2')})"
             if args.layers > depth
             else ""
         )
@@ -275,6 +276,11 @@ def task_definition(args: argparse.Namespace) -> TaskDefinition:
         raise UsageError(f"--range is for regression tasks, not {args.kind}")
     if args.kind == "regression" and args.labels:
         raise UsageError("--labels is for classification and binary tasks, not regression")
+    if args.kind == "regression" and value_range is None:
+        raise UsageError(
+            f"regression task {args.task} needs its value range: add --range LO HI "
+            "(e.g. --range 0 5); values outside it are errors"
+        )
     return TaskDefinition(
         name=name,
         kind=args.kind,
