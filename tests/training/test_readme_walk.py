@@ -41,7 +41,7 @@ def adapt(block: str, repository: Path, port: int, work: Path, base: Path) -> st
     )
     lines = []
     for line in script.splitlines():
-        if "finetune_top_layers.py" in line:
+        if "bert-mts-train" in line:
             line += f" --base-model {base} --max-seq-len 32 --epochs 1 --quiet"
         if "bert-mts-store publish" in line:
             line += f" --base-model {base}"
@@ -65,7 +65,7 @@ def test_the_add_your_own_task_block_runs_as_printed(
     tiny: TinyBranches, repository: Path, tmp_path: Path
 ) -> None:
     block = readme_block()
-    steps = ("token_urlsafe(32)", "bert-mts-serve", "finetune_top_layers.py", "publish", "--remove")
+    steps = ("token_urlsafe(32)", "bert-mts-serve", "bert-mts-train", "publish", "--remove")
     for step in (*steps, "prune"):
         assert step in block, step
     write_topics(tmp_path / "topics.csv")
