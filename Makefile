@@ -53,5 +53,6 @@ $(MODEL_DIR)/CURRENT: | install
 
 model: $(MODEL_DIR)/CURRENT
 
+# exec: Ctrl-C reaches the service alone, which drains and exits 0 (no make error).
 serve: install model
-	$(PY) -m service --model-dir $(MODEL_DIR)
+	exec $(PY) -m service --model-dir $(MODEL_DIR)

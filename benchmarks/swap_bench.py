@@ -62,7 +62,7 @@ def main() -> None:
     texts = validation_texts(args.data_dir, 200)
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        publish(repo, args.branch)
+        publish(repo, args.branch, create=True)
         first = list_versions(repo)[0].version
         server = Server(repo, {"BERT_MTS_ADMIN_TOKEN": TOKEN})
         client = Client(server.url, timeout=120)

@@ -1,4 +1,4 @@
-"""`python -m model_store list|rollback --store DIR`: see `model_store.commands`."""
+"""`python -m model_store list|rollback|prune --store DIR`: see `model_store.commands`."""
 
 import sys
 

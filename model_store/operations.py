@@ -41,14 +41,22 @@ class BranchRef:
     path: Path
 
 
-def check_publish_target(repository: Path) -> None:
-    """Refuse, before any work, a directory that cannot become or be a repository."""
+def check_publish_target(repository: Path, create: bool = False) -> None:
+    """Refuse, before any work, a directory that cannot become or be a repository, and,
+    unless `create`, one that is not a repository yet: a mistyped path must not quietly
+    become a new repository holding one task."""
     if (repository / MANIFEST_FILE).is_file():
         raise UsageError(
-            f"{repository} is a single store, not a repository: publish into a new directory"
+            f"{repository} is a single store, not a repository: publish into a new "
+            "directory (with --create)"
         )
     if repository.exists() and not is_repository(repository) and any(repository.iterdir()):
         raise UsageError(f"{repository} exists and is not a model repository")
+    if not is_repository(repository) and not create:
+        raise UsageError(
+            f"{repository} is not a model repository (no {VERSIONS_DIR}/): check --store, "
+            "or add --create to start a new one there"
+        )
 
 
 def keep_branch(repository: Path, branch: BranchRef) -> Path:

@@ -35,12 +35,14 @@ if __name__ == "__main__":
     _ignore_hangup_until_served()  # before the slow imports below
 
 import argparse
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
 from pydantic import ValidationError
+from uvicorn.main import STARTUP_FAILURE
 
 from model_store.locations import moved_store_hint
 from model_store.manifest import StoreError
@@ -53,6 +55,33 @@ from service.settings import Settings
 PROG = "bert-mts-serve"
 # Seconds uvicorn lets in-flight requests finish after SIGTERM/SIGINT.
 GRACEFUL_SHUTDOWN_S = 30
+
+
+class CleanExitServer(uvicorn.Server):
+    """uvicorn, minus the re-raise of SIGINT/SIGTERM after its graceful shutdown.
+
+    uvicorn re-raises the signal it stopped on, so the process dies by it and `make
+    serve` stopped with Ctrl-C ends in `make: *** [serve] Interrupt` (or `Terminated`).
+    A graceful shutdown that an operator asked for is the expected end: exit code 0.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        with super().capture_signals():
+            yield
+            captured = getattr(self, "_captured_signals", None)
+            if isinstance(captured, list):
+                captured.clear()
+
+
+def admin_status(settings: Settings) -> str:
+    """The start-up line that says whether POST /admin/reload exists, and how to get it."""
+    if settings.admin_token is not None:
+        return "admin routes on: POST /admin/reload takes the BERT_MTS_ADMIN_TOKEN bearer token"
+    return (
+        "admin routes off (POST /admin/reload is a 404): set BERT_MTS_ADMIN_TOKEN to 32+ "
+        "characters to enable them; SIGHUP reloads either way"
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -103,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine.variant,
         engine.graph_reason,
     )
-    uvicorn.run(
+    logging.getLogger(PROG).info(admin_status(settings))
+    config = uvicorn.Config(
         create_app(settings, engine),
         host=settings.host,
         port=settings.port,
@@ -112,7 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         http=limited_protocol(settings.max_header_bytes, settings.header_timeout_s),
         **proxy_options(settings),
     )
-    return 0
+    server = CleanExitServer(config)
+    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: forced, still quiet
+        server.run()
+    # A port in use or a failed start-up leaves uvicorn not started: uvicorn's exit code.
+    return 0 if server.started else STARTUP_FAILURE
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from model_store.tokenizer import MAX_CHARS_PER_TOKEN
 from service import protocols, tracing
+from service.docs_pages import install_docs
 from service.engine import Engine
 from service.errors import CatchAllMiddleware, install_error_handlers
 from service.inference import Infer
@@ -78,7 +79,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         # Starlette's slash redirect builds an absolute Location from the Host header
         # (a client could make it point anywhere); /sentiment/ is simply not a route.
         redirect_slashes=False,
+        docs_url=None,  # served from local assets: service.docs_pages
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.models = models

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from fastapi.concurrency import run_in_threadpool
 
+from model_store.leases import ServingLease
 from model_store.manifest import StoreError
 from model_store.repository import resolve_store
 from model_store.tokenizer import TokenizerError
@@ -57,6 +58,8 @@ class ModelReloader:
         self._metrics = metrics
         self._lock = asyncio.Lock()
         self.live: Live | None = None
+        # Marks the version served, so that pruning the repository keeps it.
+        self._lease = ServingLease(settings.model_dir)
 
     def _batcher_for(self, engine: Engine) -> DynamicBatcher:
         s = self._settings
@@ -76,6 +79,7 @@ class ModelReloader:
 
     def _describe(self, engine: Engine) -> None:
         manifest = engine.manifest
+        self._lease.hold(manifest.directory)
         self._metrics.model_info.info(
             {
                 "name": manifest.name,
@@ -98,6 +102,7 @@ class ModelReloader:
     async def stop(self) -> None:
         if self.live is not None:
             await self.live.batcher.stop()
+        self._lease.release()
 
     async def reload(self) -> ReloadOutcome:
         """Load what the model directory names now; swap it in if it differs."""

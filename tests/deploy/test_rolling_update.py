@@ -42,7 +42,7 @@ def staged(tmp_path_factory) -> tuple[Path, str, str]:
 
     repository = directory / "repo"
     first = [branch(task, seed) for seed, task in enumerate(PRESETS)]
-    publish(repository, first, base_model=base_dir)
+    publish(repository, first, base_model=base_dir, create=True)
     old = resolve_store(repository).name
     publish(repository, [branch("sentiment", 99)], base_model=base_dir, activate=False)
     (new,) = {v.version for v in list_versions(repository)} - {old}

@@ -62,7 +62,11 @@ def test_a_single_store_or_a_foreign_directory_is_no_publish_target(
     (tmp_path / "other" / "file").write_text("x")
     with pytest.raises(UsageError, match="not a model repository"):
         check_publish_target(tmp_path / "other")
-    check_publish_target(tmp_path / "new")  # a new directory becomes a repository
+    # A new directory becomes a repository only when asked: a typo is refused.
+    with pytest.raises(UsageError, match=r"not a model repository .*--create"):
+        check_publish_target(tmp_path / "new")
+    check_publish_target(tmp_path / "new", create=True)
+    check_publish_target(repository)  # an existing repository needs no asking
 
 
 def test_rollback_needs_an_earlier_version(repository: Path) -> None:

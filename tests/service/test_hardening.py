@@ -204,7 +204,7 @@ def test_a_full_disk_during_publish_is_one_line_and_leaves_nothing(
     repository = tmp_path / "repo"
     branches = {p.name: next(p.iterdir()) for p in (store.parent / "branches").iterdir()}
     base = store.parent / "base"
-    publish(repository, list(branches.values()), base_model=base)
+    publish(repository, list(branches.values()), base_model=base, create=True)
     (published,) = list_versions(repository)
 
     def full_disk(*_args, **_kwargs):

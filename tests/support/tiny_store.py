@@ -113,4 +113,8 @@ class TinyBranches:
         return save_branch(model, self.base, self.tokenizer, self.out, {}, {})
 
     def publish(self, repository: Path, *branches: Path, activate: bool = True) -> str:
-        return publish(repository, branches, base_model=self.base_dir, activate=activate).version
+        create = not repository.is_dir()
+        published = publish(
+            repository, branches, base_model=self.base_dir, activate=activate, create=create
+        )
+        return published.version

@@ -36,7 +36,7 @@ MISUSE = [
         "another name",
     ),
     (["--task", "topic", "--kind", "classification", "--layers", "1"], "at least 2 labels"),
-    (["--task", "rating", "--kind", "regression", "--layers", "1"], "value range"),
+    (["--task", "rating", "--kind", "regression", "--layers", "1"], "value range", "--range LO HI"),
     (["--kind", "binary", "--layers", "1"], "--kind needs --task"),
     (["--task", "match", "--kind", "binary", "--input", "pair", "--layers", "1"], "--train-file"),
     (["--task", "sentiment"], "--layers"),

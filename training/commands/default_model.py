@@ -17,6 +17,7 @@ from pathlib import Path
 
 from model_store.locations import default_store, shipped_dir
 from training.commands.cli import OneLineArgumentParser, UsageError, run_cli
+from training.commands.hints import script_command
 from training.graph.default_model import (
     CHECKSUMS,
     VARIANT_METRICS,
@@ -63,7 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"packed {ship_embedding(args.shipped)}")
         print(
             "now record the new checksums and metrics: "
-            "bert-mts-default-model build --record --data-dir ../shared/data"
+            + script_command(
+                "bert-mts-default-model", "build", "--record", "--data-dir", "../shared/data"
+            )
         )
         return 0
     if args.data_dir is not None and not args.record:

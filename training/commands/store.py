@@ -5,35 +5,41 @@
     bert-mts-store publish --store models/default --embedding
     bert-mts-store list --store models/default
     bert-mts-store rollback --store models/default [--to VERSION]
+    bert-mts-store prune --store models/default --keep 2
 
 `publish` (`training.graph.publish`) merges the given branches with the current
 version's other branches, less any `--remove`d task, into a new immutable version and
 makes it current; a running service picks it up on reload (POST /admin/reload or
-SIGHUP). On a new directory, `publish` creates the repository from the given branches.
+SIGHUP). `publish --create` starts a new repository from the given branches; without
+it, a --store that is not a repository yet is refused. `publish --keep N` (or
+$BERT_MTS_KEEP_VERSIONS) prunes after publishing.
 
-`list` and `rollback` need no torch: they are `model_store.commands`' (the serving
-image runs them as `python -m model_store`); the merge machinery is imported only by
-`publish`.
+`list`, `rollback` and `prune` need no torch: they are `model_store.commands`' (the
+serving image runs them as `python -m model_store`); the merge machinery is imported
+only by `publish`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from model_store.cli import OneLineArgumentParser
-from model_store.commands import add_repository_commands
+from model_store.cli import OneLineArgumentParser, UsageError
+from model_store.commands import add_repository_commands, count, prune_lines
 from model_store.manifest import GRAPH_FILES
 from model_store.tasks import NAME_PATTERN
 from training.commands.cli import run_cli
 
 PROG = "store"
+KEEP_ENV = "BERT_MTS_KEEP_VERSIONS"
 
 
 def publish(args: argparse.Namespace) -> int:
     from training.graph.publish import publish as publish_version
+    from training.graph.publish_report import publish_summary
 
     published = publish_version(
         args.store,
@@ -44,10 +50,16 @@ def publish(args: argparse.Namespace) -> int:
         activate=not args.no_activate,
         data_dir=args.data_dir,
         embedding=args.embedding,
+        create=args.create,
     )
     state = "current" if published.current else "not activated"
     tasks = ", ".join(f"{t.name} {t.branch_version}" for t in published.manifest.tasks)
     print(f"published {published.version} ({state}): {tasks}")
+    print("\n".join(publish_summary(published.manifest, published.changed)))
+    if published.shared_bytes:
+        print(f"  {published.shared_bytes / 1e6:.1f} MB shared with earlier versions (hard links)")
+    if args.keep is not None:
+        print("\n".join(prune_lines(args.store, args.keep)))
     return 0
 
 
@@ -55,6 +67,16 @@ def _task_name(value: str) -> str:
     if not NAME_PATTERN.fullmatch(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a task name")
     return value
+
+
+def _keep_default() -> int | None:
+    """BERT_MTS_KEEP_VERSIONS, the publish-time pruning setting (unset: keep all)."""
+    value = os.environ.get(KEEP_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise UsageError(f"{KEEP_ENV} must be a count (0, 1, 2, ...), got {value!r}")
+    return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,10 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     publish_cmd.add_argument("--no-activate", action="store_true", help="do not make it current")
     publish_cmd.add_argument(
+        "--create",
+        action="store_true",
+        help="start a new repository if --store is not one yet (without it, a mistyped "
+        "--store is refused instead of becoming a new repository)",
+    )
+    publish_cmd.add_argument(
         "--data-dir",
         type=Path,
         help="look the branches' recorded data files up here, by name (for the graphs' "
         "validation metrics)",
+    )
+    publish_cmd.add_argument(
+        "--keep",
+        type=count,
+        default=_keep_default(),
+        metavar="N",
+        help="then prune: keep the newest N versions besides the current and served ones "
+        f"(default: ${KEEP_ENV}, else keep every version)",
     )
     publish_cmd.set_defaults(run=publish)
     add_repository_commands(commands)

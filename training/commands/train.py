@@ -328,6 +328,11 @@ def task_definition(args: argparse.Namespace) -> TaskDefinition:
         raise UsageError(f"--range is for regression tasks, not {args.kind}")
     if args.kind == "regression" and args.labels:
         raise UsageError("--labels is for classification and binary tasks, not regression")
+    if args.kind == "regression" and value_range is None:
+        raise UsageError(
+            f"regression task {args.task} needs its value range: add --range LO HI "
+            "(e.g. --range 0 5); values outside it are errors"
+        )
     return TaskDefinition(
         name=name,
         kind=args.kind,

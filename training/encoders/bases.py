@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from model_store.atomic import atomic_directory
+from training.commands.hints import script_command
 
 PROG = "bases"
 CACHE_ENV = "BERT_MTS_BASES_DIR"
@@ -98,7 +99,7 @@ def installed_dir(name: str, root: str | Path | None = None) -> Path | None:
 
 
 def install_hint(name: str) -> str:
-    return f"bert-mts-bases install {name}"
+    return script_command("bert-mts-bases", "install", name)
 
 
 def _wheel_prefix(package: str) -> str:

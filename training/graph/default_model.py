@@ -37,6 +37,7 @@ from model_store.atomic import atomic_directory, atomic_write_text
 from model_store.manifest import GRAPH_FILES, TOKENIZER_FILE
 from model_store.operations import BranchRef, keep_branch
 from model_store.repository import VERSIONS_DIR, new_version_id, set_current
+from training.commands.hints import script_command
 from training.data.presets import preset_order
 from training.encoders.base_model import BaseModel, load_base_model
 from training.errors import UsageError
@@ -79,7 +80,8 @@ def shipped_branch_dirs(shipped: Path) -> list[Path]:
 def read_checksums(path: Path) -> dict[str, str]:
     """`sha256sum` format: '<hex>  <file name>' per line."""
     if not path.is_file():
-        raise UsageError(f"{path} is missing: run `bert-mts-default-model build --record`")
+        command = script_command("bert-mts-default-model", "build", "--record")
+        raise UsageError(f"{path} is missing: run `{command}`")
     sums: dict[str, str] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():

@@ -4,23 +4,30 @@ The next version merges the given branches with the current version's other bran
 (kept in the repository), less any removed task, and is made current unless told
 otherwise; a running service picks it up on reload (POST /admin/reload or SIGHUP). The
 tasks that were not replaced keep bit-identical outputs, whatever the new branch's
-depth. On a new directory, the repository is created from the given branches. Each
-branch.json is read and checked once (`read_branches`), on its way into the repository.
+depth. A new repository is created from the given branches only when asked (`create`):
+a mistyped path is refused instead. Each branch.json is read and checked once
+(`read_branches`), on its way into the repository.
 
 The whole read-CURRENT, merge, switch-CURRENT runs under the repository's writer lock
 (`model_store.locking`), so two publishes at once each keep the other's update; a
-refused publish removes the branch copies it made.
+refused publish removes the branch copies it made. Publishing one task measures the
+graph variants' metrics for the changed tasks only
+(`training.evaluate.incremental_metrics`: the others' recorded figures carry over), and
+the new version's files that an earlier version holds byte for byte become hard links
+to them (`model_store.dedupe`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from model_store.dedupe import link_identical_files
 from model_store.locking import repository_lock
-from model_store.manifest import Manifest, load_manifest
+from model_store.manifest import Manifest, StoreError, load_manifest
 from model_store.operations import (
     BranchRef,
     check_publish_target,
@@ -37,7 +44,7 @@ from model_store.repository import (
 )
 from training.encoders.base_model import load_base_model
 from training.errors import UsageError
-from training.evaluate.variant_metrics import measurer
+from training.evaluate.incremental_metrics import incremental_measurer
 from training.fit.branch import BranchInfo, read_branch_info
 from training.graph import merge
 from training.graph.embedding import (
@@ -45,6 +52,7 @@ from training.graph.embedding import (
     EMBEDDING_TASK,
     temporary_embedding_branch,
 )
+from training.graph.merge import PROG as MERGE_LOG
 from training.graph.merge import read_branches
 
 
@@ -55,6 +63,8 @@ class Published:
     version: str
     manifest: Manifest
     current: bool
+    changed: tuple[str, ...] = ()  # the tasks given as branches (added or replaced)
+    shared_bytes: int = 0  # bytes hard-linked to earlier versions' identical files
 
 
 def _ref(info: BranchInfo) -> BranchRef:
@@ -71,6 +81,29 @@ def _max_seq_len(repository: Path, new: Sequence[BranchInfo]) -> int:
     return DEFAULT_MAX_SEQ_LEN
 
 
+def previous_manifest(repository: Path) -> Manifest | None:
+    """The current version's manifest (its recorded metrics are carried over for the
+    tasks that did not change), or None for a new or older-format repository."""
+    if not (repository / CURRENT_FILE).is_file():
+        return None
+    try:
+        return load_manifest(resolve_store(repository), verify=False)
+    except StoreError:
+        return None
+
+
+@contextlib.contextmanager
+def quiet_log(name: str) -> Iterator[None]:
+    """Only warnings from logger `name` while the block runs."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def publish(
     repository: Path,
     branches: Sequence[Path] = (),
@@ -81,16 +114,18 @@ def publish(
     activate: bool = True,
     data_dir: Path | None = None,
     embedding: bool = False,
+    create: bool = False,
 ) -> Published:
     """Merge `branches` (version or task directories) into a new version of
     `repository`, without the `remove`d tasks; `variants` are the graphs besides fp32.
     `embedding` adds (or refreshes) the base's sentence embedding task
-    (`training.graph.embedding`), kept in the repository like any branch."""
+    (`training.graph.embedding`), kept in the repository like any branch. A
+    `repository` that is not one yet is refused unless `create`."""
     if not branches and not remove and not embedding:
         raise UsageError(
             "publish needs --branch (add or replace a task), --embedding or --remove TASK"
         )
-    check_publish_target(repository)
+    check_publish_target(repository, create)
     new = read_branches(branches) if branches else []
     base = load_base_model(base_model)
     waiting = f"store: waiting for another publish into {repository} to finish"
@@ -115,16 +150,19 @@ def publish(
                 for task, path in chosen.items()
             ]
             version = new_version_id()
-            manifest = merge.publish_store(
-                base,
-                merge.load_branches(infos, base),
-                repository / VERSIONS_DIR / version,
-                ["fp32", *variants],
-                metrics=measurer(data_dir),
-            )
+            measure = incremental_measurer(previous_manifest(repository), data_dir)
+            with quiet_log(MERGE_LOG):  # its raw parity line is explained by publish_report
+                manifest = merge.publish_store(
+                    base,
+                    merge.load_branches(infos, base),
+                    repository / VERSIONS_DIR / version,
+                    ["fp32", *variants],
+                    metrics=measure,
+                )
         except BaseException:
             forget_branches(fresh)  # a refused publish leaves no branch copy behind
             raise
+        shared = link_identical_files(repository / VERSIONS_DIR / version)
         if activate:
             set_current(repository, version)
-    return Published(version, manifest, activate)
+    return Published(version, manifest, activate, tuple(given), shared)

@@ -1,0 +1,90 @@
+"""The README's "Add your own task" block, run as printed: serve with a token, train a
+task, publish it, reload, query it, remove it, reload, prune, stop. The block is read
+from README.md itself, so a command that drifts from what works fails here. Only what
+must differ on a test machine is substituted: the environment (`.venv/bin/`: the
+directory of this interpreter, whose console scripts run this checkout's code), the
+store (a tiny repository the test builds), the port (a free one), the training file
+(written here) and the base (the tiny one), and training runs one epoch."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from model_store.repository import list_versions
+from tests.support.commands import ROOT
+from tests.support.servers import free_port
+from tests.support.tiny_store import TinyBranches
+
+SECTION = "### Add your own task"
+
+
+def readme_block() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index(SECTION) :]
+    return re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+
+
+def adapt(block: str, repository: Path, port: int, work: Path, base: Path) -> str:
+    script = block.replace("\\\n", " ")  # one line per command
+    script = script.replace(".venv/bin/", f"{Path(sys.executable).parent}/")
+    script = script.replace("models/default", str(repository))
+    script = script.replace("localhost:8000", f"127.0.0.1:{port}")
+    script = script.replace("topics.csv", str(work / "topics.csv"))
+    script = script.replace("runs/branches", str(work / "branches"))
+    script = script.replace(
+        f"bert-mts-serve --model-dir {repository}",
+        f"bert-mts-serve --model-dir {repository} --port {port} --provider cpu",
+    )
+    lines = []
+    for line in script.splitlines():
+        if "bert-mts-train" in line:
+            line += f" --base-model {base} --max-seq-len 32 --epochs 1 --quiet"
+        if "bert-mts-store publish" in line:
+            line += f" --base-model {base}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def write_topics(path: Path) -> None:
+    texts = {
+        "sports": "the striker scored a late goal",
+        "politics": "the senate passed the bill",
+        "science": "the cells divided under the microscope",
+    }
+    rows = ["text,topic"] + [
+        f"{text} {i},{name}" for i in range(10) for name, text in texts.items()
+    ]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def test_the_add_your_own_task_block_runs_as_printed(
+    tiny: TinyBranches, repository: Path, tmp_path: Path
+) -> None:
+    block = readme_block()
+    steps = ("token_urlsafe(32)", "bert-mts-serve", "bert-mts-train", "publish", "--remove")
+    for step in (*steps, "prune"):
+        assert step in block, step
+    write_topics(tmp_path / "topics.csv")
+    script = adapt(block, repository, free_port(), tmp_path, tiny.base_dir)
+    env = {k: v for k, v in os.environ.items() if k != "BERT_MTS_ADMIN_TOKEN"}
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=ROOT,
+        # The console scripts import the project from this checkout.
+        env={**env, "BERT_MTS_LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"{script}\n{result.stdout}\n{result.stderr}"
+    out = result.stdout
+    assert out.count('"result":"loaded"') == 2, out
+    assert '"task":"topic"' in out and '"label_name":' in out, out
+    assert "pruned " in out, out
+    names = [[t.name for t in v.manifest.tasks] for v in list_versions(repository)]
+    assert "topic" not in names[-1] and len(names) == 2, names
+    assert "Traceback" not in result.stderr, result.stderr
