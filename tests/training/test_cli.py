@@ -21,7 +21,7 @@ def test_too_many_layers_names_the_depth_and_the_way_out(data_dir: Path) -> None
         "has 6 layers",
         "1..6",
         "deeper --base-model",
-        "all-mpnet-base-v2 (12 layers, installed on first use)",
+        "all-mpnet-base-v2 (12 layers, installed on first use",
     )
 
 

@@ -15,9 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from model_store.hints import script_command
 from model_store.locations import default_store, shipped_dir
 from training.commands.cli import OneLineArgumentParser, UsageError, run_cli
-from training.commands.hints import script_command
 from training.graph.default_model import (
     CHECKSUMS,
     VARIANT_METRICS,

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from model_store.hints import script_command
 from model_store.locations import branches_dir, default_store
 from model_store.tasks import INPUTS, TRAINED_KINDS, TaskDefinition
 from model_store.tokenizer import DEFAULT_MAX_SEQ_LEN, PairTokenizer
@@ -211,9 +212,10 @@ def check_arguments(
     if not 1 <= args.layers <= depth:
         hint = ""
         if args.layers > depth:
+            ahead = script_command("bert-mts-bases", "install", "all-mpnet-base-v2")
             hint = (
                 "; for more layers use a deeper --base-model, e.g. all-mpnet-base-v2 "
-                "(12 layers, installed on first use)"
+                f"(12 layers, installed on first use; ahead of time: {ahead})"
             )
             if store is not None:
                 hint += f" with --no-store (it is the base of {store.store})"

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from model_store.atomic import atomic_directory
-from training.commands.hints import script_command
+from model_store.hints import script_command
 
 PROG = "bases"
 CACHE_ENV = "BERT_MTS_BASES_DIR"

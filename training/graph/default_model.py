@@ -34,10 +34,10 @@ from pathlib import Path
 from safetensors.torch import load_file, save
 
 from model_store.atomic import atomic_directory, atomic_write_text
+from model_store.hints import script_command
 from model_store.manifest import GRAPH_FILES, TOKENIZER_FILE
 from model_store.operations import BranchRef, keep_branch
 from model_store.repository import VERSIONS_DIR, new_version_id, set_current
-from training.commands.hints import script_command
 from training.data.presets import preset_order
 from training.encoders.base_model import BaseModel, load_base_model
 from training.errors import UsageError
