@@ -139,6 +139,26 @@ async def test_every_kind_answers_as_the_service_row_by_row(engine, store, tmp_p
             assert float(row["similarity_score"]) == approx(score["score"])
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_embeddings_score_as_the_service_answers(embedding_repository, tmp_path) -> None:
+    """The embedding kind: one `<task>_embedding` column, the service's L2-normalised
+    vector, beside a classification task of the same rows (one pass over the trunk)."""
+    settings = Settings(model_dir=embedding_repository, provider="cpu")
+    engine = Engine.load(embedding_repository, settings.engine_config())
+    texts = _texts()[:9]
+    want = await _service_answers(engine, embedding_repository, "embedding", texts)
+    source = _write_csv(tmp_path / "in.csv", ["text"], [[t] for t in texts])
+    out = tmp_path / "out.jsonl"
+    tasks = resolve_tasks(engine, ["embedding", "sentiment"], False)
+    score_file(engine, tasks, InputFile(source, "text", None), out, Options(batch_size=1))
+    rows = _read_rows(out)
+    assert [r["text"] for r in rows] == texts
+    for row, answer in zip(rows, want, strict=True):
+        assert row["embedding_embedding"] == answer["embedding"]
+        assert "sentiment_label" in row
+
+
 # --- formats, resume, bad rows ------------------------------------------------------------
 
 
