@@ -20,7 +20,7 @@ from pathlib import Path
 
 from scoring.core import TRUNCATED_COLUMN, ScoreError
 from training.data.examples import DataError
-from training.data.readers import BadRow, clean_text, decoded_lines
+from training.data.readers import BadRow, clean_text, decoded_lines, json_objects
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
@@ -143,18 +143,7 @@ class InputFile:
         """(line, record or bad row) for every data row of a text file."""
         if self.format == "jsonl":
             with self.path.open("rb") as handle:
-                for line, text in enumerate(decoded_lines(self.display, iter(handle)), 1):
-                    if not text.strip():
-                        continue
-                    try:
-                        obj = json.loads(text)
-                    except json.JSONDecodeError as err:
-                        yield line, BadRow(f"not valid JSON: {err.msg} (column {err.colno})")
-                        continue
-                    if not isinstance(obj, dict):
-                        yield line, BadRow(f"expected a JSON object, got {type(obj).__name__}")
-                        continue
-                    yield line, obj
+                yield from json_objects(decoded_lines(self.display, iter(handle)))
             return
         records = self._delimited_records()
         _, header = next(records)

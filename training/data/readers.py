@@ -23,7 +23,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,15 +218,12 @@ def _iter_delimited(
         raise DataError(path, None, "no data rows after the header")
 
 
-def _iter_jsonl(
-    path: str, lines: Iterator[str], columns: Columns, parse_label: LabelParser
-) -> Iterator[tuple[int, Example | BadRow]]:
-    """Yield ``(line, example or bad row)`` for each non-blank line of a JSONL file."""
-    seen_row = False
+def json_objects(lines: Iterable[str]) -> Iterator[tuple[int, dict | BadRow]]:
+    """``(line, object or bad row)`` for each non-blank line of a JSONL file: the
+    object a line holds, or why it holds none (shared with the offline scorer)."""
     for lineno, text in enumerate(lines, start=1):
         if not text.strip():
             continue
-        seen_row = True
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as err:
@@ -234,6 +231,19 @@ def _iter_jsonl(
             continue
         if not isinstance(obj, dict):
             yield lineno, BadRow(f"expected a JSON object, got {type(obj).__name__}")
+            continue
+        yield lineno, obj
+
+
+def _iter_jsonl(
+    path: str, lines: Iterator[str], columns: Columns, parse_label: LabelParser
+) -> Iterator[tuple[int, Example | BadRow]]:
+    """Yield ``(line, example or bad row)`` for each non-blank line of a JSONL file."""
+    seen_row = False
+    for lineno, obj in json_objects(lines):
+        seen_row = True
+        if isinstance(obj, BadRow):
+            yield lineno, obj
             continue
         missing = [c for c in _required(columns) if c not in obj]
         if missing:
