@@ -99,9 +99,20 @@ def test_unparseable_bodies_get_our_message(server, body) -> None:
 
 def test_forwarded_headers_are_not_trusted_by_default(store, monkeypatch) -> None:
     seen: dict = {}
-    monkeypatch.setattr(serve_main.uvicorn, "run", lambda app, **kwargs: seen.update(kwargs))
+
+    class Recorder:  # the server the command would run, with the config it was given
+        started = True
+
+        def __init__(self, config) -> None:
+            seen["config"] = config
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr(serve_main, "CleanExitServer", Recorder)
     assert serve_main.main(["--model-dir", str(store), "--provider", "cpu"]) == 0
-    assert seen["proxy_headers"] is False
+    assert seen["config"].proxy_headers is False
     monkeypatch.setenv("BERT_MTS_FORWARDED_ALLOW_IPS", "10.0.0.7")
     assert serve_main.main(["--model-dir", str(store), "--provider", "cpu"]) == 0
-    assert seen["proxy_headers"] is True and seen["forwarded_allow_ips"] == "10.0.0.7"
+    assert seen["config"].proxy_headers is True
+    assert seen["config"].forwarded_allow_ips == "10.0.0.7"
