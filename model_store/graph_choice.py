@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from model_store.manifest import Manifest
+from model_store.manifest import Manifest, TaskEntry
 
 VARIANT_METRICS_KEY = "variant_metrics"
 COMPARISONS = "comparisons"  # within variant_metrics: {task: {variant: paired test}}
@@ -53,15 +53,18 @@ def recorded_metrics(manifest: Manifest) -> dict[str, Any]:
     return recorded
 
 
+def labelled_tasks(manifest: Manifest) -> list[TaskEntry]:
+    """The tasks a graph's accuracy is weighed on: every kind but embedding, which has
+    no validation metric (publishing checks its graphs against PyTorch by cosine)."""
+    return [task for task in manifest.tasks if task.kind != "embedding"]
+
+
 def losses(manifest: Manifest, variant: str) -> dict[str, float] | None:
     """Points each task loses in `variant` against fp32 (negative: it gains), or None
-    when some labelled task has no recorded metric for either graph. Embedding tasks have
-    no validation metric (publishing checks their graphs against PyTorch by cosine)."""
+    when some labelled task has no recorded metric for either graph."""
     tasks = recorded_metrics(manifest).get("tasks") or {}
     result = {}
-    for task in manifest.tasks:
-        if task.kind == "embedding":
-            continue
+    for task in labelled_tasks(manifest):
         scores = tasks.get(task.name) or {}
         if not isinstance(scores.get("fp32"), int | float):
             return None
@@ -72,13 +75,13 @@ def losses(manifest: Manifest, variant: str) -> dict[str, float] | None:
 
 
 def paired_tests(manifest: Manifest, variant: str) -> dict[str, dict[str, Any]] | None:
-    """Each task's recorded paired test of `variant` against fp32, or None when some
-    task has none (a store published before they were recorded)."""
+    """Each labelled task's recorded paired test of `variant` against fp32, or None when
+    some task has none (a store published before they were recorded)."""
     comparisons = recorded_metrics(manifest).get(COMPARISONS)
     if not isinstance(comparisons, dict):
         return None
     result = {}
-    for task in manifest.tasks:
+    for task in labelled_tasks(manifest):
         test = (comparisons.get(task.name) or {}).get(variant)
         if not isinstance(test, dict) or test.get("test") not in _SIGNIFICANT:
             return None

@@ -69,6 +69,15 @@ def embedding_repository(directory: Path, variants: tuple[str, ...] = ("int8", "
     model = TaskModel(base.encoder, preset_spec("sentiment"), 1, "cls")
     branch = save_branch(model, base, tokenizer, directory / "branches", {}, {})
     repo = directory / "repo"
-    args = ["publish", "--store", str(repo), "--base-model", str(base_dir), "--branch", str(branch)]
+    args = [
+        "publish",
+        "--create",
+        "--store",
+        str(repo),
+        "--base-model",
+        str(base_dir),
+        "--branch",
+        str(branch),
+    ]
     assert store_cli.main([*args, "--embedding", "--variants", *variants]) == 0
     return repo
