@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The image's model stage outside Docker: build the default model store from the
 # shipped branches in a fresh virtual environment with the CPU torch wheel, the same
-# commands as the Dockerfile's `model` stage (tests/test_deploy.py keeps them in step).
+# commands as the Dockerfile's `model` stage (tests/deploy/test_deploy.py keeps them in step).
 # Useful to check a change to the build before building the image, or to bake a model
 # repository into a volume for Kubernetes (docs/operations.md).
 #
