@@ -108,5 +108,8 @@ def test_rank_shares_of_a_batch_add_up_to_its_gradient(base, tokenizer) -> None:
                     for total, part in zip(summed, gradient(mine, shard.share(batch)), strict=True):
                         total += part
             averaged = [total / world_size for total in summed]
+            # Each rank pads its rows to its own longest, the whole batch to the batch's:
+            # float32 sums in another order, so equal up to rounding (seen: 8e-7 at most
+            # here); a wrong share would be off by a factor (1/2, 3/5, ...).
             for one, other in zip(whole, averaged, strict=True):
-                assert torch.allclose(one, other, rtol=1e-5, atol=1e-7)
+                torch.testing.assert_close(other, one, rtol=1e-4, atol=2e-6)
