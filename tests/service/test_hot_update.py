@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,10 +17,10 @@ from model_store.repository import list_versions, resolve_store, set_current
 from service.app import create_app
 from service.client import AsyncClient, Client
 from service.settings import Settings
-from tests.support.commands import ROOT, assert_one_line_error, run
+from tests.support.commands import assert_one_line_error, run
 from tests.support.live_repository import ADMIN_TOKEN, PROBES, probe, reload
 from tests.support.manifests import rewrite_manifest
-from tests.support.servers import ThreadedServer, free_port
+from tests.support.servers import ThreadedServer, free_port, service_process
 from tests.support.stores import has_torch
 
 
@@ -141,21 +138,7 @@ def test_admin_endpoints_need_the_token(repository: Path) -> None:
 
 def test_sighup_reloads_a_running_process(tiny, repository: Path) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "--model-dir",
-            str(repository),
-            "--port",
-            str(port),
-            "--provider",
-            "cpu",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "BERT_MTS_LOG_LEVEL": "warning"},
-    )
+    process = service_process(repository, port)
     try:
         with Client(f"http://127.0.0.1:{port}", timeout=5) as client:
             deadline = time.monotonic() + 60

@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,9 +30,9 @@ from model_store.manifest import (
 )
 from model_store.repository import CURRENT_FILE, resolve_store
 from service.client import Client
-from tests.support.commands import ROOT, assert_one_line_error, run
+from tests.support.commands import assert_one_line_error, run
 from tests.support.live_repository import reload
-from tests.support.servers import free_port
+from tests.support.servers import free_port, service_process
 
 
 @pytest.fixture(scope="module")
@@ -160,23 +159,7 @@ def test_fuzzed_current_files_only_raise_store_error(repository, content) -> Non
 
 def test_sighup_during_start_up_is_ignored_with_a_log_line(repository) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "--model-dir",
-            str(repository),
-            "--port",
-            str(port),
-            "--provider",
-            "cpu",
-        ],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "BERT_MTS_LOG_LEVEL": "warning"},
-    )
+    process = service_process(repository, port, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(0.5)  # the interpreter is up; the model is not loaded yet
         process.send_signal(signal.SIGHUP)

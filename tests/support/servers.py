@@ -47,21 +47,7 @@ def start_service(store: Path, **env: str) -> tuple[subprocess.Popen, str]:
     """`python -m service` on a free loopback port, once ready; settings as keywords."""
     port = free_port()
     settings = {f"BERT_MTS_{k.upper()}": v for k, v in env.items()}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "--model-dir",
-            str(store),
-            "--port",
-            str(port),
-            "--provider",
-            "cpu",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "BERT_MTS_LOG_LEVEL": "warning", **settings},
-    )
+    process = service_process(store, port, settings)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -72,3 +58,17 @@ def start_service(store: Path, **env: str) -> tuple[subprocess.Popen, str]:
             time.sleep(0.1)
     process.kill()
     raise RuntimeError("server did not start")
+
+
+def service_process(
+    model_dir: Path, port: int, settings: dict[str, str] | None = None, **popen
+) -> subprocess.Popen:
+    """`python -m service` serving `model_dir` on 127.0.0.1:`port` (CPU), run from the
+    repository root as an operator starts it, quiet but for warnings; not waited for."""
+    command = ["-m", "service", "--model-dir", str(model_dir), "--port", str(port)]
+    return subprocess.Popen(
+        [sys.executable, *command, "--provider", "cpu"],
+        cwd=ROOT,
+        env={**os.environ, "BERT_MTS_LOG_LEVEL": "warning", **(settings or {})},
+        **popen,
+    )
