@@ -92,9 +92,15 @@ class ChunkScorer:
         return batch
 
 
-def _input_format(path: Path) -> str:
+def _input_files(path: Path) -> list[Path]:
+    """The input's data files in name order: the output keeps this order (a directory's
+    listing order is the filesystem's, not the corpus's)."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    suffixes = {p.suffix.lower() for p in files if not p.name.startswith((".", "_"))}
+    return [p for p in files if not p.name.startswith((".", "_"))]
+
+
+def _input_format(path: Path) -> str:
+    suffixes = {p.suffix.lower() for p in _input_files(path)}
     if suffixes == {".parquet"}:
         return "parquet"
     if suffixes == {".jsonl"}:
@@ -152,10 +158,11 @@ def run_ray(
         cpus = int(ray.cluster_resources().get("CPU", 1))
         # One CPU is left to Ray Data's read and write tasks.
         actors = max(1, (cpus - 1) // job.actor_cpus)
+    files = [str(path) for path in _input_files(source)]
     if fmt == "parquet":
-        dataset = ray.data.read_parquet(str(source))
+        dataset = ray.data.read_parquet(files)
     else:
-        dataset = ray.data.read_json(str(source), lines=True)
+        dataset = ray.data.read_json(files, lines=True)
     missing = [c for c in (job.text_a, job.text_b) if c and c not in dataset.schema().names]
     if missing:
         raise ScoreError(
