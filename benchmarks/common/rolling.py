@@ -131,9 +131,13 @@ class HAProxy:
             f"""global
     stats socket {self.socket_path} mode 600 level admin
     maxconn 512
+    # Server state changes (a failed health check, a server going DOWN) reach the log.
+    log stderr format raw local0 notice
 
 defaults
     mode http
+    log global
+    option log-health-checks
     timeout connect 2s
     timeout client 60s
     timeout server 60s
@@ -142,6 +146,11 @@ defaults
     retries 3
     option redispatch 1
     retry-on conn-failure empty-response
+    # Without it a check times out after `inter` (200 ms): a busy replica that answers
+    # /ready in 300 ms twice running was marked down, and with the other replica out
+    # for its restart HAProxy answered 503 itself. The Kubernetes readiness probe
+    # (deploy/k8s/base/deployment.yaml) waits 3 s too.
+    timeout check 3s
 
 frontend clients
     bind 127.0.0.1:{self.port}
