@@ -1,13 +1,17 @@
 """A flood of huge texts beside short requests: the tokenizer stage's bound, measured.
 
     python -m benchmarks.flood_bench --model-dir /tmp/default-store --before /tmp/before
+    python -m benchmarks.flood_bench --model-dir STORE --waves 10 \
+        --setting BERT_MTS_MAX_BATCH_TOKENS=16384 --setting BERT_MTS_MAX_BATCH_TOKENS=2048
 
 --floods concurrent requests each carry one text of about --text-bytes (close to the
-body limit), sent while one client sends short sentiment requests one after another.
-Per checkout (--before: another checkout's code, measured in the same run) the table
-gives the short requests' latency idle and under the flood (p50, p99, max), the flood
-requests' statuses, and the server's resident memory before and at its peak (sampled
-every 20 ms from /proc). Linux only (reads /proc/<pid>/status).
+body limit), sent while one client sends short sentiment requests one after another;
+--waves floods are sent one after another (more short samples under the flood). Per
+configuration (--before: another checkout's code; --setting: a service setting, one
+server per value; all measured in the same run) the table gives the short requests'
+latency idle and under the flood (p50, p99, max), the flood requests' statuses, and the
+server's resident memory before and at its peak (sampled every 20 ms from /proc).
+Linux only (reads /proc/<pid>/status).
 """
 
 from __future__ import annotations
@@ -50,8 +54,15 @@ def tail(values: list[float]) -> list[float]:
     return [float(np.percentile(values, 50)), float(np.percentile(values, 99)), max(values)]
 
 
-def measure(model_dir: Path, root: Path | None, floods: int, text_bytes: int) -> list:
-    server = Server(model_dir, {}, root)
+def measure(
+    model_dir: Path,
+    root: Path | None,
+    env: dict[str, str],
+    floods: int,
+    text_bytes: int,
+    waves: int,
+) -> list:
+    server = Server(model_dir, env, root)
     try:
         pid = server.process.pid
         short_latencies(server.url, 10)  # warm-up
@@ -75,14 +86,15 @@ def measure(model_dir: Path, root: Path | None, floods: int, text_bytes: int) ->
 
         sampler = threading.Thread(target=sample)
         sampler.start()
-        flooders = [threading.Thread(target=flood) for _ in range(floods)]
-        for thread in flooders:
-            thread.start()
         under: list[float] = []
-        prober = threading.Thread(target=lambda: under.extend(short_latencies(server.url, 5, done)))
+        prober = threading.Thread(target=lambda: under.extend(short_latencies(server.url, 1, done)))
         prober.start()
-        for thread in flooders:
-            thread.join()
+        for _ in range(waves):
+            flooders = [threading.Thread(target=flood) for _ in range(floods)]
+            for thread in flooders:
+                thread.start()
+            for thread in flooders:
+                thread.join()
         done.set()
         prober.join()
         sampler.join()
@@ -98,14 +110,30 @@ def main() -> int:
     parser.add_argument("--before", type=Path, help="another checkout, measured first")
     parser.add_argument("--floods", type=int, default=40)
     parser.add_argument("--text-bytes", type=int, default=990_000)
+    parser.add_argument("--waves", type=int, default=1, help="floods one after another")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a service setting (environment variable); repeat for one server per value",
+    )
     args = parser.parse_args()
+    try:
+        settings = [dict([s.split("=", 1)]) for s in args.setting] or [{}]
+    except ValueError:
+        parser.error("--setting takes NAME=VALUE")
+    configs = [("before", args.before, {})] if args.before else []
+    configs += [
+        ("after" if not env else f"after, {args.setting[i]}", None, env)
+        for i, env in enumerate(settings)
+    ]
     rows = []
-    for name, root in (("before", args.before), ("after", None)):
-        if name == "before" and root is None:
-            continue
-        rows.append([name, *measure(args.model_dir, root, args.floods, args.text_bytes)])
+    for name, root, env in configs:
+        measured = measure(args.model_dir, root, env, args.floods, args.text_bytes, args.waves)
+        rows.append([name, *measured])
     headers = [
-        "code",
+        "configuration",
         "idle p50 ms",
         "idle p99 ms",
         "idle max ms",

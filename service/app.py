@@ -55,6 +55,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         settings.request_timeout_s,
         max_tokenizing_items=settings.max_queue_items,
         max_tokenizing_chars=settings.max_queue_tokens * MAX_CHARS_PER_TOKEN,
+        inline_tokenizing_chars=settings.inline_tokenizing_chars,
     )
 
     @asynccontextmanager

@@ -131,6 +131,7 @@ class Infer:
         request_timeout_s: float,
         max_tokenizing_items: int = 1024,
         max_tokenizing_chars: int = 32768 * MAX_CHARS_PER_TOKEN,
+        inline_tokenizing_chars: int = 0,
     ) -> None:
         self._models = models
         self._metrics = metrics
@@ -141,6 +142,10 @@ class Infer:
         # as each text is read up to its cut) waiting for or in the tokenizer threads.
         self._max_tokenizing = (max_tokenizing_items, max_tokenizing_chars)
         self._tokenizing = [0, 0]
+        # A request of at most this many characters is tokenized on the event loop: it
+        # takes less time there than the hand-off to a thread and back, and it does
+        # not queue behind long texts in the tokenizer threads.
+        self._inline_chars = inline_tokenizing_chars
 
     def close(self) -> None:
         self._tokenizers.shutdown(wait=True)
@@ -270,11 +275,14 @@ class Infer:
         return ServiceError(503, f"no answer within {self._timeout_s} s; retry later", retry=True)
 
     async def _tokenize(self, engine: Engine, inputs: Inputs, deadline: float) -> list:
-        """Encode in a tokenizer thread, within the tokenizer stage's bound (else
-        QueueFull, shed like a full queue) and the request's deadline."""
+        """Encode on the loop if the request is short, else in a tokenizer thread,
+        within the tokenizer stage's bound (else QueueFull, shed like a full queue) and
+        the request's deadline."""
         limit = engine.tokenizer.max_chars
         texts = [*inputs.texts_a, *(inputs.texts_b or ())]
         cost = (len(inputs), sum(min(len(text), limit) for text in texts))
+        if cost[1] <= self._inline_chars:
+            return engine.encode(inputs.texts_a, inputs.texts_b)
         items, chars = self._tokenizing
         max_items, max_chars = self._max_tokenizing
         if items and (items + cost[0] > max_items or chars + cost[1] > max_chars):

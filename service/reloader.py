@@ -67,7 +67,7 @@ class ModelReloader:
             engine.run,
             self._metrics,
             s.max_batch_size,
-            s.max_batch_tokens,
+            s.batch_tokens_for(engine.provider),
             s.max_wait_ms,
             s.max_queue_items,
             s.batch_overhead_tokens,

@@ -14,9 +14,12 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model_store.locations import default_store
+from model_store.runtime import CUDA
 from service.engine import EngineConfig
 
 MIN_ADMIN_TOKEN_LENGTH = 32
+CPU_BATCH_TOKENS = 2048
+GPU_BATCH_TOKENS = 16384
 
 
 class Settings(BaseSettings):
@@ -41,7 +44,11 @@ class Settings(BaseSettings):
 
     # Dynamic batching: a batch closes at whichever limit comes first.
     max_batch_size: int = Field(32, ge=1, description="rows per ONNX Runtime run")
-    max_batch_tokens: int = Field(16384, ge=1, description="rows x padded length per run")
+    # A batch's padded tokens bound how long a row that arrives while it runs waits
+    # (there is no preempting a run). None: the provider's default below.
+    max_batch_tokens: int | None = Field(
+        None, ge=1, description="rows x padded length per run (default: per provider)"
+    )
     max_wait_ms: float = Field(0.0, ge=0, description="wait for more rows when idle")
     # Fixed cost of one ONNX Runtime run, in tokens of compute: the batcher splits a
     # window into more, tighter batches when that saves more padding than this.
@@ -51,6 +58,10 @@ class Settings(BaseSettings):
     # that a full queue drains within request_timeout_s on a small CPU.
     max_queue_tokens: int = Field(32768, ge=128, description="tokens waiting; beyond: 429")
     request_timeout_s: float = Field(30.0, gt=0)
+    # Requests of at most this many characters (all their texts) are tokenized on the
+    # event loop (well under a millisecond); longer ones in the tokenizer threads. 0:
+    # every request in the threads.
+    inline_tokenizing_chars: int = Field(512, ge=0, le=4096)
     # text-embeddings-inference's POST /predict: the task it answers (default: the only
     # served classification, binary or regression task taking the input's shape).
     tei_predict_task: str | None = None
@@ -87,6 +98,15 @@ class Settings(BaseSettings):
                 "spaces (e.g. `openssl rand -hex 32`); unset it to disable the admin routes"
             )
         return token
+
+    def batch_tokens_for(self, provider: str) -> int:
+        """`max_batch_tokens`, or the default of the provider serving: on a CPU, 2048
+        (a run of 128-token rows then takes about 0.1-0.2 s on the 6-layer model, and
+        rows per second were flat from 2 to 16 such rows a batch, docs/results.md); on
+        CUDA, 16384 (text-embeddings-inference's default: a GPU needs wide batches)."""
+        if self.max_batch_tokens is not None:
+            return self.max_batch_tokens
+        return GPU_BATCH_TOKENS if provider == CUDA else CPU_BATCH_TOKENS
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(

@@ -50,7 +50,7 @@ async def info(request: Request):
         execution_provider=engine.provider,
         batching={
             "max_batch_size": settings.max_batch_size,
-            "max_batch_tokens": settings.max_batch_tokens,
+            "max_batch_tokens": live.batcher.max_batch_tokens,
             "max_wait_ms": settings.max_wait_ms,
             "max_queue_items": settings.max_queue_items,
             "max_queue_tokens": settings.max_queue_tokens,
