@@ -21,7 +21,7 @@ from service import schemas
 from service.app import create_app
 from service.client import ApiError, AsyncClient, Client
 from service.engine import Engine
-from service.settings import Settings
+from service.settings import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, Settings
 from tests.support.commands import assert_one_line_error, run
 from tests.support.servers import ThreadedServer
 
@@ -80,10 +80,12 @@ async def test_sentiment_single_and_batch(client: httpx.AsyncClient, engine: Eng
 
 
 @pytest.mark.anyio
-async def test_every_request_is_tokenized_off_the_event_loop(
-    client: httpx.AsyncClient, engine: Engine, monkeypatch
+async def test_short_requests_are_tokenized_on_the_loop_and_long_ones_in_the_threads(
+    settings: Settings, engine: Engine, monkeypatch
 ) -> None:
-    """A single text too: tokenizing on the loop would hold every other connection."""
+    """A request of at most `inline_tokenizing_chars` characters is tokenized on the
+    event loop (cheaper than the hand-off, and never behind long texts in the
+    threads); a longer one in a tokenizer thread, where it cannot hold the loop."""
     threads = []
     encode = engine.encode
 
@@ -92,11 +94,39 @@ async def test_every_request_is_tokenized_off_the_event_loop(
         return encode(*args, **kwargs)
 
     monkeypatch.setattr(engine, "encode", recording_encode)
-    await client.post("/sentiment", json={"text": "one"})
-    await client.post("/v1/tasks/similarity", json={"sentence1": "a", "sentence2": "b"})
-    await client.post("/v1/predict", json={"text": "one"})
-    assert len(threads) == 3
-    assert all(t is not threading.main_thread() for t in threads)
+    inline = settings.model_copy(update={"inline_tokenizing_chars": 10})
+    app = create_app(inline, engine)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await client.post("/sentiment", json={"text": "one"})
+            await client.post("/v1/tasks/similarity", json={"sentence1": "a", "sentence2": "b"})
+            await client.post("/v1/predict", json={"text": "eleven characters"})
+            await client.post("/sentiment", json={"texts": ["six ch", "five!"]})  # 11
+    assert len(threads) == 4
+    assert [t is threading.main_thread() for t in threads] == [True, True, False, False]
+    assert all(t.name.startswith("tokenize") for t in threads[2:])
+
+
+@pytest.mark.anyio
+async def test_with_inline_tokenizing_off_every_request_is_tokenized_in_a_thread(
+    settings: Settings, engine: Engine, monkeypatch
+) -> None:
+    threads = []
+    encode = engine.encode
+
+    def recording_encode(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "encode", recording_encode)
+    app = create_app(settings.model_copy(update={"inline_tokenizing_chars": 0}), engine)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await client.post("/sentiment", json={"text": "one"})
+            await client.post("/v1/tasks/similarity", json={"sentence1": "a", "sentence2": "b"})
+    assert len(threads) == 2
     assert all(t.name.startswith("tokenize") for t in threads)
 
 
@@ -192,6 +222,16 @@ async def test_hostile_bodies_are_a_4xx_with_json_and_leave_the_server_healthy(
     assert healthy.status_code == 200
 
 
+def test_the_batch_token_bound_defaults_per_provider_and_a_setting_overrides_it() -> None:
+    assert Settings().batch_tokens_for("CPUExecutionProvider") == CPU_BATCH_TOKENS
+    assert Settings().batch_tokens_for("CUDAExecutionProvider") == GPU_BATCH_TOKENS
+    assert CPU_BATCH_TOKENS < GPU_BATCH_TOKENS
+    chosen = Settings(max_batch_tokens=777)
+    assert {
+        chosen.batch_tokens_for(p) for p in ("CPUExecutionProvider", "CUDAExecutionProvider")
+    } == {777}
+
+
 @pytest.mark.anyio
 async def test_health_ready_info_metrics_docs(client, engine) -> None:
     assert (await client.get("/health")).json() == {"status": "ok"}
@@ -203,6 +243,8 @@ async def test_health_ready_info_metrics_docs(client, engine) -> None:
     assert info["batching"]["max_items_per_request"] == 8
     assert isinstance(info["batching"]["max_batch_size"], int)  # not 32.0
     assert '"max_batch_size":32' in (await client.get("/info")).text.replace(" ", "")
+    # Unset, the batch's token bound is the provider's: the CPU one here.
+    assert info["batching"]["max_batch_tokens"] == CPU_BATCH_TOKENS
     await client.post("/sentiment", json={"text": "counted"})
     await client.post("/v1/tasks/similarity", json={"sentence1": "a", "sentence2": "b"})
     await client.post("/v1/tasks/nonsense", json={"text": "a"})
