@@ -7,8 +7,11 @@ per-channel weight scales) three ways: as shipped (`training.graph.onnx_export.q
 MatMul and the embedding Gather), MatMul only (embeddings stay fp32), and with each
 branch's last layer left in fp32; runs every task's validation rows through fp32 and
 each int8 graph and prints the metric, the loss and the paired test against fp32
-(`training.evaluate.paired_test`). Accuracy only: the figures are deterministic; speed is
-measured elsewhere, on a quiet machine.
+(`training.evaluate.paired_test`). The accuracy figures are deterministic. With
+`--speed-rounds N`, each graph's offline throughput is measured too: the first task's
+validation rows in length-sorted batches of 32 (as the serving benchmark's ceiling),
+one pass per graph per round, the graphs interleaved round by round so that they share
+the machine's state; items/s is given as median, min and max over the rounds.
 """
 
 from __future__ import annotations
@@ -17,16 +20,25 @@ import argparse
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from benchmarks.common.report import markdown_table, provenance
 from model_store.manifest import load_manifest
 from model_store.repository import resolve_store
+from model_store.runtime import CPU, MultiTaskSession
+from model_store.tokenizer import PairTokenizer
 from training.evaluate.paired_test import paired_comparisons
-from training.evaluate.store import metrics_by_task, store_outputs
+from training.evaluate.store import (
+    metrics_by_task,
+    store_outputs,
+    task_outputs,
+    validation_examples,
+)
 
 
 def last_layer_nodes(manifest, graph: Path) -> list[str]:
@@ -46,10 +58,32 @@ def figures(test: dict) -> str:
     return f"{test['loss_points']:.2f} ([{low:.2f}, {high:.2f}])"
 
 
+def speeds(manifests: dict[str, object], data_dir: Path, rounds: int) -> dict[str, list[float]]:
+    """Items/s of each graph over `rounds` interleaved passes of the first labelled
+    task's validation rows, batches of 32."""
+    first = next(iter(manifests.values()))
+    task = next(t for t in first.tasks if t.kind != "embedding")
+    examples = validation_examples(task, task.validation.get("split") or {}, data_dir)
+    tokenizer = PairTokenizer.from_file(first.tokenizer_path, first.max_seq_len)
+    sessions = {
+        label: MultiTaskSession(manifest, variant, providers=[CPU])
+        for label, (manifest, variant) in manifests.items()
+    }
+    measured: dict[str, list[float]] = {label: [] for label in sessions}
+    for round_ in range(rounds + 1):
+        for label, session in sessions.items():
+            started = time.perf_counter()
+            task_outputs(session, tokenizer, task, examples, batch_size=32)
+            if round_:  # the first round warms every graph up
+                measured[label].append(len(examples) / (time.perf_counter() - started))
+    return measured
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--speed-rounds", type=int, default=0, metavar="N")
     args = parser.parse_args()
     source = resolve_store(args.store)
     manifest = load_manifest(source)
@@ -60,6 +94,7 @@ def main() -> None:
         "each branch's last layer fp32": {"nodes_to_exclude": last_layer_nodes(manifest, fp32)},
     }
     rows = []
+    graphs = {"fp32": (manifest, "fp32")}
     logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         for label, extra in options.items():
@@ -87,7 +122,16 @@ def main() -> None:
                     *(figures(tests[t.name]["int8"]) for t in manifest.tasks),
                 )
             )
+            graphs[label] = (load_manifest(work, verify=False), "int8")
             print(f"  {label}: done", flush=True)
+        measured = speeds(graphs, args.data_dir, args.speed_rounds) if args.speed_rounds else {}
+    if measured:
+        speed_rows = [
+            (label, *(f"{f(items):.1f}" for f in (np.median, min, max)))
+            for label, items in measured.items()
+        ]
+        speed_headers = ["graph", "items/s median", "min", "max"]
+        print(f"{markdown_table(speed_headers, speed_rows)}\n")
     print(f"## int8 variants against fp32, paired tests per task\n\n{provenance()}\n")
     fp32_metrics = ", ".join(f"{t}: {m['fp32']:.4f} {m['metric']}" for t, m in metrics.items())
     print(f"fp32: {fp32_metrics}\n")
