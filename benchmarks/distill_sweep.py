@@ -5,7 +5,7 @@
 
 For each preset task: branches at K = 1, 2, 3 (`--layers`) trained with the labels
 alone and distilled from the task's teacher (default: its shipped branch in
-models/shipped/, the best branch this project has of it), at seed 0, and at every
+models/shipped/small/, the best branch this project has of it), at seed 0, and at every
 `--seeds` for K = 2 (`--seeded-layers`). Every run is the real training command,
 `training/finetune_top_layers.py`, on one validation split (`--split-seed 0`, the split
 every teacher was selected on, so no teacher has seen a validation example), so each
@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument(
         "--modes", nargs="+", choices=("plain", "distilled"), default=["plain", "distilled"]
     )
-    parser.add_argument("--teachers", type=Path, default=ROOT / "model_store" / "shipped")
+    parser.add_argument("--teachers", type=Path, default=ROOT / "models" / "shipped" / "small")
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "distill")

@@ -2,6 +2,8 @@
 
     python -m benchmarks.k_sweep --data-dir ../shared/data --task similarity sentiment
     python -m benchmarks.k_sweep --task sentiment --layers --full   # full fine-tuning only
+    python -m benchmarks.k_sweep --base-model all-mpnet-base-v2 --layers 2 4 8 \
+        --json docs/report/k_sweep_base.json     # a 12-layer model's sweep, its own file
 
 Trains one branch per (task, K) with the training defaults (3 epochs, lr 1e-4 for the
 layers and 1e-3 for the head, batch 32, cached trunk, seed 0; each overridable) on the
@@ -42,6 +44,11 @@ def main() -> None:
     parser.add_argument("--pooling", choices=POOLINGS, default="cls")
     parser.add_argument("--pair-order", choices=PAIR_ORDERS, default="ab")
     parser.add_argument("--json", type=Path, help="add the results to this sweep file")
+    parser.add_argument(
+        "--base-model",
+        help="the base to sweep (as training's --base-model; default: the packaged 6-layer "
+        "one); each model's sweep goes to its own file, named in models/shipped/catalogue.json",
+    )
     args = parser.parse_args()
     recipe = {
         "epochs": args.epochs,
@@ -52,7 +59,7 @@ def main() -> None:
         "pair_order": args.pair_order,
     }
 
-    base = load_base_model()
+    base = load_base_model(args.base_model)
     tokenizer = PairTokenizer.from_dir(base.path)
     rows, records = [], []
     for task in args.task:

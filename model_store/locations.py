@@ -1,7 +1,10 @@
 """Where the project's artifacts live: one folder of models beside the code, by default.
 
-    models/shipped/    the shipped default model's branches and SHA256SUMS (in git)
-    models/default/    the servable repository built from them (`make model`)
+    models/shipped/    the shipped models' branches and SHA256SUMS, one folder per model,
+                       and catalogue.json naming them and the default (in git)
+    models/default/    the servable repository of the default model (`make model`)
+    models/<name>/     the servable repository of any other shipped model
+                       (`make model MODEL=<name>`)
     models/branches/   what training writes unless told `--out`
 
 The folder is `models/` under the working directory, or `$BERT_MTS_MODELS_DIR`; every
@@ -14,6 +17,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from model_store.catalogue import DEFAULT_ALIAS, load_catalogue
 
 MODELS_ENV = "BERT_MTS_MODELS_DIR"
 SHIPPED = "shipped"
@@ -34,6 +39,22 @@ def shipped_dir() -> Path:
 
 def default_store() -> Path:
     return models_dir() / DEFAULT
+
+
+def model_repository(name: str | None = None, shipped: Path | None = None) -> Path:
+    """The repository directory of shipped model `name`: `models/default` for the
+    catalogue's default (None or "default" too, without reading the catalogue), else
+    `models/<name>`. An unknown name is a `CatalogueError` listing the known ones.
+
+    The one answer to "where is model X served from": the Makefile (through
+    `bert-mts-default-model dir`), the build command, training's `--store` and the
+    service's `--model-dir` defaults all ask here.
+    """
+    if name is None or name == DEFAULT_ALIAS:
+        return default_store()
+    catalogue = load_catalogue(shipped or shipped_dir())
+    model = catalogue.resolve(name)
+    return default_store() if catalogue.is_default(model) else models_dir() / model.name
 
 
 def branches_dir() -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from model_store.cli import UsageError
 
-__all__ = ["BaseModelError", "BranchError", "MergeError", "UsageError"]
+__all__ = ["BaseModelError", "BranchError", "ChecksumError", "MergeError", "UsageError"]
 
 
 class BaseModelError(ValueError):
@@ -23,3 +23,7 @@ class BranchError(ValueError):
 
 class MergeError(ValueError):
     """Branches that cannot be merged, or a graph that fails its check."""
+
+
+class ChecksumError(ValueError):
+    """A built file differs from the committed checksum: not the released model."""

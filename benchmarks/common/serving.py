@@ -48,9 +48,9 @@ done = function(summary, latency, _)
   local e = summary.errors
   io.write(string.format(
     '{"requests": %d, "duration_us": %d, "status_errors": %d, "other_errors": %d, '
-    .. '"p50_us": %d, "p95_us": %d, "p99_us": %d}\n',
+    .. '"p50_us": %d, "p95_us": %d, "p99_us": %d, "max_us": %d}\n',
     summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
 end
 """
 

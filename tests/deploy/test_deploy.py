@@ -79,10 +79,36 @@ def test_the_model_is_built_in_its_own_stage_and_only_the_store_reaches_the_runt
     assert "BERT_MTS_MODEL_DIR=/app/models/default" in by_name["runtime"]
 
 
+def test_the_model_stage_builds_the_catalogues_model_named_by_the_build_arg() -> None:
+    """`--build-arg MODEL=small` picks the model (default: the catalogue's default); its
+    base is installed in a layer of its own, after only the catalogue is copied, so new
+    branches do not download the base again."""
+    stage = stages()["model"]
+    assert re.search(r"^ARG MODEL=default$", stage, re.MULTILINE)
+    commands = run_lines(stage)
+    install, build = commands[-2], commands[-1]
+    assert install[1:4] == ["-m", "training.commands.default_model", "install-base"]
+    for command in (install, build):
+        assert command[command.index("--model") + 1] == "$MODEL"
+        assert command[command.index("--shipped") + 1] == "models/shipped"
+    order = [line for line in stage.splitlines() if line.startswith(("COPY models", "RUN"))]
+    catalogue = order.index("COPY models/shipped/catalogue.json ./models/shipped/catalogue.json")
+    branches = order.index("COPY models/shipped ./models/shipped")
+    install_line = next(i for i, line in enumerate(order) if "install-base" in line)
+    assert catalogue < install_line < branches
+
+
 def test_the_build_context_carries_the_shipped_branches_but_not_a_host_built_store() -> None:
-    ignored = (ROOT / ".dockerignore").read_text().split()
-    assert "models/default" in ignored
+    """Every host-built repository under models/ (models/default, models/small, ...) stays
+    out of the context; models/shipped comes in."""
+    ignored = [line for line in (ROOT / ".dockerignore").read_text().split() if line]
+    assert "models/*" in ignored and ignored.index("!models/shipped") > ignored.index("models/*")
     assert not any(p in ignored for p in ("model_store", "models/shipped", "training"))
+
+
+def script_lines() -> list[str]:
+    """The build script's lines, backslash continuations joined."""
+    return BUILD_SCRIPT.replace("\\\n", " ").splitlines()
 
 
 def test_the_build_script_runs_the_model_stage_commands() -> None:
@@ -98,8 +124,10 @@ def test_the_build_script_runs_the_model_stage_commands() -> None:
         "out": stage[-1][stage[-1].index("--out") + 1],
     }
     assert f"torch_index=${{TORCH_INDEX_URL:-{torch_index}}}" in BUILD_SCRIPT
+    default_model = re.search(r"^ARG MODEL=(\S+)$", stages()["model"], re.MULTILINE).group(1)
+    assert f"MODEL=${{MODEL:-{default_model}}}" in BUILD_SCRIPT
     script = []
-    for line in BUILD_SCRIPT.splitlines():
+    for line in script_lines():
         line = line.strip()
         if line.startswith(("python3 -m venv", '"$venv/bin/pip"', '"$PYTHON" -m')):
             for name, value in values.items():
@@ -113,20 +141,32 @@ def test_the_build_script_builds_from_the_repository_root_into_the_given_directo
 ) -> None:
     """Run the script with PYTHON standing for an existing environment (its second way
     of running), that environment being a recorder: from any working directory, the
-    build runs at the repository root (where models/shipped is) into OUT_DIR."""
+    base install and the build run at the repository root (where models/shipped is),
+    for the model MODEL names (default: the catalogue's default), into OUT_DIR."""
     recorder = tmp_path / "python"
-    recorder.write_text('#!/bin/sh\nprintf "%s\\n" "$PWD" "$@" > "$RECORD"\n')
+    recorder.write_text('#!/bin/sh\nprintf "%s\\n" "$PWD" "$@" >> "$RECORD"\n')
     recorder.chmod(0o755)
-    record = tmp_path / "record"
-    env = {**os.environ, "PYTHON": str(recorder), "RECORD": str(record)}
     script = ROOT / "deploy" / "build_model_store.sh"
-    result = subprocess.run(
-        ["bash", str(script), "/models/default"], cwd=tmp_path, env=env, capture_output=True
-    )
-    assert result.returncode == 0, result.stderr
-    cwd, *args = record.read_text().splitlines()
-    assert Path(cwd) == ROOT
-    assert args == run_lines(stages()["model"])[-1][1:] and args[-1] == "/models/default"
+    stage = run_lines(stages()["model"])
+    for model in (None, "small"):
+        record = tmp_path / f"record-{model}"
+        env = {**os.environ, "PYTHON": str(recorder), "RECORD": str(record)}
+        env.pop("MODEL", None)
+        if model:
+            env["MODEL"] = model
+        result = subprocess.run(
+            ["bash", str(script), "/models/default"], cwd=tmp_path, env=env, capture_output=True
+        )
+        assert result.returncode == 0, result.stderr
+        lines = record.read_text().splitlines()
+        expected = [
+            [word.replace("$MODEL", model or "default") for word in command[1:]]
+            for command in stage[-2:]
+        ]
+        calls = [lines[: len(expected[0]) + 1], lines[len(expected[0]) + 1 :]]
+        for (cwd, *args), want in zip(calls, expected, strict=True):
+            assert Path(cwd) == ROOT and args == want
+        assert expected[-1][-1] == "/models/default"
     # Without an output directory it refuses, before installing anything.
     missing = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
     assert missing.returncode != 0 and "usage" in missing.stderr
@@ -150,6 +190,8 @@ def test_compose_reserves_a_gpu_and_scrapes_metrics() -> None:
     devices = service["deploy"]["resources"]["reservations"]["devices"]
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
     assert "8000:8000" in service["ports"]
+    # The image's model is the build-arg's: the catalogue's default unless asked.
+    assert service["build"]["args"]["MODEL"] == "${BERT_MTS_MODEL:-default}"
     # A fresh host serves the baked model: no host directory hides it by default.
     assert not service.get("volumes")
     assert "/ready" in " ".join(service["healthcheck"]["test"])
@@ -185,9 +227,11 @@ DOCKER_COMPOSE = shutil.which("docker-compose")
 def test_docker_compose_config_accepts_the_files(files: list[str], tmp_path: Path) -> None:
     args = [DOCKER_COMPOSE, *(a for f in files for a in ("-f", f)), "config"]
     env = {**os.environ, "BERT_MTS_MODEL_REPO": str(tmp_path / "repo")}
+    env.pop("BERT_MTS_MODEL", None)
     result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     rendered = yaml.safe_load(result.stdout)["services"]["bert-mts"]
+    assert rendered["build"]["args"] == {"MODEL": "default"}
     mounts = [str(v) for v in rendered.get("volumes", [])]
     if len(files) == 1:
         assert mounts == []

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from model_store.catalogue import CATALOGUE_FILE, load_catalogue
 from model_store.graph_choice import (
     COMPARISONS,
     DEFAULT_TOLERANCE_POINTS,
@@ -42,13 +43,24 @@ from training.graph.default_model import (
 )
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
-SHIPPED_DIR = ROOT / "models" / "shipped"
+SHIPPED_ROOT = ROOT / "models" / "shipped"
+# The 6-layer model: every test here builds it (the 12-layer one needs its 400 MB base).
+SMALL = load_catalogue(SHIPPED_ROOT).resolve("small")
+SHIPPED_DIR = SMALL.branches
+
+
+def copy_small(shipped: Path) -> Path:
+    """A shipped folder holding the catalogue and the small model only; its model dir."""
+    shipped.mkdir()
+    shutil.copy(SHIPPED_ROOT / CATALOGUE_FILE, shipped / CATALOGUE_FILE)
+    shutil.copytree(SHIPPED_DIR, shipped / SMALL.name)
+    return shipped / SMALL.name
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("default") / "default"
-    path, files = build(SHIPPED_DIR, out)
+    path, files = build(SHIPPED_DIR, out, base_model=SMALL.base_model)
     assert path == out and len(files) == 4
     return out
 
@@ -153,8 +165,7 @@ def test_shipped_tasks_share_at_least_two_frozen_layers(built: Path) -> None:
 
 def test_tampered_shipped_branch_is_refused(tmp_path: Path) -> None:
     shipped = tmp_path / "shipped"
-    shutil.copytree(SHIPPED_DIR, shipped)
-    weights = resolve_branch_dir(shipped / "similarity") / BRANCH_WEIGHTS
+    weights = resolve_branch_dir(copy_small(shipped) / "similarity") / BRANCH_WEIGHTS
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0x01
     weights.write_bytes(bytes(data))
@@ -163,6 +174,8 @@ def test_tampered_shipped_branch_is_refused(tmp_path: Path) -> None:
         "-m",
         "training.commands.default_model",
         "build",
+        "--model",
+        SMALL.name,
         "--shipped",
         str(shipped),
         "--out",
@@ -173,14 +186,13 @@ def test_tampered_shipped_branch_is_refused(tmp_path: Path) -> None:
 
 
 def test_build_that_does_not_reproduce_the_checksums_is_refused(tmp_path: Path) -> None:
-    shipped = tmp_path / "shipped"
-    shutil.copytree(SHIPPED_DIR, shipped)
+    shipped = copy_small(tmp_path / "shipped")
     sums = shipped / CHECKSUMS
     lines = sums.read_text().splitlines()
     lines[0] = "0" * 64 + lines[0][64:]
     sums.write_text("\n".join(lines) + "\n")
     with pytest.raises(ChecksumError, match="does not reproduce the released model"):
-        build(shipped, tmp_path / "default")
+        build(shipped, tmp_path / "default", base_model=SMALL.base_model)
     assert [p.name for p in tmp_path.iterdir()] == ["shipped"]
 
 

@@ -7,10 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model_store.manifest import load_manifest
+from model_store.repository import resolve_store
 from tests.support.commands import assert_one_line_error, run
 from tests.support.tiny_store import build_tiny_store
+from training.evaluate.store import store_outputs
 from training.fit.objectives import overall_score
-from training.report.page import SWEEP_COPY, write_report
+from training.report.page import SWEEP_COPY, ModelSource, write_report
 from training.report.plots import calibration_bins, confusion_matrix
 from training.report.sweep_log import FULL, SweepRecord, load_sweep, record_sweep
 
@@ -124,3 +127,43 @@ def test_report_without_sweep_runs_is_a_one_line_error(
     )
     assert_one_line_error(result, "holds no sweep runs")
     assert not out.exists()
+
+
+def test_report_shows_other_models_beside_it_with_their_own_k_sweep(
+    tiny_store: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """A compared model (here the same tiny store under another name, with a sweep of
+    two recipes, as a 12-layer model's is) gets its columns per task, its overall score
+    and its own K chart drawn from every recorded run."""
+    other_sweep = tmp_path / "other.json"
+    students = {**RECIPE, "epochs": 2, "teacher": {"version": "v", "layers": 8}}
+    record_sweep(
+        other_sweep,
+        [
+            SweepRecord("sentiment", 8, "accuracy", 0.55, 1, 60.0, {**RECIPE, "epochs": 1}),
+            SweepRecord("sentiment", 3, "accuracy", 0.54, 2, 30.0, students),
+        ],
+    )
+    out = tmp_path / "report"
+    source = ModelSource("big", tiny_store, other_sweep)
+    page = write_report(
+        tiny_store, data_dir, _sweep_file(tmp_path), out, None, [source], "small"
+    ).read_text()
+    assert "The shipped models side by side" in page
+    assert (out / "k_sweep_big.png").read_bytes().startswith(PNG_MAGIC)
+    assert 'src="k_sweep_big.png"' in page and "K sweep of big: " in page
+    manifest = load_manifest(resolve_store(tiny_store))
+    results = {r.name: r.metric("fp32") for r in store_outputs(manifest, data_dir, ["fp32"])}
+    layers = {t.name: t.layers for t in manifest.tasks}
+    for task, value in results.items():
+        cell = f"<td>{layers[task]}</td><td>{value:.4f}</td>"
+        # Both models' K and fp32 metric, then the literature.
+        assert f"<tr><td>{task}</td><td>" in page and page.count(cell * 2) >= 1, task
+    overall = f"{overall_score(results):.4f}"
+    assert (
+        f"<td>overall</td><td>score</td><td></td><td>{overall}</td><td></td><td>{overall}</td>"
+        in page
+    )
+    # Without compared models there is no such section.
+    alone = write_report(tiny_store, data_dir, _sweep_file(tmp_path), out, None).read_text()
+    assert "side by side" not in alone and not (out / "k_sweep_big.png").exists()

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from model_store.hints import script_command
-from model_store.locations import branches_dir, default_store
+from model_store.locations import branches_dir, model_repository
 from model_store.tasks import INPUTS, TRAINED_KINDS, TaskDefinition
 from model_store.tokenizer import DEFAULT_MAX_SEQ_LEN, PairTokenizer
 from training.commands.base_choice import StoreBase, choose_base, read_store_base
@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="the model repository the branches are for: its base, tokenizer and maximum "
-        f"length are used (default: {default_store()} if it exists)",
+        f"length are used (default: the default model's, {model_repository()}, if it exists; "
+        "another shipped model's with `--store models/NAME`)",
     )
     store.add_argument(
         "--no-store",
@@ -364,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = (
         None
         if args.no_store
-        else read_store_base(args.store or default_store(), explicit=args.store is not None)
+        else read_store_base(args.store or model_repository(), explicit=args.store is not None)
     )
     args.base_model, base_spec = choose_base(args.base_model, store)
     if args.max_seq_len is None:

@@ -1,25 +1,30 @@
-"""The shipped default model: committed compact branches, built into a servable store.
+"""The shipped models: committed compact branches, built into servable stores.
 
-    bert-mts-default-model build                  # models/default, once
-    bert-mts-default-model pack --branch runs/tune/sentiment   # ship a new branch
-    bert-mts-default-model build --record --data-dir ../shared/data   # new checksums
+    bert-mts-default-model build                  # the default model into models/default, once
+    bert-mts-default-model build --model small    # another shipped model, into models/small
+    bert-mts-default-model pack --model small --branch runs/tune/sentiment   # ship a branch
+    bert-mts-default-model build --model small --record --data-dir ../shared/data   # checksums
 
-(the command is `training.commands.default_model`; the folders are
-`model_store.locations`').
+(the command is `training.commands.default_model`; which models ship, their bases and
+the default are `models/shipped/catalogue.json` (`model_store.catalogue`); the folders
+are `model_store.locations`'). Everything here works on one model's folder,
+`models/shipped/<name>/`, and the base the catalogue names for it.
 
 Git holds only what training produced: each task's tuned top layers and head, with
-int8 row-wise weight matrices (`models/shipped/<task>/<version>/`, see
+int8 row-wise weight matrices (`models/shipped/<name>/<task>/<version>/`, see
 `training.fit.weight_codec`). Everything else is derived. The trunk comes
-from the pinned base-model package, whose weights sha256 every branch records and
-checks; the ONNX graphs are exported from the branches deterministically (pinned torch,
-onnx and onnxruntime), and the build is refused unless every built file matches the
-sha256 committed in `models/shipped/SHA256SUMS`. So a fresh clone serves exactly
-the model that was evaluated, and a corrupted or tampered file is caught, not served.
+from the model's base (the pinned base-model package, or a base installed from the
+registry by `training.encoders.bases`, sha256-checked), whose weights sha256 every
+branch records and checks; the ONNX graphs are exported from the branches
+deterministically (pinned torch, onnx and onnxruntime), and the build is refused
+unless every built file matches the sha256 committed in
+`models/shipped/<name>/SHA256SUMS`. So a fresh clone serves exactly the model that was
+evaluated, and a corrupted or tampered file is caught, not served.
 The store is written next to its final place and renamed in only when verified.
 
 Recording also measures every graph variant's validation metric per task (which needs
 the training data) and commits them next to the checksums
-(`models/shipped/variant_metrics.json`); a build, which must work without the data,
+(`models/shipped/<name>/variant_metrics.json`); a build, which must work without the data,
 copies them into the manifest, where `--graph auto` reads them to pick the graph.
 """
 
@@ -40,7 +45,7 @@ from model_store.operations import BranchRef, keep_branch
 from model_store.repository import VERSIONS_DIR, new_version_id, set_current
 from training.data.presets import preset_order
 from training.encoders.base_model import BaseModel, load_base_model
-from training.errors import UsageError
+from training.errors import ChecksumError, UsageError
 from training.evaluate.variant_metrics import (
     MeasureMetrics,
     measurer,
@@ -58,14 +63,12 @@ from training.fit.branch import (
 from training.fit.weight_codec import INT8_ROWWISE, encode_int8_rowwise
 from training.graph.merge import LoadedBranch, load_branches, publish_store, read_branches
 
+__all__ = ["ChecksumError", "build", "pack_branch", "ship_embedding"]
+
 CHECKSUMS = "SHA256SUMS"
 VARIANT_METRICS = "variant_metrics.json"
 VARIANTS = ("fp32", "int8", "fp16")
 CHECKED_FILES = (*(GRAPH_FILES[v] for v in VARIANTS), TOKENIZER_FILE)
-
-
-class ChecksumError(ValueError):
-    """A built file differs from the committed checksum: not the released model."""
 
 
 def shipped_branch_dirs(shipped: Path) -> list[Path]:
@@ -119,9 +122,15 @@ def _publish_version(
 
 
 def build(
-    shipped: Path, out: Path, record: bool = False, data_dir: Path | None = None
+    shipped: Path,
+    out: Path,
+    record: bool = False,
+    data_dir: Path | None = None,
+    base_model: str | Path | None = None,
 ) -> tuple[Path, dict[str, str]]:
-    """Merge the shipped branches into a model repository at `out`, verified by hash.
+    """Merge the shipped branches of one model (`shipped`: its folder) on `base_model`
+    (as `load_base_model` takes it; None: the packaged small base) into a model
+    repository at `out`, verified by hash.
 
     With `record`, write the built files' hashes to the shipped SHA256SUMS instead of
     checking them (after deliberately shipping new branches), and every variant's
@@ -131,7 +140,7 @@ def build(
     if not record and out.exists():
         raise UsageError(f"{out} already exists: remove it to rebuild")
     expected = None if record else read_checksums(shipped / CHECKSUMS)
-    base = load_base_model()
+    base = load_base_model(base_model)
     branches = load_branches(read_branches(shipped_branch_dirs(shipped)), base)
     if record:
         with tempfile.TemporaryDirectory() as scratch:
@@ -156,12 +165,20 @@ def build(
     return out, files
 
 
-def pack_branch(source: Path, shipped: Path) -> Path:
-    """Copy a trained branch into `shipped` with int8 row-wise weight matrices (a quarter
-    of the bytes in git), replacing the task's previous shipped version."""
+def pack_branch(source: Path, shipped: Path, base_sha256: str | None = None) -> Path:
+    """Copy a trained branch into `shipped` (one model's folder) with int8 row-wise weight
+    matrices (a quarter of the bytes in git), replacing the task's previous shipped
+    version. With `base_sha256` (the model's base weights), a branch trained on another
+    base is refused here rather than at the next build."""
     info = read_branch_info(resolve_branch_dir(source))
     if info.meta.get("weights_encoding") not in (None, "float32"):
         raise UsageError(f"{info.path} is packed already")
+    trained_on = info.meta.get("base_model", {})
+    if base_sha256 is not None and trained_on.get("sha256") != base_sha256:
+        raise UsageError(
+            f"{info.path} was trained on {trained_on.get('name', 'another base')}, not on "
+            f"the base of {shipped.name}: it cannot ship in that model"
+        )
     weights = save(encode_int8_rowwise(load_file(str(info.path / BRANCH_WEIGHTS))))
     digest = hashlib.sha256(weights).hexdigest()
     meta = dict(info.meta)
@@ -179,9 +196,10 @@ def pack_branch(source: Path, shipped: Path) -> Path:
     return final
 
 
-def ship_embedding(shipped: Path) -> Path:
-    """Ship the base's embedding task (`training.graph.embedding`) at the shipped branches' max
-    length, replacing a previously shipped one."""
+def ship_embedding(shipped: Path, base_model: str | Path | None = None) -> Path:
+    """Ship the embedding task of `base_model` (`training.graph.embedding`; None: the
+    packaged small base) at the shipped branches' max length, replacing a previously
+    shipped one."""
     from training.graph.embedding import EMBEDDING_TASK, write_embedding_branch
 
     lengths = {
@@ -192,7 +210,7 @@ def ship_embedding(shipped: Path) -> Path:
     if len(lengths) != 1:
         raise UsageError(f"the shipped branches disagree on their max length: {sorted(lengths)}")
     previous = [p for p in (shipped / EMBEDDING_TASK).glob("*") if (p / BRANCH_META).is_file()]
-    final = write_embedding_branch(load_base_model(), shipped, lengths.pop())
+    final = write_embedding_branch(load_base_model(base_model), shipped, lengths.pop())
     for other in previous:
         if other != final:
             shutil.rmtree(other)

@@ -1,13 +1,17 @@
 """Write the accuracy report of a published model: one HTML page and its PNG plots.
 
     bert-mts-report --store models/default --data-dir ../shared/data \\
-        --sweep docs/report/k_sweep.json --out docs/report
+        --sweep docs/report/k_sweep.json --out docs/report [--compare-model small]
 
 Every figure of the shipped model is computed here, from the store's ONNX graphs run
 by ONNX Runtime on each task's own validation split (drawn exactly as in training),
 not copied from training logs. The K chart and the full fine-tuning reference come
-from the sweep file that `python -m benchmarks.k_sweep --json` writes. The output directory is
-replaced as a whole, or left as it was if anything fails.
+from the sweep file that `python -m benchmarks.k_sweep --json` writes. Other shipped
+models (`--compare-model NAME`: their built repository and sweep file, as the catalogue
+names them) are measured the same way and shown beside it per task, with the literature,
+and each one's own K sweep as a chart (every recorded recipe: a deeper base's sweep is
+a handful of runs of several recipes). The output directory is replaced as a whole, or
+left as it was if anything fails.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +51,110 @@ LITERATURE_BERT_BASE = {
 }
 LITERATURE_BERT_MTS = {"sentiment": 0.525, "paraphrase": 0.885, "similarity": 0.862}
 VARIANT_ORDER = ("fp32", "int8", "fp16")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model to show beside the report's store: its name, repository and sweep file."""
+
+    name: str
+    store: Path
+    sweep: Path | None
+
+
+@dataclass(frozen=True)
+class MeasuredModel:
+    """A model as the report shows it: its fp32 graph's validation results."""
+
+    name: str
+    manifest: Manifest
+    results: list[TaskResult]
+    sweep: list[SweepRecord]
+
+    @property
+    def label(self) -> str:
+        base = Path(str(self.manifest.base_model.get("name", "?"))).name
+        return f"{self.name}: {base}, {self.manifest.num_layers} layers"
+
+
+def measure_model(source: ModelSource, data_dir: Path | None) -> MeasuredModel:
+    manifest = load_manifest(resolve_store(source.store))
+    sweep = load_sweep(source.sweep) if source.sweep is not None else []
+    return MeasuredModel(source.name, manifest, store_outputs(manifest, data_dir, ["fp32"]), sweep)
+
+
+def comparison_rows(models: Sequence[MeasuredModel]) -> list[list[str]]:
+    """Per task, each model's K and fp32 validation metric, then the literature; last,
+    each model's overall score where it has every preset task."""
+    tasks: list[str] = []
+    for model in models:
+        tasks += [r.name for r in model.results if r.name not in tasks]
+    rows = []
+    for task in tasks:
+        cells = [html.escape(task)]
+        metric = "-"
+        for model in models:
+            result = next((r for r in model.results if r.name == task), None)
+            entry = next((t for t in model.manifest.tasks if t.name == task), None)
+            if result is not None:
+                metric = result.task.definition.metric_name
+            cells += [str(entry.layers) if entry else "-", _cell(result and result.metric("fp32"))]
+        cells.insert(1, html.escape(metric))
+        cells += [
+            _cell(LITERATURE_BERT_BASE.get(task)),
+            _cell(LITERATURE_BERT_MTS.get(task), 3),
+        ]
+        rows.append(cells)
+    overall = ["overall", "score"]
+    for model in models:
+        metrics = {r.name: r.metric("fp32") for r in model.results}
+        complete = set(metrics) >= set(PRESET_SCORE_TASKS)
+        overall += ["", _cell(overall_score(metrics) if complete else None)]
+    overall += ["-", _cell(overall_score(LITERATURE_BERT_MTS), 3)]
+    return [*rows, overall]
+
+
+def comparison_section(models: Sequence[MeasuredModel], figures: dict[str, str]) -> str:
+    """The models side by side (empty with one model)."""
+    if len(models) < 2:
+        return ""
+    header = ["task", "metric"]
+    for model in models:
+        header += [f"{model.label}: K", f"{model.name} fp32"]
+    header += ["bert-base (literature)", "BERT-MTS merged (literature)"]
+    charts = "".join(
+        f'<figure><img src="{html.escape(figures[name])}" alt="{html.escape(name)}">'
+        f"<figcaption>K sweep of {html.escape(model.label)}: validation metric against K "
+        "for every recorded run (all recipes), distilled runs marked, full fine-tuning "
+        "dotted where recorded, the shipped branch starred.</figcaption></figure>"
+        for model in models
+        if (name := f"k_sweep_{model.name}") in figures
+    )
+    return f"""<h2>The shipped models side by side</h2>
+<p>Each model's fp32 graph on the same seeded validation splits (ONNX Runtime, CPU).</p>
+{_table(header, comparison_rows(models))}
+{charts}
+"""
+
+
+def draw_model_sweeps(models: Sequence[MeasuredModel], out: Path) -> dict[str, str]:
+    """Each compared model's own K chart, from its sweep file (all recipes)."""
+    files: dict[str, str] = {}
+    for model in models:
+        if not model.sweep:
+            continue
+        by_task = {result.name: result for result in model.results}
+        shipped = {
+            task.name: (task.layers, by_task[task.name].metric("fp32"))
+            for task in model.manifest.tasks
+            if task.name in by_task
+        }
+        full = {task: record.value for task, record in full_references(model.sweep).items()}
+        files[f"k_sweep_{model.name}"] = f"k_sweep_{model.name}.png"
+        report_plots.plot_k_sweep(
+            sweep_points(model.sweep), full, shipped, out / f"k_sweep_{model.name}.png"
+        )
+    return files
 
 
 def draw_plots(
@@ -236,6 +345,7 @@ def render_html(
     sweep: list[SweepRecord],
     figures: dict[str, str],
     depths: list[list[str]],
+    comparison: str = "",
 ) -> str:
     header = [
         "task",
@@ -288,6 +398,7 @@ def render_html(
         f'<figure><img src="{html.escape(file)}" alt="{html.escape(name)}">'
         f"<figcaption>{html.escape(captions[name])}</figcaption></figure>"
         for name, file in figures.items()
+        if name in captions
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -314,7 +425,7 @@ task's seeded validation split carved from its train file.</p>
 set; ours is a 6-layer, 384-wide sentence encoder trained on CPU with the task files in
 <code>../shared/data</code> (16k Quora pairs), so they are context, not a like-for-like
 comparison. docs/results.md discusses the differences.</p>
-<h2>Branch depths</h2>
+{comparison}<h2>Branch depths</h2>
 <p>The method's rule: each task's K is the smallest number of tuned top layers whose
 validation metric keeps at least {KEEP:.0%} of full fine-tuning, with distillation from
 a deeper branch of the task where it scores higher, and the task's own recipe where it
@@ -347,8 +458,15 @@ Every task of this store shares the bottom {manifest.trunk_layers} of its
 
 
 def write_report(
-    store: Path, data_dir: Path | None, sweep_file: Path, out: Path, variants: Sequence[str] | None
+    store: Path,
+    data_dir: Path | None,
+    sweep_file: Path,
+    out: Path,
+    variants: Sequence[str] | None,
+    compare: Sequence[ModelSource] = (),
+    name: str = "shipped",
 ) -> Path:
+    """The report of `store` (called `name` beside the `compare` models)."""
     manifest = load_manifest(resolve_store(store))
     chosen = list(variants or [v for v in VARIANT_ORDER if v in manifest.graphs and v != "fp16"])
     missing = [v for v in chosen if v not in manifest.graphs]
@@ -360,11 +478,15 @@ def write_report(
             f"{sweep_file} holds no sweep runs: run python -m benchmarks.k_sweep --json"
         )
     results = store_outputs(manifest, data_dir, chosen)
+    models = [MeasuredModel(name, manifest, results, sweep)]
+    models += [measure_model(source, data_dir) for source in compare]
     with atomic_directory(out, replace=True) as staging:
         figures = draw_plots(results, manifest, sweep, staging)
+        figures.update(draw_model_sweeps(models[1:], staging))
         rows, overall = summary_rows(results, manifest, sweep, chosen)
         depths = depth_rows(sweep, manifest)
-        page = render_html(manifest, rows, overall, chosen, sweep, figures, depths)
+        section = comparison_section(models, figures)
+        page = render_html(manifest, rows, overall, chosen, sweep, figures, depths, section)
         (staging / INDEX).write_text(page, encoding="utf-8")
         # The sweep data travels with the report (and may live inside `out` itself).
         shutil.copyfile(sweep_file, staging / SWEEP_COPY)
