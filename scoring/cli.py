@@ -165,8 +165,13 @@ def _main(argv: Sequence[str] | None) -> int:
             actor_cpus=args.ray_actor_cpus,
             actor_gpus=args.ray_actor_gpus,
         )
-        rows = run_ray(job, args.input, args.output, args.ray, args.ray_actors)
-        log.info("scored %d rows into %s", rows, args.output)
+        summary = run_ray(job, args.input, args.output, args.ray, args.ray_actors)
+        log.info(
+            "scored %d rows; skipped %d bad rows; wrote %s",
+            summary.rows,
+            len(summary.skipped),
+            args.output,
+        )
         return 0
     from scoring.formats import InputFile
 
