@@ -22,7 +22,9 @@ from service.settings import Settings
 from tests.support.commands import ROOT, assert_one_line_error, run
 from tests.support.samples import pair_rows, sentiment_rows
 from tests.support.tiny_store import build_tiny_store
-from training.data.examples import DataError
+from training.data.examples import Columns, DataError
+from training.data.labels import binary_label
+from training.data.readers import read_examples
 
 LONG_TEXT = " ".join(["word"] * 60)  # beyond the tiny store's 32 tokens
 
@@ -257,6 +259,24 @@ def test_bad_rows_stop_with_their_line_or_are_skipped_and_counted(engine, tmp_pa
     assert [line for line, _ in summary.skipped] == [3, 5, 6]
     rows = _read_rows(tmp_path / "out.jsonl")
     assert [(r["a"], r["b"]) for r in rows] == [("fine", "good"), ("x", "y")]
+
+
+def test_broken_quoting_stops_the_scorer_as_it_stops_training(engine, tmp_path) -> None:
+    """One CSV/TSV record reader (training.data.readers.csv_records): the same error, at
+    the line where the broken record starts, even with --skip-bad-rows."""
+    path = tmp_path / "q.tsv"
+    path.write_text('sentence\tlabel\nOk.\t1\n"never closed\t1\nMore.\t0\n')
+    with pytest.raises(DataError) as training:
+        read_examples(path, Columns("sentence", None, "label"), binary_label())
+    tasks = resolve_tasks(engine, ["sentiment"], False)
+    for skip in (False, True):
+        with pytest.raises(DataError) as scoring:
+            options = Options(skip_bad_rows=skip)
+            score_file(
+                engine, tasks, InputFile(path, "sentence", None), tmp_path / "o.csv", options
+            )
+        assert str(scoring.value) == str(training.value)
+        assert scoring.value.line == 3
 
 
 # --- the command ----------------------------------------------------------------------------
