@@ -22,9 +22,9 @@ from pathlib import Path
 
 from model_store.cli import STORE_ERRORS, OneLineArgumentParser, run_cli
 from model_store.locations import default_store
-from scoring.core import ALL_TASKS, ScoreError, resolve_tasks
+from scoring.core import ALL_TASKS, ScoreError, engine_config, resolve_tasks
 from scoring.local import Options, score_file
-from service.engine import Engine, EngineConfig, EngineError
+from service.engine import Engine, EngineError
 from training.data.examples import DataError
 
 PROG = "bert-mts-score"
@@ -141,8 +141,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _load(args: argparse.Namespace, threads: int) -> Engine:
-    config = EngineConfig(graph=args.graph, provider=args.provider, intra_op_threads=threads)
-    return Engine.load(args.store, config)
+    return Engine.load(args.store, engine_config(args.graph, args.provider, threads))
 
 
 def _main(argv: Sequence[str] | None) -> int:

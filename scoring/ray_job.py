@@ -28,9 +28,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from scoring.core import ScoreError, answer_columns, resolve_tasks, score_texts
+from scoring.core import ScoreError, answer_columns, engine_config, resolve_tasks, score_texts
 from scoring.formats import InputFile, arrow_type
-from service.engine import Engine, EngineConfig
+from service.engine import Engine
 from training.data.examples import DataError
 from training.data.readers import BadRow, clean_text
 
@@ -69,10 +69,8 @@ class ChunkScorer:
     """One Ray actor: one engine (ONNX Runtime session), scoring Arrow batches."""
 
     def __init__(self, job: RayJob) -> None:
-        config = EngineConfig(
-            graph=job.graph, provider=job.provider, intra_op_threads=job.actor_cpus
-        )
         self.job = job
+        config = engine_config(job.graph, job.provider, job.actor_cpus)
         self.engine = Engine.load(job.store, config)
         self.tasks = resolve_tasks(self.engine, job.tasks, pair=job.text_b is not None)
 
@@ -224,7 +222,7 @@ def run_ray(
     fmt = _input_format(source)
     # Check the store and tasks here, before the cluster does: one line, not a
     # failed actor's traceback.
-    probe = Engine.load(job.store, EngineConfig(graph=job.graph, provider=job.provider))
+    probe = Engine.load(job.store, engine_config(job.graph, job.provider))
     columns = answer_columns(resolve_tasks(probe, job.tasks, pair=job.text_b is not None))
     # The repository's current version now, for every actor: a version published while
     # the job runs is not mixed into its answers.

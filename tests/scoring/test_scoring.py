@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from scoring.core import ScoreError, resolve_tasks
+from scoring.core import ScoreError, engine_config, resolve_tasks, score_texts
 from scoring.formats import InputFile
 from scoring.local import Options, score_file, work_dir
 from service.app import create_app
@@ -159,6 +159,30 @@ async def test_embeddings_score_as_the_service_answers(embedding_repository, tmp
     for row, answer in zip(rows, want, strict=True):
         assert row["embedding_embedding"] == answer["embedding"]
         assert "sentiment_label" in row
+
+
+def test_the_scorers_engine_answers_as_the_services(engine, store) -> None:
+    """The scorer's session (scoring.core.engine_config: ORT's per-shape memory
+    patterns off) gives the service's session's answers exactly, over batches of many
+    shapes (a pattern is planned per shape; the arithmetic must not change)."""
+    scorer = Engine.load(store, engine_config(provider="cpu"))
+
+    def pattern(e: Engine) -> bool:
+        return e.session._session.get_session_options().enable_mem_pattern
+
+    assert not pattern(scorer) and pattern(engine)
+    texts = _texts()
+    for tasks in (["sentiment"], ["paraphrase", "similarity"]):
+        pair = tasks != ["sentiment"]
+        texts_b = list(reversed(texts)) if pair else None
+        for batch_size in (1, 3, 7, 32):
+            want = score_texts(
+                engine, resolve_tasks(engine, tasks, pair), texts, texts_b, batch_size
+            )
+            got = score_texts(
+                scorer, resolve_tasks(scorer, tasks, pair), texts, texts_b, batch_size
+            )
+            assert got == want
 
 
 # --- formats, resume, bad rows ------------------------------------------------------------
