@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,10 +119,11 @@ class ChunkScorer:
         return batch
 
 
-def _quote(table, row: int) -> str:
-    """One row of an Arrow table or batch as JSON, cut short: enough to grep for."""
-    values = {name: table.column(name)[row].as_py() for name in table.column_names}
-    values.pop(BAD_ROW_COLUMN, None)
+def _quote(table, row: int, leave_out: Sequence[str] = ()) -> str:
+    """One row of an Arrow table or batch as JSON, its input's columns only (not
+    `leave_out`, the answers), cut short: enough to grep for."""
+    hidden = {BAD_ROW_COLUMN, *leave_out}
+    values = {n: table.column(n)[row].as_py() for n in table.column_names if n not in hidden}
     return json.dumps(values, ensure_ascii=False, default=str)[:200]
 
 
@@ -142,7 +144,7 @@ def _input_format(path: Path) -> str:
     raise ScoreError(f"{path}: --ray reads a directory of .parquet or .jsonl files (found {found})")
 
 
-def _sink(path: str, fmt: str):
+def _sink(path: str, fmt: str, answers: Sequence[str]):
     """A Ray datasink writing one file per write task, named by the task's index
     (`part-00000000.parquet`, ...). With `preserve_order` Ray hands the write tasks
     the blocks in input order and numbers them in that order (a retried task keeps
@@ -181,7 +183,7 @@ def _sink(path: str, fmt: str):
                 bad = pc.is_valid(table.column(BAD_ROW_COLUMN))
                 for i in pc.indices_nonzero(bad).to_pylist():
                     reason = table.column(BAD_ROW_COLUMN)[i].as_py()
-                    skipped.append(f"{reason} in row {_quote(table, i)}")
+                    skipped.append(f"{reason} in row {_quote(table, i, answers)}")
                 table = table.filter(pc.invert(bad)).drop_columns([BAD_ROW_COLUMN])
             if table.num_rows:
                 self.write_block(BlockAccessor.for_block(table), 0, ctx)
@@ -262,7 +264,7 @@ def run_ray(
         max_task_retries=RETRIES,
     )
     staging = output.with_name(f"{output.name}.tmp-{os.getpid()}")
-    sink = _sink(str(staging), fmt)
+    sink = _sink(str(staging), fmt, columns)
     try:
         try:
             scored.write_datasink(sink)
