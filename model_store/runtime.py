@@ -46,8 +46,13 @@ class MultiTaskSession:
         intra_op_threads: int = 0,
         inter_op_threads: int = 0,
         spin_wait: bool = True,
+        memory_pattern: bool = True,
     ) -> None:
         options = ort.SessionOptions()
+        # ORT plans and keeps a memory pattern per distinct input shape: for a long run of
+        # ever new batch shapes (a file scored chunk by chunk) its memory keeps rising
+        # with the shapes seen; the arena alone serves them with a flat peak.
+        options.enable_mem_pattern = memory_pattern
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # ORT would also print each failed run to stderr; the exception it raises carries
         # the same message, and the caller reports it (one line at start-up, a failed batch).

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from model_store.cli import STORE_ERRORS, OneLineArgumentParser, run_cli
 from model_store.locations import default_store
-from scoring.core import ALL_TASKS, ScoreError, resolve_tasks
+from scoring.core import ALL_TASKS, ScoreError, engine_config, resolve_tasks
 from scoring.local import Options, score_file
-from service.engine import Engine, EngineConfig, EngineError
+from service.engine import Engine, EngineError
 from training.data.examples import DataError
 
 PROG = "bert-mts-score"
@@ -141,8 +141,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _load(args: argparse.Namespace, threads: int) -> Engine:
-    config = EngineConfig(graph=args.graph, provider=args.provider, intra_op_threads=threads)
-    return Engine.load(args.store, config)
+    return Engine.load(args.store, engine_config(args.graph, args.provider, threads))
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -165,8 +164,13 @@ def _main(argv: Sequence[str] | None) -> int:
             actor_cpus=args.ray_actor_cpus,
             actor_gpus=args.ray_actor_gpus,
         )
-        rows = run_ray(job, args.input, args.output, args.ray, args.ray_actors)
-        log.info("scored %d rows into %s", rows, args.output)
+        summary = run_ray(job, args.input, args.output, args.ray, args.ray_actors)
+        log.info(
+            "scored %d rows; skipped %d bad rows; wrote %s",
+            summary.rows,
+            len(summary.skipped),
+            args.output,
+        )
         return 0
     from scoring.formats import InputFile
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from model_store.manifest import TaskEntry
 from model_store.tokenizer import EncodedRow
 from service.answers import FIELDS, answer
-from service.engine import Engine
+from service.engine import Engine, EngineConfig
 
 TRUNCATED_COLUMN = "truncated"
 ALL_TASKS = "all"
@@ -19,6 +19,15 @@ ALL_TASKS = "all"
 
 class ScoreError(ValueError):
     """A scoring run that cannot go on as asked (one line, shown to the user)."""
+
+
+def engine_config(graph: str = "auto", provider: str = "auto", threads: int = 0) -> EngineConfig:
+    """The engine settings of every scorer (single-process and Ray actors): ORT's
+    per-shape memory patterns off, since a file brings ever new batch shapes and with
+    them the memory would grow with the file (the answers are the same either way)."""
+    return EngineConfig(
+        graph=graph, provider=provider, intra_op_threads=threads, memory_pattern=False
+    )
 
 
 def resolve_tasks(engine: Engine, requested: Sequence[str], pair: bool) -> list[TaskEntry]:

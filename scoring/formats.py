@@ -20,7 +20,7 @@ from pathlib import Path
 
 from scoring.core import TRUNCATED_COLUMN, ScoreError
 from training.data.examples import DataError
-from training.data.readers import BadRow, clean_text, decoded_lines, json_objects
+from training.data.readers import BadRow, clean_text, csv_records, decoded_lines, json_objects
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
@@ -115,29 +115,10 @@ class InputFile:
     # --- records --------------------------------------------------------------------
 
     def _delimited_records(self) -> Iterator[tuple[int, list[str]]]:
-        """(start line, fields) of each record, header first; csv's strict dialect."""
-        handle = self.path.open("rb")
-        with handle:
+        """(start line, fields) of each record, header first: training's reader."""
+        with self.path.open("rb") as handle:
             lines = decoded_lines(self.display, iter(handle))
-            reader = csv.reader(
-                lines,
-                delimiter=_DELIMITERS[self.format],
-                quotechar='"',
-                doublequote=True,
-                strict=True,
-            )
-            while True:
-                start = reader.line_num + 1
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as err:
-                    raise DataError(
-                        self.display, start, f"malformed CSV/TSV record: {err}"
-                    ) from None
-                if row:
-                    yield start, row
+            yield from csv_records(self.display, lines, _DELIMITERS[self.format])
 
     def _records(self) -> Iterator[tuple[int, dict[str, object] | BadRow]]:
         """(line, record or bad row) for every data row of a text file."""

@@ -4,11 +4,18 @@ Ray Data `map_batches` over actors that each hold one ONNX Runtime session.
 Each actor loads the store once, when it starts (from `--store`, a path every node can
 read: a shared file system, or the same path on each node), and then scores batches of
 `--chunk-rows` rows with `scoring.core.score_texts`, the function the single-process run
-calls, so the answers are the same. Ray Data streams the input's files through the
-actors, keeps the input's order (`preserve_order`), and retries a failed batch or a
-lost actor (`max_task_retries`, `max_restarts`). The input is a directory (or file) of
-Parquet or JSONL; the output, a directory of the same format, is written under a
-temporary name and renamed when every block is written.
+calls, so the answers are the same. Ray Data streams the input's files (in name order)
+through the actors, keeps the input's order (`preserve_order`), and retries a failed
+batch or a lost actor (`max_task_retries`, `max_restarts`). The input is a directory
+(or file) of Parquet or JSONL; the output, a directory of the same format, is written
+under a temporary name and renamed when every block is written. Its files are named by
+their block's position (`part-00000000.parquet`, ...): read in name order, they give
+the rows in input order.
+
+A bad row (a missing or empty text) stops the job; the driver then finds the input's
+first bad row with the single-process reader and reports it as `file:line: reason`.
+With `skip_bad_rows` the actor marks it instead, the sink leaves it out, and the driver
+logs and counts it (quoted: a batch does not know its rows' lines).
 """
 
 from __future__ import annotations
@@ -18,17 +25,19 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scoring.core import ScoreError, answer_columns, resolve_tasks, score_texts
-from scoring.formats import arrow_type
-from service.engine import Engine, EngineConfig
+from scoring.core import ScoreError, answer_columns, engine_config, resolve_tasks, score_texts
+from scoring.formats import InputFile, arrow_type
+from service.engine import Engine
 from training.data.examples import DataError
 from training.data.readers import BadRow, clean_text
 
 log = logging.getLogger(__name__)
 RETRIES = 3  # per batch and per actor, before the job fails
+BAD_ROW_COLUMN = "__bert_mts_bad_row"  # an actor's mark on a skipped row; never written
 
 
 @dataclass(frozen=True)
@@ -49,47 +58,73 @@ class RayJob:
     actor_gpus: float = 0  # GPUs Ray reserves per actor (with provider cuda)
 
 
+@dataclass
+class RaySummary:
+    """What a Ray run did."""
+
+    rows: int  # rows scored and written
+    skipped: list[str]  # each skipped bad row: its reason and the row, quoted
+
+
 class ChunkScorer:
     """One Ray actor: one engine (ONNX Runtime session), scoring Arrow batches."""
 
     def __init__(self, job: RayJob) -> None:
-        config = EngineConfig(
-            graph=job.graph, provider=job.provider, intra_op_threads=job.actor_cpus
-        )
         self.job = job
+        config = engine_config(job.graph, job.provider, job.actor_cpus)
         self.engine = Engine.load(job.store, config)
         self.tasks = resolve_tasks(self.engine, job.tasks, pair=job.text_b is not None)
 
     def __call__(self, batch):
+        """The batch with its answer columns. A bad row raises DataError, or (with
+        skip_bad_rows) stays in the batch with null answers and its reason in
+        BAD_ROW_COLUMN: the sink drops it and reports it to the driver, the one
+        channel from here that survives Ray's retries exactly once per row."""
         import pyarrow as pa
 
         job = self.job
         column_a = batch.column(job.text_a).to_pylist()
         column_b = batch.column(job.text_b).to_pylist() if job.text_b else None
         keep, texts_a, texts_b = [], [], [] if column_b is not None else None
+        reasons: list[str | None] = [None] * len(column_a)
         for i, value in enumerate(column_a):
             try:
                 text_a = clean_text(value, job.text_a)
                 text_b = None if column_b is None else clean_text(column_b[i], job.text_b)
             except BadRow as bad:
                 if not job.skip_bad_rows:
-                    # A row's position in a distributed read is not known here: the
-                    # message quotes the row, to find it with grep.
-                    row = json.dumps({k: v[i] for k, v in batch.to_pydict().items()}, default=str)
-                    raise DataError("input", None, f"{bad.reason} in row {row[:200]}") from None
+                    # A row's file and line are not known here: the driver finds them
+                    # (_first_bad_row); the row is quoted in case it cannot.
+                    raise DataError(
+                        "input", None, f"{bad.reason} in row {_quote(batch, i)}"
+                    ) from None
+                reasons[i] = bad.reason
                 continue
             keep.append(i)
             texts_a.append(text_a)
             if texts_b is not None:
                 texts_b.append(text_b)
-        if len(keep) != len(column_a):
-            batch = batch.take(pa.array(keep, pa.int64()))
         answers = score_texts(
             self.engine, self.tasks, texts_a, texts_b, job.batch_size, job.batch_tokens
         )
         for name, values in answers.items():
+            if len(keep) != len(column_a):
+                full: list[object] = [None] * len(column_a)
+                for position, value in zip(keep, values, strict=True):
+                    full[position] = value
+                values = full
             batch = batch.append_column(name, pa.array(values, arrow_type(pa, name)))
+        if job.skip_bad_rows:
+            batch = batch.append_column(BAD_ROW_COLUMN, pa.array(reasons, pa.string()))
         return batch
+
+
+def _quote(table, row: int, leave_out: Sequence[str] = ()) -> str:
+    """One row of an Arrow table or batch as JSON, its input's columns only (not
+    `leave_out`, the answers), cut short: enough to grep for."""
+    hidden = {BAD_ROW_COLUMN, *leave_out}
+    values = {n: table.column(n)[row].as_py() for n in table.column_names if n not in hidden}
+    return json.dumps(values, ensure_ascii=False, default=str)[:200]
 
 
 def _input_files(path: Path) -> list[Path]:
@@ -109,29 +144,74 @@ def _input_format(path: Path) -> str:
     raise ScoreError(f"{path}: --ray reads a directory of .parquet or .jsonl files (found {found})")
 
 
-def _jsonl_sink(path: str):
-    """A Ray datasink writing JSONL as the single-process run does (json.dumps of each
-    row: every float's digits kept), not through pandas (which rounds them)."""
-    from ray.data.datasource import BlockBasedFileDatasink
+def _sink(path: str, fmt: str, answers: Sequence[str]):
+    """A Ray datasink writing one file per write task, named by the task's index
+    (`part-00000000.parquet`, ...). With `preserve_order` Ray hands the write tasks
+    the blocks in input order and numbers them in that order (a retried task keeps
+    its number), so the files in name order hold the rows in input order. Each file
+    is written whole by the sink itself: JSONL as the single-process run writes it
+    (json.dumps per row: every float's digits kept, not pandas' rounding), Parquet
+    with pyarrow.parquet.write_table (one file, rows as given; Ray's own Parquet sink
+    writes through pyarrow's threaded dataset writer, which does not promise the
+    rows' order). Rows an actor marked bad are not written: each write task returns
+    its written count and its skipped rows, which the driver collects."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from ray.data.block import BlockAccessor
+    from ray.data.datasource import BlockBasedFileDatasink, FilenameProvider
 
-    class JsonlSink(BlockBasedFileDatasink):
-        def __init__(self, path: str) -> None:
-            super().__init__(path, file_format="jsonl")
+    class PartNames(FilenameProvider):
+        def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+            return f"part-{task_index:08d}.{fmt}"
+
+    class ScoredSink(BlockBasedFileDatasink):
+        def __init__(self) -> None:
+            super().__init__(path, file_format=fmt, filename_provider=PartNames())
+            self.written = 0
+            self.skipped: list[str] = []
+
+        def write(self, blocks, ctx) -> dict[str, object]:
+            tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
+            tables = [t for t in tables if t.num_rows]
+            if not tables:
+                return {"rows": 0, "skipped": []}
+            import pyarrow as pa
+
+            table = pa.concat_tables(tables, promote_options="default")
+            skipped = []
+            if BAD_ROW_COLUMN in table.column_names:
+                bad = pc.is_valid(table.column(BAD_ROW_COLUMN))
+                for i in pc.indices_nonzero(bad).to_pylist():
+                    reason = table.column(BAD_ROW_COLUMN)[i].as_py()
+                    skipped.append(f"{reason} in row {_quote(table, i, answers)}")
+                table = table.filter(pc.invert(bad)).drop_columns([BAD_ROW_COLUMN])
+            if table.num_rows:
+                self.write_block(BlockAccessor.for_block(table), 0, ctx)
+            return {"rows": table.num_rows, "skipped": skipped}
 
         def write_block_to_file(self, block, file) -> None:
-            for row in block.to_arrow().to_pylist():
-                line = json.dumps(row, ensure_ascii=False, default=str) + "\n"
-                file.write(line.encode("utf-8"))
+            table = block.to_arrow()
+            if fmt == "parquet":
+                pq.write_table(table, file)
+                return
+            for row in table.to_pylist():
+                file.write((json.dumps(row, ensure_ascii=False, default=str) + "\n").encode())
 
-    return JsonlSink(path)
+        def on_write_complete(self, write_result) -> None:
+            super().on_write_complete(write_result)
+            for result in write_result.write_returns:
+                self.written += result["rows"]
+                self.skipped += result["skipped"]
+
+    return ScoredSink()
 
 
 def run_ray(
     job: RayJob, source: Path, output: Path, address: str | None, actors: int | None = None
-) -> int:
+) -> RaySummary:
     """Score `source` into the directory `output` on the Ray cluster at `address`
     (`auto`: the one this machine belongs to; None: the one already initialised).
-    Returns the rows written."""
+    Returns the rows written and the bad rows skipped."""
     try:
         import ray
         import ray.data
@@ -144,7 +224,7 @@ def run_ray(
     fmt = _input_format(source)
     # Check the store and tasks here, before the cluster does: one line, not a
     # failed actor's traceback.
-    probe = Engine.load(job.store, EngineConfig(graph=job.graph, provider=job.provider))
+    probe = Engine.load(job.store, engine_config(job.graph, job.provider))
     columns = answer_columns(resolve_tasks(probe, job.tasks, pair=job.text_b is not None))
     # The repository's current version now, for every actor: a version published while
     # the job runs is not mixed into its answers.
@@ -169,7 +249,7 @@ def run_ray(
             f"{source}: has no column {missing[0]!r}; available columns: "
             + ", ".join(dataset.schema().names)
         )
-    clash = sorted(set(columns) & set(dataset.schema().names))
+    clash = sorted(set([*columns, BAD_ROW_COLUMN]) & set(dataset.schema().names))
     if clash:
         raise ScoreError(f"{source}: the input already has the answer column {clash[0]!r}")
     scored = dataset.map_batches(
@@ -184,23 +264,38 @@ def run_ray(
         max_task_retries=RETRIES,
     )
     staging = output.with_name(f"{output.name}.tmp-{os.getpid()}")
+    sink = _sink(str(staging), fmt, columns)
     try:
         try:
-            if fmt == "parquet":
-                scored.write_parquet(str(staging))
-            else:
-                scored.write_datasink(_jsonl_sink(str(staging)))
+            scored.write_datasink(sink)
         except Exception as err:  # Ray wraps an actor's error in its own types
             bad_row = _data_error(err) if not isinstance(err, ScoreError) else err
             if bad_row is None:
                 raise
-            raise bad_row from None
-        rows = sum(_rows(p, fmt) for p in staging.iterdir() if p.is_file())
+            raise _first_bad_row(files, job) or bad_row from None
+        for reason in sink.skipped:
+            log.warning("skipped bad row: %s", reason)
+        if not sink.written:
+            raise ScoreError(f"{source}: no rows were scored: every row was bad and skipped")
         staging.rename(output)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    return rows
+    return RaySummary(rows=sink.written, skipped=list(sink.skipped))
+
+
+def _first_bad_row(files: list[str], job: RayJob) -> DataError | None:
+    """The input's first bad row as `file:line: reason`, found by reading the files in
+    order with the single-process reader (only after an actor found a bad row: an
+    actor sees a batch, not where its rows came from). None if the reader finds none."""
+    for name in files:
+        try:
+            for _ in InputFile(Path(name), job.text_a, job.text_b).chunks(job.chunk_rows, False):
+                pass
+        except DataError as err:
+            if err.line is not None:
+                return err
+    return None
 
 
 def _data_error(err: BaseException) -> ScoreError | None:
@@ -212,12 +307,3 @@ def _data_error(err: BaseException) -> ScoreError | None:
 
 
 _DATA_ERROR = re.compile(r"DataError: ([^\n]+)")
-
-
-def _rows(path: Path, fmt: str) -> int:
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(path).metadata.num_rows
-    with path.open("rb") as handle:
-        return sum(1 for _ in handle)

@@ -48,6 +48,7 @@ class EngineConfig:
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     spin_wait: bool = True
+    memory_pattern: bool = True  # ORT's per-shape memory plans (off: the offline scorer)
     # `auto` serves the fastest graph within this many points of fp32's validation
     # metric on every task (model_store.graph_choice).
     graph_tolerance_points: float = DEFAULT_TOLERANCE_POINTS
@@ -150,6 +151,7 @@ class Engine:
             config.intra_op_threads,
             config.inter_op_threads,
             spin_wait=config.spin_wait,
+            memory_pattern=config.memory_pattern,
         )
         if config.provider == "cuda" and session.providers[0] != CUDA:
             raise EngineError("provider 'cuda' requested, but ONNX Runtime could not use the GPU")

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from scoring.core import ScoreError, resolve_tasks
+from scoring.core import ScoreError, engine_config, resolve_tasks, score_texts
 from scoring.formats import InputFile
 from scoring.local import Options, score_file, work_dir
 from service.app import create_app
@@ -22,7 +22,9 @@ from service.settings import Settings
 from tests.support.commands import ROOT, assert_one_line_error, run
 from tests.support.samples import pair_rows, sentiment_rows
 from tests.support.tiny_store import build_tiny_store
-from training.data.examples import DataError
+from training.data.examples import Columns, DataError
+from training.data.labels import binary_label
+from training.data.readers import read_examples
 
 LONG_TEXT = " ".join(["word"] * 60)  # beyond the tiny store's 32 tokens
 
@@ -159,6 +161,30 @@ async def test_embeddings_score_as_the_service_answers(embedding_repository, tmp
         assert "sentiment_label" in row
 
 
+def test_the_scorers_engine_answers_as_the_services(engine, store) -> None:
+    """The scorer's session (scoring.core.engine_config: ORT's per-shape memory
+    patterns off) gives the service's session's answers exactly, over batches of many
+    shapes (a pattern is planned per shape; the arithmetic must not change)."""
+    scorer = Engine.load(store, engine_config(provider="cpu"))
+
+    def pattern(e: Engine) -> bool:
+        return e.session._session.get_session_options().enable_mem_pattern
+
+    assert not pattern(scorer) and pattern(engine)
+    texts = _texts()
+    for tasks in (["sentiment"], ["paraphrase", "similarity"]):
+        pair = tasks != ["sentiment"]
+        texts_b = list(reversed(texts)) if pair else None
+        for batch_size in (1, 3, 7, 32):
+            want = score_texts(
+                engine, resolve_tasks(engine, tasks, pair), texts, texts_b, batch_size
+            )
+            got = score_texts(
+                scorer, resolve_tasks(scorer, tasks, pair), texts, texts_b, batch_size
+            )
+            assert got == want
+
+
 # --- formats, resume, bad rows ------------------------------------------------------------
 
 
@@ -257,6 +283,24 @@ def test_bad_rows_stop_with_their_line_or_are_skipped_and_counted(engine, tmp_pa
     assert [line for line, _ in summary.skipped] == [3, 5, 6]
     rows = _read_rows(tmp_path / "out.jsonl")
     assert [(r["a"], r["b"]) for r in rows] == [("fine", "good"), ("x", "y")]
+
+
+def test_broken_quoting_stops_the_scorer_as_it_stops_training(engine, tmp_path) -> None:
+    """One CSV/TSV record reader (training.data.readers.csv_records): the same error, at
+    the line where the broken record starts, even with --skip-bad-rows."""
+    path = tmp_path / "q.tsv"
+    path.write_text('sentence\tlabel\nOk.\t1\n"never closed\t1\nMore.\t0\n')
+    with pytest.raises(DataError) as training:
+        read_examples(path, Columns("sentence", None, "label"), binary_label())
+    tasks = resolve_tasks(engine, ["sentiment"], False)
+    for skip in (False, True):
+        with pytest.raises(DataError) as scoring:
+            options = Options(skip_bad_rows=skip)
+            score_file(
+                engine, tasks, InputFile(path, "sentence", None), tmp_path / "o.csv", options
+            )
+        assert str(scoring.value) == str(training.value)
+        assert scoring.value.line == 3
 
 
 # --- the command ----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The Ray Data path of `bert-mts-score` on a local two-CPU Ray cluster this test
-starts: the same answers, in the same order, as the single-process run."""
+starts: the same answers, in the same order, as the single-process run; bad rows
+stop the run with their file and line, or are skipped and counted."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ ray = pytest.importorskip("ray", reason="Ray Data is not installed (pip install 
 pa = pytest.importorskip("pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
 
+from scoring.cli import main  # noqa: E402
 from scoring.core import resolve_tasks  # noqa: E402
 from scoring.formats import InputFile  # noqa: E402
 from scoring.local import Options, score_file  # noqa: E402
@@ -21,11 +23,17 @@ from tests.support.samples import pair_rows  # noqa: E402
 from tests.support.tiny_store import build_tiny_store  # noqa: E402
 
 ROWS = 40  # a few dozen: the cluster's start dominates
+TASKS = ("paraphrase", "similarity")
 
 
 @pytest.fixture(scope="module")
 def cluster():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    # Blocks of a few rows (not Ray's 128 MiB): the output is several files, so their
+    # names must carry the order.
+    context.target_max_block_size = 1024
     yield
     ray.shutdown()
 
@@ -35,23 +43,28 @@ def store(tmp_path_factory) -> Path:
     return build_tiny_store(tmp_path_factory.mktemp("ray"))
 
 
-def _corpus(directory: Path, fmt: str) -> Path:
-    """ROWS pairs over three files (the order across files is the files' names)."""
-    directory.mkdir()
+def _rows() -> list[dict]:
+    """ROWS pairs; the ids are not in ascending order, so rows sorted by id would not
+    pass for rows in input order."""
     pairs = [(a, b) for a, b, _ in pair_rows(ROWS)]
-    for part, start in enumerate(range(0, ROWS, 15)):
-        rows = [
-            {"id": i, "s1": a, "s2": b} for i, (a, b) in enumerate(pairs) if start <= i < start + 15
-        ]
+    return [{"id": (i * 17) % ROWS, "s1": a, "s2": b} for i, (a, b) in enumerate(pairs)]
+
+
+def _corpus(directory: Path, fmt: str, rows: list[dict]) -> Path:
+    """The rows over three files (the order across files is the files' names)."""
+    directory.mkdir()
+    for part, start in enumerate(range(0, len(rows), 15)):
+        some = rows[start : start + 15]
         if fmt == "parquet":
-            pq.write_table(pa.Table.from_pylist(rows), directory / f"part-{part}.parquet")
+            pq.write_table(pa.Table.from_pylist(some), directory / f"part-{part}.parquet")
         else:
-            lines = "".join(json.dumps(r) + "\n" for r in rows)
+            lines = "".join(json.dumps(r) + "\n" for r in some)
             (directory / f"part-{part}.jsonl").write_text(lines)
     return directory
 
 
 def _read_dir(directory: Path, fmt: str) -> list[dict]:
+    """The rows of a directory's files, read in name order."""
     rows = []
     for path in sorted(directory.iterdir()):
         if fmt == "parquet":
@@ -61,50 +74,83 @@ def _read_dir(directory: Path, fmt: str) -> list[dict]:
     return rows
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
-def test_ray_answers_equal_the_single_process_run(cluster, store, tmp_path, fmt) -> None:
-    corpus = _corpus(tmp_path / "corpus", fmt)
-    job = RayJob(
-        store=store,
-        tasks=("paraphrase", "similarity"),
-        text_a="s1",
-        text_b="s2",
-        provider="cpu",
-        chunk_rows=8,
-    )
-    out = tmp_path / "scored"
-    rows = run_ray(job, corpus, out, address=None, actors=1)
-    assert rows == ROWS
-    # Every row once; the order of Ray's output files is not yet the input's (a known
-    # gap: rows are compared by their id column).
-    got = sorted(_read_dir(out, fmt), key=lambda row: row["id"])
-    assert [r["id"] for r in got] == list(range(ROWS))
-
-    # The same corpus as one file, scored by the single-process run with the same chunks.
-    single = tmp_path / f"single.{fmt}"
-    whole = tmp_path / f"whole.{fmt}"
+def _single_process(store: Path, corpus: Path, out: Path, fmt: str, skip: bool) -> list[dict]:
+    """The corpus as one file, scored by the single-process run with batches of one
+    row (so that no padding shared with other rows changes a float's last digits)."""
+    whole = out.with_name(f"whole.{fmt}")
     if fmt == "parquet":
         pq.write_table(pa.Table.from_pylist(_read_dir(corpus, fmt)), whole)
     else:
         whole.write_text("".join(p.read_text() for p in sorted(corpus.iterdir())))
     engine = Engine.load(store, EngineConfig(provider="cpu"))
-    tasks = resolve_tasks(engine, ["paraphrase", "similarity"], True)
-    # Which rows share an ONNX Runtime run changes the last float digits (padding), and
-    # Ray cuts its batches at the files' blocks: with one row per run on both sides the
-    # rows must be identical, whole; with the default batches, equal within 1e-6.
-    score_file(engine, tasks, InputFile(whole, "s1", "s2"), single, Options(batch_size=1))
-    ray_single = tmp_path / "scored-b1"
-    run_ray(RayJob(**{**job.__dict__, "batch_size": 1}), corpus, ray_single, None, actors=1)
-    expected = (
-        pq.read_table(single).to_pylist()
-        if fmt == "parquet"
-        else [json.loads(line) for line in single.read_text().splitlines()]
+    tasks = resolve_tasks(engine, list(TASKS), True)
+    options = Options(batch_size=1, skip_bad_rows=skip)
+    score_file(engine, tasks, InputFile(whole, "s1", "s2"), out, options)
+    if fmt == "parquet":
+        return pq.read_table(out).to_pylist()
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def _job(store: Path, **changes) -> RayJob:
+    return RayJob(
+        store=store, tasks=TASKS, text_a="s1", text_b="s2", provider="cpu", chunk_rows=8, **changes
     )
-    expected = sorted(expected, key=lambda row: row["id"])
-    assert sorted(_read_dir(ray_single, fmt), key=lambda row: row["id"]) == expected
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_ray_answers_equal_the_single_process_run_in_order(cluster, store, tmp_path, fmt) -> None:
+    corpus = _corpus(tmp_path / "corpus", fmt, _rows())
+    out = tmp_path / "scored"
+    summary = run_ray(_job(store), corpus, out, address=None, actors=1)
+    assert summary.rows == ROWS and summary.skipped == []
+    assert len(list(out.iterdir())) > 1  # several files: their names give the order
+    got = _read_dir(out, fmt)
+    assert [r["id"] for r in got] == [r["id"] for r in _rows()]  # input order
+
+    expected = _single_process(store, corpus, tmp_path / f"single.{fmt}", fmt, skip=False)
+    # With one row per run on both sides the rows are identical, whole, and in order;
+    # with the default batches (Ray cuts them at the files' blocks), equal within 1e-6.
+    ray_single = tmp_path / "scored-b1"
+    run_ray(_job(store, batch_size=1), corpus, ray_single, None, actors=1)
+    assert _read_dir(ray_single, fmt) == expected
     for ray_row, want in zip(got, expected, strict=True):
+        assert ray_row["id"] == want["id"]
         assert ray_row["paraphrase_decision"] == want["paraphrase_decision"]
         assert ray_row["paraphrase_probability"] == pytest.approx(
             want["paraphrase_probability"], abs=1e-6
         )
         assert ray_row["similarity_score"] == pytest.approx(want["similarity_score"], abs=1e-6)
+
+
+def test_ray_bad_rows_stop_with_file_and_line_or_are_skipped(
+    cluster, store, tmp_path, capsys
+) -> None:
+    """An empty text (line 3 of the second file) and a missing pair column (line 5 of
+    the third): without --skip-bad-rows the run stops with the first one's file and
+    line and exit code 2, writing nothing; with it, both are skipped and counted, and
+    every other row is the single-process run's, in order."""
+    rows = _rows()
+    rows[15 + 2]["s1"] = "  "
+    del rows[30 + 4]["s2"]
+    corpus = _corpus(tmp_path / "corpus", "jsonl", rows)
+    out = tmp_path / "scored"
+    args = ["--store", str(store), "--input", str(corpus), "--output", str(out)]
+    args += ["--text-a-column", "s1", "--text-b-column", "s2", "--provider", "cpu"]
+    args += ["--chunk-rows", "8", "--ray", "auto", "--ray-actors", "1"]
+    for task in TASKS:
+        args += ["--task", task]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    line = f"bert-mts-score: error: {corpus / 'part-1.jsonl'}:3: empty text in column 's1'"
+    assert line in err.splitlines() and "Traceback" not in err
+    assert not out.exists() and list(tmp_path.glob("scored.tmp-*")) == []
+
+    summary = run_ray(_job(store, batch_size=1, skip_bad_rows=True), corpus, out, None, 1)
+    assert summary.rows == ROWS - 2
+    assert len(summary.skipped) == 2
+    assert summary.skipped[0].startswith("empty text in column 's1' in row {")
+    quoted = json.dumps({"id": rows[34]["id"], "s1": rows[34]["s1"], "s2": None})  # input only
+    assert summary.skipped[1] == f"missing value in column 's2' in row {quoted}"
+    expected = _single_process(store, corpus, tmp_path / "single.jsonl", "jsonl", skip=True)
+    assert _read_dir(out, "jsonl") == expected

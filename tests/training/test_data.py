@@ -16,7 +16,7 @@ import pytest
 from training.data.examples import Columns, DataError, Example
 from training.data.labels import binary_label, class_label, score_label
 from training.data.presets import PRESETS
-from training.data.readers import LoadResult, read_examples
+from training.data.readers import LoadResult, csv_records, read_examples
 from training.data.split import split_train_val
 
 PAIR = Columns("sentence1", "sentence2", "label")
@@ -222,6 +222,22 @@ def test_broken_quoting_is_fatal_and_reported_where_record_starts(tmp_path: Path
         with pytest.raises(DataError) as info:
             read_examples(path, SINGLE, binary_label(), skip_bad_rows=skip)
         assert info.value.line == 3
+
+
+def test_csv_records_start_lines_blank_lines_and_bad_quoting() -> None:
+    """The record reader training and the offline scorer share: each record with the
+    line it starts on (a quoted field may span lines), blank lines dropped, and broken
+    quoting a DataError at the record that opened it."""
+    lines = ["a,b\n", "\n", 'x,"two\n', 'lines"\n', "y,z\n"]
+    assert list(csv_records("f.csv", lines, ",")) == [
+        (1, ["a", "b"]),
+        (3, ["x", "two\nlines"]),
+        (5, ["y", "z"]),
+    ]
+    with pytest.raises(DataError) as info:
+        list(csv_records("f.tsv", ["a\tb\n", 'ok\t"x"y\n'], "\t"))
+    assert info.value.line == 2
+    assert str(info.value).startswith("f.tsv:2: malformed CSV/TSV record: ")
 
 
 def test_all_rows_skipped_is_an_error(tmp_path: Path) -> None:

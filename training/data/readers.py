@@ -162,29 +162,34 @@ def _required(columns: Columns) -> list[str]:
     return [c for c in (columns.text_a, columns.text_b, columns.label) if c is not None]
 
 
+def csv_records(path: str, lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """``(start line, fields)`` for each non-blank record of a TSV/CSV file, the header
+    first (shared with the offline scorer, so both read CSV/TSV alike).
+
+    csv's strict dialect (``strict=True``) turns malformed quoting (e.g. ``'"a"b'``) into
+    an error instead of silently gluing text together; an unterminated quote is reported
+    at the record that opened it. That error is a :class:`DataError`, fatal even with
+    ``skip_bad_rows``: after broken quoting the record boundaries are unknown, and
+    resynchronising could turn pieces of text into "rows".
+    """
+    reader = csv.reader(lines, delimiter=delimiter, quotechar='"', doublequote=True, strict=True)
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise DataError(path, start, f"malformed CSV/TSV record: {err}") from None
+        if row:  # csv yields [] for blank lines
+            yield start, row
+
+
 def _iter_delimited(
     path: str, lines: Iterator[str], delimiter: str, columns: Columns, parse_label: LabelParser
 ) -> Iterator[tuple[int, Example | BadRow]]:
     """Yield ``(start line, example or bad row)`` for each record of a TSV/CSV file."""
-    # strict=True turns malformed quoting (e.g. '"a"b') into an error instead of silently
-    # gluing text together; an unterminated quote is reported at the record that opened it.
-    reader = csv.reader(lines, delimiter=delimiter, quotechar='"', doublequote=True, strict=True)
-
-    def records() -> Iterator[tuple[int, list[str]]]:
-        while True:
-            start = reader.line_num + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as err:
-                # Fatal even with skip_bad_rows: after broken quoting the record boundaries
-                # are unknown, and resynchronising could turn pieces of text into "rows".
-                raise DataError(path, start, f"malformed CSV/TSV record: {err}") from None
-            if row:  # csv yields [] for blank lines
-                yield start, row
-
-    rows = records()
+    rows = csv_records(path, lines, delimiter)
     first = next(rows, None)
     if first is None:
         raise DataError(path, None, "file is empty (expected a header row)")
