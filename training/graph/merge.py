@@ -42,9 +42,17 @@ from training.fit.branch import (
     resolve_branch_dir,
 )
 from training.fit.task_model import TaskModel
-from training.graph.fusion import export_graph
+from training.graph.fusion import FusionReport, expected_operators, export_graph, operator_counts
 from training.graph.merged_model import INPUT_NAMES, MergedModel, output_name
 from training.graph.onnx_export import OPSET, convert_fp16, quantize_int8
+from training.graph.splice import (
+    LAYOUT_KEY,
+    SpliceError,
+    SplicePlan,
+    full_layout,
+    plan_splice,
+    splice_graphs,
+)
 
 PROG = "merge"
 log = logging.getLogger(PROG)
@@ -276,6 +284,48 @@ def build_manifest(
     )
 
 
+GRAPH_BUILD_KEY = "graph_build"
+
+
+def _task_records(branches: Sequence[LoadedBranch]) -> list[dict]:
+    return [
+        {
+            "name": b.info.task,
+            "branch_version": b.info.version,
+            "pooling": b.model.pooling,
+            "layers": b.info.layers,
+        }
+        for b in branches
+    ]
+
+
+def write_graphs(
+    merged: MergedModel,
+    staging: Path,
+    variants: Sequence[str],
+    fuse: bool,
+    plan: SplicePlan | str,
+    prefix: str = "",
+) -> tuple[FusionReport, dict | None, str]:
+    """Every variant's graph in `staging`: spliced into the previous version's when
+    `plan` is a SplicePlan (`training.graph.splice`; the pieces' names are prefixed with
+    `prefix`, the new version's id), else built in full (`plan` says why). Returns the
+    fusion report, the layout to record and one line saying how."""
+    if isinstance(plan, SplicePlan):
+        layout = splice_graphs(plan, merged, staging, variants, prefix=f"{prefix}/")
+        counts = operator_counts(staging / GRAPH_FILES["fp32"])
+        expected = expected_operators(merged)
+        fusion = FusionReport(True, {op: counts.get(op, 0) for op in expected}, expected)
+        return fusion, layout, f"graphs {plan.describe()}"
+    fusion = export_graph(merged, staging / GRAPH_FILES["fp32"], fuse)
+    if "int8" in variants:
+        quantize_int8(staging / GRAPH_FILES["fp32"], staging / GRAPH_FILES["int8"])
+    if "fp16" in variants:
+        convert_fp16(staging / GRAPH_FILES["fp32"], staging / GRAPH_FILES["fp16"])
+    layout = full_layout(merged) if fusion.fused else None
+    return fusion, layout, f"graphs built in full ({plan})"
+
+
 def publish_store(
     base: BaseModel,
     branches: Sequence[LoadedBranch],
@@ -284,11 +334,16 @@ def publish_store(
     replace: bool = False,
     fuse: bool = True,
     metrics: MeasureMetrics | None = None,
+    previous: Manifest | None = None,
 ) -> Manifest:
     """Build, verify and atomically publish a store directory at `out`.
 
     The fp32 graph is fused (`training.graph.fusion`) before the other variants are
-    derived from it, unless `fuse` is false. `metrics` makes the manifest's per-variant
+    derived from it, unless `fuse` is false. With `previous` (the repository's current
+    version), the graphs are spliced from its graphs when it allows
+    (`training.graph.splice`: only the changed tasks' pieces are exported), else built
+    in full; a spliced graph that fails the check against PyTorch is rebuilt in full.
+    The manifest's `graph_build` says which. `metrics` makes the manifest's per-variant
     validation metrics from the staged store; by default they are measured on the data
     the branches recorded (`training.evaluate.variant_metrics`).
     """
@@ -310,23 +365,37 @@ def publish_store(
     batch, mask = probe_batch(tokenizer, branches)
     expected = merged_outputs(merged, batch, mask)
     probe_set = reference_probes(tokenizer, branches, merged)
+    base_model = {**branches[0].info.meta["base_model"], **input_conventions(base)}
+    plan = plan_splice(
+        previous, merged, _task_records(branches), variants, fuse, base_model, max_seq_len
+    )
     with atomic_directory(out, replace=replace) as staging:
-        fusion = export_graph(merged, staging / GRAPH_FILES["fp32"], fuse)
-        if "int8" in variants:
-            quantize_int8(staging / GRAPH_FILES["fp32"], staging / GRAPH_FILES["int8"])
-        if "fp16" in variants:
-            convert_fp16(staging / GRAPH_FILES["fp32"], staging / GRAPH_FILES["fp16"])
-        tokenizer.save(staging / TOKENIZER_FILE)
-        manifest = build_manifest(
-            staging, out.name, base, tokenizer, branches, merged, variants, probe_set
-        )
-        write_manifest(manifest)
-        manifest = load_manifest(staging)
-        parity = {v: verify_graph(manifest, v, expected, batch, mask) for v in variants}
-        manifest.extra["parity"] = {v: f"{d:.3g}" for v, d in parity.items()}
-        drift = {v: check_probes(manifest, tokenizer, v) for v in variants}
-        manifest.extra[probes.PROBES_KEY]["drift"] = {v: f"{d:.3g}" for v, d in drift.items()}
-        manifest.extra["fusion"] = fusion.to_json()
+
+        def stage(how: SplicePlan | str) -> Manifest:
+            fusion, layout, build = write_graphs(merged, staging, variants, fuse, how, out.name)
+            tokenizer.save(staging / TOKENIZER_FILE)
+            manifest = build_manifest(
+                staging, out.name, base, tokenizer, branches, merged, variants, probe_set
+            )
+            manifest.extra["fusion"] = fusion.to_json()
+            manifest.extra[GRAPH_BUILD_KEY] = build
+            if layout:
+                manifest.extra[LAYOUT_KEY] = layout
+            write_manifest(manifest)
+            manifest = load_manifest(staging)
+            parity = {v: verify_graph(manifest, v, expected, batch, mask) for v in variants}
+            manifest.extra["parity"] = {v: f"{d:.3g}" for v, d in parity.items()}
+            drift = {v: check_probes(manifest, tokenizer, v) for v in variants}
+            manifest.extra[probes.PROBES_KEY]["drift"] = {v: f"{d:.3g}" for v, d in drift.items()}
+            return manifest
+
+        try:
+            manifest = stage(plan)
+        except (MergeError, SpliceError, StoreError) as err:
+            if not isinstance(plan, SplicePlan):
+                raise
+            log.warning("splicing into %s failed (%s): building in full", previous.name, err)
+            manifest = stage(f"splicing into {previous.name}'s graphs failed: {err}")
         manifest.extra[VARIANT_METRICS_KEY] = (metrics or measurer())(manifest)
         try:  # a pooling or kind the weights were not trained with scores otherwise
             presets.check_metrics(

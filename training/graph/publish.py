@@ -150,7 +150,8 @@ def publish(
                 for task, path in chosen.items()
             ]
             version = new_version_id()
-            measure = incremental_measurer(previous_manifest(repository), data_dir)
+            previous = previous_manifest(repository)
+            measure = incremental_measurer(previous, data_dir)
             with quiet_log(MERGE_LOG):  # its raw parity line is explained by publish_report
                 manifest = merge.publish_store(
                     base,
@@ -158,6 +159,7 @@ def publish(
                     repository / VERSIONS_DIR / version,
                     ["fp32", *variants],
                     metrics=measure,
+                    previous=previous,
                 )
         except BaseException:
             forget_branches(fresh)  # a refused publish leaves no branch copy behind
