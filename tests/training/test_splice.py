@@ -72,6 +72,8 @@ def tiny(tmp_path_factory) -> Tiny:
             ("paraphrase", "paraphrase", 1),
             ("similarity", "similarity", 2),
             ("similarity-2", "similarity", 2),
+            ("similarity-deep", "similarity", 3),
+            ("paraphrase-2", "paraphrase", 2),
         ]
     ):
         torch.manual_seed(seed)
@@ -125,6 +127,23 @@ def test_a_new_task_at_a_new_fork_is_spliced_and_matches_the_full_rebuild(
             graph(rebuilt.manifest, variant).graph.node
         ), variant
     assert after.manifest.extra["fusion"]["complete"]
+
+
+def test_a_fork_inserted_above_the_first_block_matches_the_full_rebuild(tiny) -> None:
+    """Forks 3 and 1, then a task forking at 2: the frozen path's narrowing at 1 must
+    now keep the rows that need depth 2, and the piece narrows at 2 itself."""
+    names = ["sentiment", "similarity-deep", "paraphrase-2"]
+    repository = tiny.root / "deep"
+    tiny.publish(repository, *names[:2])
+    after = tiny.publish(repository, names[2])
+    assert after.manifest.extra["graph_build"].startswith("graphs spliced into ")
+    full = tiny.publish(tiny.root / "deep-full", *names)
+    for variant, tolerance in SPLICE_TOLERANCE.items():
+        ours = outputs(tiny, after.manifest, names, variant)
+        theirs = outputs(tiny, full.manifest, names, variant)
+        for task in ("sentiment", "similarity", "paraphrase"):
+            assert ours[task].shape == theirs[task].shape, (variant, task)
+            assert np.abs(ours[task] - theirs[task]).max() <= tolerance, (variant, task)
 
 
 def test_the_other_tasks_stay_bit_identical_across_a_splice(tiny, spliced) -> None:

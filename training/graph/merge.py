@@ -47,7 +47,6 @@ from training.graph.merged_model import INPUT_NAMES, MergedModel, output_name
 from training.graph.onnx_export import OPSET, convert_fp16, quantize_int8
 from training.graph.splice import (
     LAYOUT_KEY,
-    SpliceError,
     SplicePlan,
     full_layout,
     plan_splice,
@@ -287,6 +286,21 @@ def build_manifest(
 GRAPH_BUILD_KEY = "graph_build"
 
 
+def check_lines(manifest: Manifest) -> list[str]:
+    """What a build logs: how its graphs were made, their parity figures with their
+    meaning and tolerance, and every task's metric per graph (`publish_report`, which
+    `bert-mts-store publish` prints for the changed tasks instead)."""
+    from training.graph.publish_report import build_lines, metric_lines, parity_lines
+
+    tasks = [task.name for task in manifest.tasks]
+    return [
+        "checked against PyTorch:",
+        *build_lines(manifest),
+        *parity_lines(manifest),
+        *metric_lines(manifest, tasks),
+    ]
+
+
 def _task_records(branches: Sequence[LoadedBranch]) -> list[dict]:
     return [
         {
@@ -391,7 +405,7 @@ def publish_store(
 
         try:
             manifest = stage(plan)
-        except (MergeError, SpliceError, StoreError) as err:
+        except Exception as err:  # a splice's flaw, whatever it raises: build in full
             if not isinstance(plan, SplicePlan):
                 raise
             log.warning("splicing into %s failed (%s): building in full", previous.name, err)
@@ -405,5 +419,5 @@ def publish_store(
         except presets.DefinitionError as err:
             raise MergeError(str(err)) from err
         write_manifest(manifest)
-        log.info("checked against PyTorch, max abs difference: %s", manifest.extra["parity"])
+        log.info("%s", "\n".join(check_lines(manifest)))
     return load_manifest(out)

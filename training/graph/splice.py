@@ -278,12 +278,12 @@ def _block_rows(
         if start is not None and "attention_mask" in rows and "asks" in rows:
             # The last block's need is not selected when nothing narrows after it.
             rows.setdefault("need_source", condition.input[0])
-            rows.setdefault("condition", node.input[1])
+            rows["condition"] = node.input[1]
             blocks[start] = rows
     starts = [start for start in blocks if start <= depth - 1]
     if not starts:
         raise SpliceError(f"no frozen-path block computes layer {depth - 1}")
-    return blocks[max(starts)]
+    return {**blocks[max(starts)], "start": max(starts)}
 
 
 def _constant_value(graph: onnx.GraphProto, name: str) -> np.ndarray:
@@ -337,8 +337,14 @@ def _is_constant(graph: onnx.GraphProto, name: str) -> bool:
 
 
 def drop_output(graph: onnx.GraphProto, name: str) -> None:
+    """Drop a task's output and the node that makes it (a new piece may make an output of
+    that name); what only it needed goes at the next `prune`, which runs after the new
+    pieces are in (they may need what the dropped task alone read, such as the hidden
+    state at its fork)."""
     index = next(i for i, value in enumerate(graph.output) if value.name == name)
     del graph.output[index]
+    producer = next(i for i, node in enumerate(graph.node) if name in node.output)
+    del graph.node[producer]
 
 
 def prune(graph: onnx.GraphProto) -> None:
@@ -421,7 +427,7 @@ def attach(
                 axis=0,
             )
         )
-    feeds = {"hidden": hidden[insert.fork], **rows}
+    feeds = {"hidden": hidden[insert.fork], **rows}  # the piece's inputs, by name
     rename = {value.name: feeds[value.name] for value in piece.graph.input}
     logits = output_name(insert.task)
     for node in piece.graph.node:
@@ -432,6 +438,17 @@ def attach(
         rename[initializer.name] = prefix + initializer.name
     hidden = dict(hidden)
     if insert.next_fork is not None:
+        if rows["start"] > 0:
+            # The block now ends at the new fork: it must carry the rows that need it.
+            narrowing = _producers(graph)[rows["condition"]]
+            bound = _constant_value(graph, narrowing.input[1])
+            if narrowing.op_type != "GreaterOrEqual" or int(bound) != insert.next_fork:
+                raise SpliceError(f"the frozen path does not narrow at depth {rows['start']}")
+            narrowing.input[1] = _add_initializer(
+                graph,
+                f"{prefix}narrowing",
+                np.array(insert.fork, dtype=bound.dtype).reshape(bound.shape),
+            )
         top = hidden[insert.next_fork]
         handover = dict(
             zip(
@@ -496,7 +513,6 @@ def splice_model(
             lambda c, i=index: c - 1 if c > i else c,
             f"{prefix}drop{index}.",
         )
-    prune(graph)
     for insert in plan.inserts:
         renumber_columns(
             graph,
