@@ -165,12 +165,12 @@ def test_replacing_and_removing_by_splice_leave_nothing_behind(tiny, spliced) ->
     assert replaced.manifest.extra["graph_build"].startswith("graphs spliced into ")
     # the replaced branch's nodes are gone; the frozen layer its piece brought (fork 2
     # was new then) stays, it is the frozen path's now
-    branch = f"{after.version}/similarity//branch/"
+    piece = f"similarity@{after.manifest.task('similarity').branch_version}.2-3/"
     for variant in ("fp32", *VARIANTS):
         model = graph(replaced.manifest, variant).graph
         names = [n.name for n in model.node] + [i.name for i in model.initializer]
-        assert not [name for name in names if name.startswith(branch)], variant
-        assert [name for name in names if name.startswith(f"{after.version}/")], variant
+        assert not [name for name in names if name.startswith(piece + "/branch/")], variant
+        assert [name for name in names if name.startswith(piece + "/frozen.2/")], variant
     # paraphrase forks where sentiment does: removing it keeps the frozen path's shape
     removed = tiny.publish(repository, remove=["paraphrase"])
     assert removed.manifest.extra["graph_build"].startswith("graphs spliced into ")
@@ -184,8 +184,17 @@ def test_replacing_and_removing_by_splice_leave_nothing_behind(tiny, spliced) ->
         assert len(shrunk.graph.initializer) <= len(small.graph.initializer)
         size = again.manifest.graph_path(variant).stat().st_size
         assert size <= removed.manifest.graph_path(variant).stat().st_size + 1024, variant
-        assert not [n for n in shrunk.graph.node if n.name.startswith(f"{added.version}/")]
+        paraphrase = f"paraphrase@{added.manifest.task('paraphrase').branch_version}."
+        assert [n for n in big.graph.node if n.name.startswith(paraphrase)]
+        assert not [n for n in shrunk.graph.node if n.name.startswith(paraphrase)]
         assert [o.name for o in shrunk.graph.output] == ["sentiment_logits", "similarity_logits"]
+    # the same change spliced again gives the same bytes, stored once (hard links)
+    back = tiny.publish(repository, "paraphrase")
+    assert back.manifest.extra["graph_build"].startswith("graphs spliced into ")
+    for variant in ("fp32", *VARIANTS):
+        name = back.manifest.graphs[variant]
+        assert back.manifest.files[name] == added.manifest.files[name], variant
+    assert back.shared_bytes >= added.manifest.graph_path("fp32").stat().st_size
     # the spliced versions still answer as a full build of their tasks does
     full = tiny.publish(tiny.root / "full-2", "sentiment", "similarity-2")
     ours = outputs(tiny, again.manifest, ["sentiment", "similarity-2"], "fp32")

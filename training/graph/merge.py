@@ -319,14 +319,12 @@ def write_graphs(
     variants: Sequence[str],
     fuse: bool,
     plan: SplicePlan | str,
-    prefix: str = "",
 ) -> tuple[FusionReport, dict | None, str]:
     """Every variant's graph in `staging`: spliced into the previous version's when
-    `plan` is a SplicePlan (`training.graph.splice`; the pieces' names are prefixed with
-    `prefix`, the new version's id), else built in full (`plan` says why). Returns the
-    fusion report, the layout to record and one line saying how."""
+    `plan` is a SplicePlan (`training.graph.splice`), else built in full (`plan` says
+    why). Returns the fusion report, the layout to record and one line saying how."""
     if isinstance(plan, SplicePlan):
-        layout = splice_graphs(plan, merged, staging, variants, prefix=f"{prefix}/")
+        layout = splice_graphs(plan, merged, staging, variants)
         counts = operator_counts(staging / GRAPH_FILES["fp32"])
         expected = expected_operators(merged)
         fusion = FusionReport(True, {op: counts.get(op, 0) for op in expected}, expected)
@@ -386,7 +384,7 @@ def publish_store(
     with atomic_directory(out, replace=replace) as staging:
 
         def stage(how: SplicePlan | str) -> Manifest:
-            fusion, layout, build = write_graphs(merged, staging, variants, fuse, how, out.name)
+            fusion, layout, build = write_graphs(merged, staging, variants, fuse, how)
             tokenizer.save(staging / TOKENIZER_FILE)
             manifest = build_manifest(
                 staging, out.name, base, tokenizer, branches, merged, variants, probe_set

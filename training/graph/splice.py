@@ -15,7 +15,8 @@ is made from them:
   - a new or replaced task's piece (`training.graph.piece`: its layers and head, plus
     the frozen layers from its fork to the next one when no task forked there yet) is
     exported, fused, quantized and converted on its own, and each variant's piece is
-    added to the same variant's graph, its names prefixed with the new version's id;
+    added to the same variant's graph, its names prefixed with the task, its branch
+    version and its fork (`Insert.prefix`);
   - the task mask's columns are renumbered and the routing's fork depths replaced.
 
 The result has the nodes a full export has (a test holds the spliced graphs to the full
@@ -29,6 +30,7 @@ frozen layers, a fork at 0) the graphs are built in full.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -85,9 +87,19 @@ class Insert:
     frozen path itself)."""
 
     task: str
+    version: str  # the branch's
     index: int
     fork: int
     next_fork: int | None
+
+    @property
+    def prefix(self) -> str:
+        """The piece's names in the graph: unique (one piece per task, branch and fork)
+        and the same whenever the same piece is spliced, so that publishing the same
+        change twice (a task removed and added back) gives the same bytes, which the
+        repository then stores once (`model_store.dedupe`)."""
+        above = "" if self.next_fork is None else f"-{self.next_fork}"
+        return f"{self.task}@{self.version}.{self.fork}{above}/"
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,8 @@ class SplicePlan:
     forks: tuple[int, ...]  # the new version's fork depths, by task id
 
     def describe(self) -> str:
+        if not self.inserts and not self.dropped:
+            return f"copied from {self.previous.name} (no task changed)"
         names = ", ".join(insert.task for insert in self.inserts) or "no task"
         removed = len(self.dropped) - len(self.inserts)
         less = f", {removed} task(s) dropped" if removed > 0 else ""
@@ -172,7 +186,8 @@ def plan_splice(
             return f"task {name} forks at depth 0 (it embeds its own rows)"
         later = sorted(f for f in old_forks | {i.fork for i in inserts} if f > fork)
         known = fork in old_forks or any(i.fork == fork for i in inserts)
-        inserts.append(Insert(name, index, fork, None if known else later[0]))
+        version = tasks[index]["branch_version"]
+        inserts.append(Insert(name, version, index, fork, None if known else later[0]))
     dropped = tuple(sorted((i for i, n in enumerate(old_names) if n not in kept), reverse=True))
     return SplicePlan(previous, dropped, tuple(inserts), tuple(merged.fork_depths))
 
@@ -296,17 +311,23 @@ def _constant_value(graph: onnx.GraphProto, name: str) -> np.ndarray:
     raise SpliceError(f"{name} is not a constant")
 
 
-def _add_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> str:
+def _constant(graph: onnx.GraphProto, name: str, value: np.ndarray) -> str:
+    """An initializer `name` holding `value`: the graph's own if it has it already."""
+    for initializer in graph.initializer:
+        if initializer.name == name:
+            if not np.array_equal(numpy_helper.to_array(initializer), value):
+                raise SpliceError(f"the graph's {name} holds another value")
+            return name
     graph.initializer.append(numpy_helper.from_array(value, name))
     return name
 
 
 def renumber_columns(
-    graph: onnx.GraphProto, routing: _Routing, renumber: Callable[[int], int], prefix: str
+    graph: onnx.GraphProto, routing: _Routing, renumber: Callable[[int], int]
 ) -> None:
     """Point every task's column of the task mask (a Gather of axis 1 on the asks
     chain) at its new index; a constant shared with other nodes is left alone."""
-    for number, node in enumerate(graph.node):
+    for node in graph.node:
         if node.op_type != "Gather" or node.input[0] not in routing.asks:
             continue
         axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
@@ -315,15 +336,18 @@ def renumber_columns(
         value = _constant_value(graph, node.input[1])
         new = np.array(renumber(int(value)), dtype=value.dtype).reshape(value.shape)
         if int(new) != int(value):
-            node.input[1] = _add_initializer(graph, f"{prefix}column.{number}", new)
+            node.input[1] = _constant(graph, f"splice/column.{int(new)}", new)
 
 
-def set_forks(graph: onnx.GraphProto, routing: _Routing, forks: Sequence[int], prefix: str) -> None:
+def set_forks(graph: onnx.GraphProto, routing: _Routing, forks: Sequence[int]) -> None:
     """The routing's fork depths (one per task) and the task mask's width."""
     mul = routing.fork_mul
     slot = next(i for i, name in enumerate(mul.input) if _is_constant(graph, name))
     old = _constant_value(graph, mul.input[slot])
-    mul.input[slot] = _add_initializer(graph, f"{prefix}forks", np.array(forks, dtype=old.dtype))
+    new = np.array(forks, dtype=old.dtype)
+    if not np.array_equal(old, new):
+        name = "splice/forks." + "-".join(str(f) for f in forks)
+        mul.input[slot] = _constant(graph, name, new)
     task_mask = next(value for value in graph.input if value.name == "task_mask")
     task_mask.type.tensor_type.shape.dim[1].dim_value = len(forks)
 
@@ -404,13 +428,13 @@ def attach(
     piece: onnx.ModelProto,
     insert: Insert,
     hidden: dict[int, str],
-    prefix: str,
 ) -> dict[int, str]:
     """Add `piece` (one variant of `insert`'s piece) to `model` (the same variant),
     fed by the frozen path's row tensors at its fork; if it narrows the frozen path,
     whatever read the rows at the next fork reads the piece's instead. Returns the
     hidden-state names by depth after the splice."""
     graph = model.graph
+    prefix = insert.prefix
     routing = _routing(graph)
     if insert.fork not in hidden:
         raise SpliceError(f"the graph has no hidden state at depth {insert.fork}")
@@ -444,9 +468,9 @@ def attach(
             bound = _constant_value(graph, narrowing.input[1])
             if narrowing.op_type != "GreaterOrEqual" or int(bound) != insert.next_fork:
                 raise SpliceError(f"the frozen path does not narrow at depth {rows['start']}")
-            narrowing.input[1] = _add_initializer(
+            narrowing.input[1] = _constant(
                 graph,
-                f"{prefix}narrowing",
+                f"splice/narrowing.{insert.fork}",
                 np.array(insert.fork, dtype=bound.dtype).reshape(bound.shape),
             )
         top = hidden[insert.next_fork]
@@ -495,7 +519,6 @@ def splice_model(
     model: onnx.ModelProto,
     plan: SplicePlan,
     pieces: dict[str, onnx.ModelProto],
-    prefix: str,
 ) -> dict[int, str]:
     """One variant's next graph from its previous one, in place; the hidden-state
     names by depth it ends with."""
@@ -511,17 +534,15 @@ def splice_model(
             graph,
             _routing(graph),
             lambda c, i=index: c - 1 if c > i else c,
-            f"{prefix}drop{index}.",
         )
     for insert in plan.inserts:
         renumber_columns(
             graph,
             _routing(graph),
             lambda c, i=insert.index: c + 1 if c >= i else c,
-            f"{prefix}{insert.task}.",
         )
-        hidden = attach(model, pieces[insert.task], insert, hidden, f"{prefix}{insert.task}/")
-    set_forks(graph, _routing(graph), plan.forks, prefix)
+        hidden = attach(model, pieces[insert.task], insert, hidden)
+    set_forks(graph, _routing(graph), plan.forks)
     prune(graph)
     toposort(graph)
     # The shapes the quantizer or converter recorded hold the old task count; ONNX
@@ -554,9 +575,14 @@ def piece_graphs(
 
 
 def splice_graphs(
-    plan: SplicePlan, merged: MergedModel, staging: Path, variants: Sequence[str], prefix: str
+    plan: SplicePlan, merged: MergedModel, staging: Path, variants: Sequence[str]
 ) -> dict:
-    """Write every variant's next graph into `staging`; the layout to record."""
+    """Write every variant's next graph into `staging`; the layout to record. With no
+    task changed (the same branches published again) they are the previous files."""
+    if not plan.inserts and not plan.dropped:
+        for variant in variants:
+            shutil.copyfile(plan.previous.graph_path(variant), staging / GRAPH_FILES[variant])
+        return plan.previous.extra[LAYOUT_KEY]
     with tempfile.TemporaryDirectory(prefix=".splice-", dir=staging) as scratch:
         pieces = {
             insert.task: piece_graphs(merged, insert, variants, Path(scratch))
@@ -566,7 +592,7 @@ def splice_graphs(
     for variant in variants:
         model = onnx.load(str(plan.previous.graph_path(variant)))
         by_task = {task: graphs[variant] for task, graphs in pieces.items()}
-        layouts.append(splice_model(model, plan, by_task, prefix))
+        layouts.append(splice_model(model, plan, by_task))
         target = staging / GRAPH_FILES[variant]
         onnx.save(model, str(target))
         onnx.checker.check_model(str(target))
