@@ -3,7 +3,11 @@
 The command is `bert-mts-merge` (`training.commands.merge`). Branches must share the
 base weights, tokenizer and max length, one per task. The store
 is built in a temporary directory, every graph is checked against the merged PyTorch
-model, and only then is it renamed into place.
+model, and only then is it renamed into place. Given the repository's current version
+(`training.graph.publish`), the graphs are spliced from its graphs where they can be
+(`training.graph.splice`: only the changed tasks' pieces are exported); a new store
+(`bert-mts-merge`, the shipped default model) is always built in full, so its bytes
+depend only on the branches.
 """
 
 from __future__ import annotations
