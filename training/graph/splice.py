@@ -124,7 +124,7 @@ class SplicePlan:
 def _same_task(previous: Manifest, name: str, merged: MergedModel, info: dict) -> bool:
     try:
         old = previous.task(name)
-    except Exception:  # no such task
+    except KeyError:  # a new task
         return False
     index = merged.task_names.index(name)
     return (
