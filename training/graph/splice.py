@@ -29,7 +29,6 @@ frozen layers, a fork at 0) the graphs are built in full.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -600,5 +599,4 @@ def splice_graphs(
         raise SpliceError("the variants' graphs disagree on the frozen path's layout")
     layout = full_layout(merged) or {}
     layout["hidden"] = {str(d): name for d, name in sorted(layouts[0].items())}
-    json.dumps(layout)  # recordable
     return layout
