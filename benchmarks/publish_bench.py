@@ -7,10 +7,12 @@
 Prepares a copy of the repository without `--task` (one untimed `publish --remove`),
 then, per run, publishes `--branch` into a fresh copy of it: one task added, the others
 unchanged, as a user adding or retraining a task does. Each run is a separate process
-(imports included), timed wall-clock. `--compare-root` times another checkout's code on
-the same copies in the same run (a before/after). `--disk N` then publishes N versions
-in a row (alternately removing and adding the task) and prints the repository's size
-after each, counting hard-linked files once, and after `prune --keep 2`.
+(imports included), timed wall-clock; the `graphs` column says how the runs made their
+graphs (spliced into the prepared version's, or built in full). `--compare-root` times
+another checkout's code on the same copies in the same run (a before/after). `--disk N`
+then publishes N versions in a row (alternately removing and adding the task) and
+prints the repository's size after each, counting hard-linked files once, and after
+`prune --keep 2`.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ def store_module(root: Path) -> str:
     )
 
 
-def store_cli(root: Path, *args: str) -> float:
+def store_cli(root: Path, *args: str) -> tuple[float, str]:
     """Run `root`'s store command (`python -m MODULE ARGS`, with `root`'s code); its wall
-    time in seconds."""
+    time in seconds and how it made its graphs (the `graphs ...` line a publish prints:
+    spliced into the previous version's, or built in full and why; "" from older code)."""
     module = store_module(root)
     started = time.perf_counter()
     result = subprocess.run(
@@ -56,7 +59,8 @@ def store_cli(root: Path, *args: str) -> float:
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"{root}: {module} {' '.join(args)} failed: {result.stderr}")
-    return elapsed
+    how = [line.strip() for line in result.stdout.splitlines() if line.startswith("  graphs ")]
+    return elapsed, (how[0] if how else "")
 
 
 def disk_bytes(directory: Path) -> int:
@@ -93,24 +97,30 @@ def main() -> int:
         if args.compare_root:
             roots.insert(0, (f"{args.compare_root}", args.compare_root.resolve()))
         times: dict[str, list[float]] = {label: [] for label, _ in roots}
+        builds: dict[str, set[str]] = {label: set() for label, _ in roots}
         for run in range(args.runs):
             for label, root in roots:
                 copy = Path(tmp) / f"run-{run}-{len(times[label])}-{root.name}"
                 shutil.copytree(prepared, copy, symlinks=True)
-                times[label].append(
-                    store_cli(root, "publish", "--store", str(copy), "--branch", str(branch))
+                elapsed, how = store_cli(
+                    root, "publish", "--store", str(copy), "--branch", str(branch)
                 )
+                times[label].append(elapsed)
+                builds[label].add(how.split(" (")[0] or "not said")
                 shutil.rmtree(copy)
         print(provenance())
-        rows = [[label, len(t), *tail(t)] for label, t in times.items()]
-        print(markdown_table(["code", "runs", "p50", "p99", "max"], rows))
+        rows = [
+            [label, len(t), *tail(t), "; ".join(sorted(builds[label]))]
+            for label, t in times.items()
+        ]
+        print(markdown_table(["code", "runs", "p50", "p99", "max", "graphs"], rows))
         if args.disk:
             repo = Path(tmp) / "disk"
             shutil.copytree(args.store, repo, symlinks=True)
             sizes = [["as built", 1, f"{disk_bytes(repo) / 1e6:.0f} MB"]]
             for step in range(args.disk):
                 change = ["--remove", args.task] if step % 2 == 0 else ["--branch", str(branch)]
-                store_cli(ROOT, "publish", "--store", str(repo), *change)
+                store_cli(ROOT, "publish", "--store", str(repo), *change)  # its time unused
                 versions = len(list((repo / "versions").iterdir()))
                 sizes.append(
                     [

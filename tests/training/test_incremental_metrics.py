@@ -67,7 +67,10 @@ def test_one_task_is_measured_and_the_others_carried_over(tiny: TinyBranches, tm
     first_rating = train(tiny, tmp_path / "b", *rating_args)
     repository = tmp_path / "repo"
     created = publish(
-        tiny, repository, "--create", "--branch", str(topic_branch), "--branch", str(first_rating)
+        tiny,
+        repository,
+        *("--create", "--branch", str(topic_branch), "--branch", str(first_rating)),
+        "--embedding",  # no labels: neither measured nor carried over, as in a full measure
     )
     assert "topics.csv:8" in created.stderr  # both tasks measured: topic's file read
     first = load_manifest(resolve_store(repository))

@@ -235,6 +235,7 @@ def test_int8_and_fp16_graphs_run_and_stay_close(tokenizer, store) -> None:
     ).stat().st_size
 
 
+@pytest.mark.parametrize("spliced", [False, True], ids=["rebuilt", "spliced"])
 @pytest.mark.parametrize(
     ("task", "layers"),
     [
@@ -244,13 +245,23 @@ def test_int8_and_fp16_graphs_run_and_stay_close(tokenizer, store) -> None:
     ],
 )
 def test_replacing_one_branch_leaves_the_others_bit_identical(
-    base, tokenizer, branch_dirs, store, tmp_path, task, layers
+    base, tokenizer, branch_dirs, store, tmp_path, task, layers, spliced
 ) -> None:
     retrained = train_and_save(base, tokenizer, task, tmp_path / "b", seed=1, layers=layers)
     paths = [retrained if t == task else path for t, path in branch_dirs.items()]
+    previous = load_manifest(store.directory) if spliced else None
     updated = publish_store(
-        base, load_branches(read_branches(paths), base), tmp_path / "updated", ("fp32",)
+        base,
+        load_branches(read_branches(paths), base),
+        tmp_path / "updated",
+        ("fp32",),
+        previous=previous,
     )
+    build = load_manifest(updated.directory).extra["graph_build"]
+    if spliced and layers == DEPTHS[task]:
+        assert build.startswith("graphs spliced into "), build
+    else:  # fork 3 would be left without a task: the frozen path changes shape
+        assert build.startswith("graphs built in full ("), build
     assert load_manifest(updated.directory).task(task).layers == layers
     rows, task_ids = mixed_rows(tokenizer, [0, 1, 2, 1, 0, 2, 2])
     batch = tokenizer.pad(rows)

@@ -101,7 +101,10 @@ def incremental_measurer(previous: Manifest | None, data_dir: Path | None) -> Me
 
     def measure(manifest: Manifest) -> Metrics:
         kept = carried_over(previous, manifest)
-        fresh = [task for task in manifest.tasks if task.name not in kept]
+        # An embedding task has no labels (as in a full measurement: it is held to
+        # PyTorch by cosine instead), so it has no figures to measure or carry over.
+        labelled = [task for task in manifest.tasks if task.kind != "embedding"]
+        fresh = [task for task in labelled if task.name not in kept]
         try:
             measured = measure_tasks(manifest, fresh, data_dir)
         except (OSError, UsageError, ValueError) as err:  # DataError is a ValueError
@@ -113,7 +116,7 @@ def incremental_measurer(previous: Manifest | None, data_dir: Path | None) -> Me
                 f"{', '.join(sorted(kept))} carried over from {previous.name}, "
                 "whose outputs for them are unchanged)"
             )
-        tasks = {task.name: kept.get(task.name) or measured[task.name] for task in manifest.tasks}
+        tasks = {task.name: kept.get(task.name) or measured[task.name] for task in labelled}
         return {"source": source, "tasks": tasks}
 
     return measure

@@ -89,7 +89,7 @@ def expected_operators(model: MergedModel) -> dict[str, int]:
     }
 
 
-def _attention_shape(model: MergedModel) -> tuple[int, int]:
+def attention_shape(model: MergedModel) -> tuple[int, int]:
     """(heads, hidden size) of the model's BERT layers, as the optimizer needs them."""
     tuned = (layer for branch in model.branches.values() for layer in branch.layers)
     layer = next(iter([*model.frozen, *tuned]))
@@ -102,20 +102,14 @@ def operator_counts(path: Path) -> dict[str, int]:
     return dict(Counter(node.op_type for node in onnx.load(str(path)).graph.node))
 
 
-def fuse_graph(model: MergedModel, source: Path, target: Path) -> FusionReport:
-    """Write the fused graph of `source` (exported from `model`) to `target`; an
-    encoder the optimizer does not know is copied unfused."""
-    if not fusable(model):
-        target.write_bytes(source.read_bytes())
-        return FusionReport(
-            False, {}, {}, "ONNX Runtime's transformer optimizer fuses BERT layers only"
-        )
+def optimize_bert(source: Path, target: Path, heads: int, hidden: int) -> None:
+    """Run the transformer optimizer's BERT fusions on `source` into `target` (the whole
+    merged graph, or one task's piece of it: `training.graph.piece`)."""
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
 
     options = FusionOptions("bert")
     options.use_multi_head_attention = True  # see the module docstring
-    heads, hidden = _attention_shape(model)
     # opt_level 0: only the Python fusions; ONNX Runtime applies its own graph
     # optimizations when it loads the graph, for the hardware it runs on.
     logging.disable(logging.WARNING)  # the optimizer logs every pattern it did not find
@@ -132,6 +126,17 @@ def fuse_graph(model: MergedModel, source: Path, target: Path) -> FusionReport:
     finally:
         logging.disable(logging.NOTSET)
     onnx.checker.check_model(str(target))
+
+
+def fuse_graph(model: MergedModel, source: Path, target: Path) -> FusionReport:
+    """Write the fused graph of `source` (exported from `model`) to `target`; an
+    encoder the optimizer does not know is copied unfused."""
+    if not fusable(model):
+        target.write_bytes(source.read_bytes())
+        return FusionReport(
+            False, {}, {}, "ONNX Runtime's transformer optimizer fuses BERT layers only"
+        )
+    optimize_bert(source, target, *attention_shape(model))
     expected = expected_operators(model)
     counts = operator_counts(target)
     report = FusionReport(True, {op: counts.get(op, 0) for op in expected}, expected)

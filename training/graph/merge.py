@@ -3,7 +3,11 @@
 The command is `bert-mts-merge` (`training.commands.merge`). Branches must share the
 base weights, tokenizer and max length, one per task. The store
 is built in a temporary directory, every graph is checked against the merged PyTorch
-model, and only then is it renamed into place.
+model, and only then is it renamed into place. Given the repository's current version
+(`training.graph.publish`), the graphs are spliced from its graphs where they can be
+(`training.graph.splice`: only the changed tasks' pieces are exported); a new store
+(`bert-mts-merge`, the shipped default model) is always built in full, so its bytes
+depend only on the branches.
 """
 
 from __future__ import annotations
@@ -42,9 +46,16 @@ from training.fit.branch import (
     resolve_branch_dir,
 )
 from training.fit.task_model import TaskModel
-from training.graph.fusion import export_graph
+from training.graph.fusion import FusionReport, expected_operators, export_graph, operator_counts
 from training.graph.merged_model import INPUT_NAMES, MergedModel, output_name
 from training.graph.onnx_export import OPSET, convert_fp16, quantize_int8
+from training.graph.splice import (
+    LAYOUT_KEY,
+    SplicePlan,
+    full_layout,
+    plan_splice,
+    splice_graphs,
+)
 
 PROG = "merge"
 log = logging.getLogger(PROG)
@@ -276,6 +287,61 @@ def build_manifest(
     )
 
 
+GRAPH_BUILD_KEY = "graph_build"
+
+
+def check_lines(manifest: Manifest) -> list[str]:
+    """What a build logs: how its graphs were made, their parity figures with their
+    meaning and tolerance, and every task's metric per graph (`publish_report`, which
+    `bert-mts-store publish` prints for the changed tasks instead)."""
+    from training.graph.publish_report import build_lines, metric_lines, parity_lines
+
+    tasks = [task.name for task in manifest.tasks]
+    return [
+        "checked against PyTorch:",
+        *build_lines(manifest),
+        *parity_lines(manifest),
+        *metric_lines(manifest, tasks),
+    ]
+
+
+def _task_records(branches: Sequence[LoadedBranch]) -> list[dict]:
+    return [
+        {
+            "name": b.info.task,
+            "branch_version": b.info.version,
+            "pooling": b.model.pooling,
+            "layers": b.info.layers,
+        }
+        for b in branches
+    ]
+
+
+def write_graphs(
+    merged: MergedModel,
+    staging: Path,
+    variants: Sequence[str],
+    fuse: bool,
+    plan: SplicePlan | str,
+) -> tuple[FusionReport, dict | None, str]:
+    """Every variant's graph in `staging`: spliced into the previous version's when
+    `plan` is a SplicePlan (`training.graph.splice`), else built in full (`plan` says
+    why). Returns the fusion report, the layout to record and one line saying how."""
+    if isinstance(plan, SplicePlan):
+        layout = splice_graphs(plan, merged, staging, variants)
+        counts = operator_counts(staging / GRAPH_FILES["fp32"])
+        expected = expected_operators(merged)
+        fusion = FusionReport(True, {op: counts.get(op, 0) for op in expected}, expected)
+        return fusion, layout, f"graphs {plan.describe()}"
+    fusion = export_graph(merged, staging / GRAPH_FILES["fp32"], fuse)
+    if "int8" in variants:
+        quantize_int8(staging / GRAPH_FILES["fp32"], staging / GRAPH_FILES["int8"])
+    if "fp16" in variants:
+        convert_fp16(staging / GRAPH_FILES["fp32"], staging / GRAPH_FILES["fp16"])
+    layout = full_layout(merged) if fusion.fused else None
+    return fusion, layout, f"graphs built in full ({plan})"
+
+
 def publish_store(
     base: BaseModel,
     branches: Sequence[LoadedBranch],
@@ -284,11 +350,16 @@ def publish_store(
     replace: bool = False,
     fuse: bool = True,
     metrics: MeasureMetrics | None = None,
+    previous: Manifest | None = None,
 ) -> Manifest:
     """Build, verify and atomically publish a store directory at `out`.
 
     The fp32 graph is fused (`training.graph.fusion`) before the other variants are
-    derived from it, unless `fuse` is false. `metrics` makes the manifest's per-variant
+    derived from it, unless `fuse` is false. With `previous` (the repository's current
+    version), the graphs are spliced from its graphs when it allows
+    (`training.graph.splice`: only the changed tasks' pieces are exported), else built
+    in full; a spliced graph that fails the check against PyTorch is rebuilt in full.
+    The manifest's `graph_build` says which. `metrics` makes the manifest's per-variant
     validation metrics from the staged store; by default they are measured on the data
     the branches recorded (`training.evaluate.variant_metrics`).
     """
@@ -310,23 +381,37 @@ def publish_store(
     batch, mask = probe_batch(tokenizer, branches)
     expected = merged_outputs(merged, batch, mask)
     probe_set = reference_probes(tokenizer, branches, merged)
+    base_model = {**branches[0].info.meta["base_model"], **input_conventions(base)}
+    plan = plan_splice(
+        previous, merged, _task_records(branches), variants, fuse, base_model, max_seq_len
+    )
     with atomic_directory(out, replace=replace) as staging:
-        fusion = export_graph(merged, staging / GRAPH_FILES["fp32"], fuse)
-        if "int8" in variants:
-            quantize_int8(staging / GRAPH_FILES["fp32"], staging / GRAPH_FILES["int8"])
-        if "fp16" in variants:
-            convert_fp16(staging / GRAPH_FILES["fp32"], staging / GRAPH_FILES["fp16"])
-        tokenizer.save(staging / TOKENIZER_FILE)
-        manifest = build_manifest(
-            staging, out.name, base, tokenizer, branches, merged, variants, probe_set
-        )
-        write_manifest(manifest)
-        manifest = load_manifest(staging)
-        parity = {v: verify_graph(manifest, v, expected, batch, mask) for v in variants}
-        manifest.extra["parity"] = {v: f"{d:.3g}" for v, d in parity.items()}
-        drift = {v: check_probes(manifest, tokenizer, v) for v in variants}
-        manifest.extra[probes.PROBES_KEY]["drift"] = {v: f"{d:.3g}" for v, d in drift.items()}
-        manifest.extra["fusion"] = fusion.to_json()
+
+        def stage(how: SplicePlan | str) -> Manifest:
+            fusion, layout, build = write_graphs(merged, staging, variants, fuse, how)
+            tokenizer.save(staging / TOKENIZER_FILE)
+            manifest = build_manifest(
+                staging, out.name, base, tokenizer, branches, merged, variants, probe_set
+            )
+            manifest.extra["fusion"] = fusion.to_json()
+            manifest.extra[GRAPH_BUILD_KEY] = build
+            if layout:
+                manifest.extra[LAYOUT_KEY] = layout
+            write_manifest(manifest)
+            manifest = load_manifest(staging)
+            parity = {v: verify_graph(manifest, v, expected, batch, mask) for v in variants}
+            manifest.extra["parity"] = {v: f"{d:.3g}" for v, d in parity.items()}
+            drift = {v: check_probes(manifest, tokenizer, v) for v in variants}
+            manifest.extra[probes.PROBES_KEY]["drift"] = {v: f"{d:.3g}" for v, d in drift.items()}
+            return manifest
+
+        try:
+            manifest = stage(plan)
+        except Exception as err:  # a splice's flaw, whatever it raises: build in full
+            if not isinstance(plan, SplicePlan):
+                raise
+            log.warning("splicing into %s failed (%s): building in full", previous.name, err)
+            manifest = stage(f"splicing into {previous.name}'s graphs failed: {err}")
         manifest.extra[VARIANT_METRICS_KEY] = (metrics or measurer())(manifest)
         try:  # a pooling or kind the weights were not trained with scores otherwise
             presets.check_metrics(
@@ -336,5 +421,5 @@ def publish_store(
         except presets.DefinitionError as err:
             raise MergeError(str(err)) from err
         write_manifest(manifest)
-        log.info("checked against PyTorch, max abs difference: %s", manifest.extra["parity"])
+        log.info("%s", "\n".join(check_lines(manifest)))
     return load_manifest(out)

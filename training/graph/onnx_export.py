@@ -103,9 +103,11 @@ def quantize_int8(source: Path, target: Path) -> None:
     onnx.checker.check_model(str(target))
 
 
-def convert_fp16(source: Path, target: Path) -> None:
+def convert_fp16(source: Path, target: Path, keep_io_types: bool | list[str] = True) -> None:
+    """fp16 weights and compute; `keep_io_types` names the float inputs and outputs that
+    stay fp32 (all of them by default; a spliced piece keeps only its task's output)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=keep_io_types)
     onnx.save(model, str(target))
     onnx.checker.check_model(str(target))

@@ -10,8 +10,10 @@ a mistyped path is refused instead. Each branch.json is read and checked once
 
 The whole read-CURRENT, merge, switch-CURRENT runs under the repository's writer lock
 (`model_store.locking`), so two publishes at once each keep the other's update; a
-refused publish removes the branch copies it made. Publishing one task measures the
-graph variants' metrics for the changed tasks only
+refused publish removes the branch copies it made. Publishing one task exports only
+that task's piece of the graphs and splices it into the current version's graphs
+(`training.graph.splice`; built in full when that does not apply, and the output says
+which), measures the graph variants' metrics for the changed tasks only
 (`training.evaluate.incremental_metrics`: the others' recorded figures carry over), and
 the new version's files that an earlier version holds byte for byte become hard links
 to them (`model_store.dedupe`).
@@ -150,7 +152,8 @@ def publish(
                 for task, path in chosen.items()
             ]
             version = new_version_id()
-            measure = incremental_measurer(previous_manifest(repository), data_dir)
+            previous = previous_manifest(repository)
+            measure = incremental_measurer(previous, data_dir)
             with quiet_log(MERGE_LOG):  # its raw parity line is explained by publish_report
                 manifest = merge.publish_store(
                     base,
@@ -158,6 +161,7 @@ def publish(
                     repository / VERSIONS_DIR / version,
                     ["fp32", *variants],
                     metrics=measure,
+                    previous=previous,
                 )
         except BaseException:
             forget_branches(fresh)  # a refused publish leaves no branch copy behind

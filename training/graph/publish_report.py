@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from model_store.graph_choice import DEFAULT_TOLERANCE_POINTS, choose_graph, recorded_metrics
 from model_store.manifest import Manifest
-from training.graph.merge import FP16_TOLERANCE, FP32_TOLERANCE
+from training.graph.merge import FP16_TOLERANCE, FP32_TOLERANCE, GRAPH_BUILD_KEY
 
 TOLERANCES = {"fp32": FP32_TOLERANCE, "fp16": FP16_TOLERANCE}
 
@@ -68,6 +68,18 @@ def choice_line(manifest: Manifest) -> str:
     )
 
 
+def build_lines(manifest: Manifest) -> list[str]:
+    """How the graphs were made: spliced from the previous version's, or in full (why)."""
+    build = manifest.extra.get(GRAPH_BUILD_KEY)
+    return [f"  {build}"] if build else []
+
+
 def publish_summary(manifest: Manifest, changed: Iterable[str]) -> list[str]:
-    """The lines after "published ...": parity, the changed tasks' metrics, the choice."""
-    return [*parity_lines(manifest), *metric_lines(manifest, changed), choice_line(manifest)]
+    """The lines after "published ...": how the graphs were made, parity, the changed
+    tasks' metrics, the choice."""
+    return [
+        *build_lines(manifest),
+        *parity_lines(manifest),
+        *metric_lines(manifest, changed),
+        choice_line(manifest),
+    ]
