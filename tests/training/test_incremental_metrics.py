@@ -90,6 +90,13 @@ def test_one_task_is_measured_and_the_others_carried_over(tiny: TinyBranches, tm
         for variant in ("fp32", "int8"):
             assert recorded["tasks"][task][variant] == full["tasks"][task][variant], task
         assert recorded["tasks"][task]["examples"] == full["tasks"][task]["examples"]
+    # The paired tests `--graph auto` decides by: carried over with the figures for the
+    # unchanged task, computed for the new one, both equal to a full measurement's.
+    assert recorded["comparisons"] == full["comparisons"]
+    assert (
+        recorded["comparisons"]["topic"] == first.extra["variant_metrics"]["comparisons"]["topic"]
+    )
+    assert set(recorded["comparisons"]["rating"]) == {"int8"}
 
     out = result.stdout
     assert "fp32 graph: outputs within" in out and "(tolerance 0.0001)" in out
