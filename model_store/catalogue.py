@@ -39,6 +39,9 @@ class CatalogueError(UsageError):
     """A catalogue that is missing or malformed, or a model name it does not hold."""
 
 
+ALL_VARIANTS = ("fp32", "int8", "fp16")
+
+
 @dataclass(frozen=True)
 class ShippedModel:
     """One shipped model: its name, what it is for, its base, and where its files are."""
@@ -48,6 +51,8 @@ class ShippedModel:
     base_model: str
     branches: Path  # models/shipped/<name>: one folder per task, SHA256SUMS, metrics
     sweep: Path | None = None
+    # The graph variants built for it (a model may leave one out, with its reason).
+    variants: tuple[str, ...] = ALL_VARIANTS
 
 
 @dataclass(frozen=True)
@@ -79,12 +84,24 @@ def _entry(catalogue: Path, name: str, raw: object) -> ShippedModel:
     if not isinstance(raw, dict) or not isinstance(raw.get("base_model"), str):
         raise CatalogueError(f"{catalogue}: model {name!r} needs a base_model (a string)")
     sweep = raw.get("sweep")
+    variants = raw.get("variants", list(ALL_VARIANTS))
+    if (
+        not isinstance(variants, list)
+        or "fp32" not in variants
+        or not set(variants) <= set(ALL_VARIANTS)
+        or len(set(variants)) != len(variants)
+    ):
+        raise CatalogueError(
+            f"{catalogue}: model {name!r}: variants must list fp32 and any of "
+            f"{', '.join(ALL_VARIANTS[1:])}, each once"
+        )
     return ShippedModel(
         name=name,
         description=str(raw.get("description", "")),
         base_model=raw["base_model"],
         branches=catalogue.parent / name,
         sweep=Path(sweep) if isinstance(sweep, str) else None,
+        variants=tuple(v for v in ALL_VARIANTS if v in variants),
     )
 
 

@@ -93,3 +93,15 @@ def test_a_malformed_catalogue_is_one_line(tmp_path: Path, raw: object, fragment
 def test_a_missing_catalogue_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(CatalogueError, match="is missing"):
         load_catalogue(tmp_path)
+
+
+def test_a_model_may_leave_graph_variants_out_but_never_fp32(tmp_path: Path) -> None:
+    raw = json.loads(json.dumps(TWO_MODELS))
+    raw["models"]["base"]["variants"] = ["fp16", "fp32"]
+    catalogue = load_catalogue(write_catalogue(tmp_path / "ok", raw))
+    assert catalogue.models["base"].variants == ("fp32", "fp16")  # in the canonical order
+    assert catalogue.models["small"].variants == ("fp32", "int8", "fp16")
+    for bad in (["int8", "fp16"], ["fp32", "fp32"], ["fp32", "bf16"], "fp32"):
+        raw["models"]["base"]["variants"] = bad
+        with pytest.raises(CatalogueError, match="variants must list fp32"):
+            load_catalogue(write_catalogue(tmp_path / f"bad{len(str(bad))}", raw))

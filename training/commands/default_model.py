@@ -107,7 +107,9 @@ def _build(args, model: ShippedModel) -> int:
         return 0
     from training.graph.default_model import build
 
-    path, _ = build(model.branches, out, args.record, args.data_dir, model.base_model)
+    path, _ = build(
+        model.branches, out, args.record, args.data_dir, model.base_model, model.variants
+    )
     print(f"{'recorded' if args.record else 'built and verified'} {path}")
     return 0
 

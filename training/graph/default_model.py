@@ -34,6 +34,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from safetensors.torch import load_file, save
@@ -68,7 +69,11 @@ __all__ = ["ChecksumError", "build", "pack_branch", "ship_embedding"]
 CHECKSUMS = "SHA256SUMS"
 VARIANT_METRICS = "variant_metrics.json"
 VARIANTS = ("fp32", "int8", "fp16")
-CHECKED_FILES = (*(GRAPH_FILES[v] for v in VARIANTS), TOKENIZER_FILE)
+
+
+def checked_files(variants: Sequence[str]) -> tuple[str, ...]:
+    """The files SHA256SUMS pins: each built graph variant's, and the tokenizer."""
+    return (*(GRAPH_FILES[v] for v in VARIANTS if v in variants), TOKENIZER_FILE)
 
 
 def shipped_branch_dirs(shipped: Path) -> list[Path]:
@@ -94,11 +99,11 @@ def read_checksums(path: Path) -> dict[str, str]:
 
 
 def write_checksums(path: Path, files: dict[str, str]) -> None:
-    atomic_write_text(path, "".join(f"{files[name]}  {name}\n" for name in CHECKED_FILES))
+    atomic_write_text(path, "".join(f"{digest}  {name}\n" for name, digest in files.items()))
 
 
 def verify_checksums(built: dict[str, str], expected: dict[str, str]) -> None:
-    for name in CHECKED_FILES:
+    for name in sorted(set(built) | set(expected)):
         if built.get(name) != expected.get(name):
             raise ChecksumError(
                 f"built {name} has sha256 {built.get(name, '?')[:12]}…, the shipped "
@@ -109,15 +114,19 @@ def verify_checksums(built: dict[str, str], expected: dict[str, str]) -> None:
 
 
 def _publish_version(
-    repository: Path, base: BaseModel, branches: list[LoadedBranch], metrics: MeasureMetrics
+    repository: Path,
+    base: BaseModel,
+    branches: list[LoadedBranch],
+    metrics: MeasureMetrics,
+    variants: Sequence[str] = VARIANTS,
 ) -> tuple[str, dict[str, str], dict]:
-    """A new version of every variant under `repository`: its id, checked files' hashes
+    """A new version of `variants` under `repository`: its id, checked files' hashes
     and per-variant validation metrics."""
     version = new_version_id()
     manifest = publish_store(
-        base, branches, repository / VERSIONS_DIR / version, VARIANTS, metrics=metrics
+        base, branches, repository / VERSIONS_DIR / version, variants, metrics=metrics
     )
-    files = {name: manifest.files[name] for name in CHECKED_FILES}
+    files = {name: manifest.files[name] for name in checked_files(variants)}
     return version, files, manifest.extra["variant_metrics"]
 
 
@@ -127,6 +136,7 @@ def build(
     record: bool = False,
     data_dir: Path | None = None,
     base_model: str | Path | None = None,
+    variants: Sequence[str] = VARIANTS,
 ) -> tuple[Path, dict[str, str]]:
     """Merge the shipped branches of one model (`shipped`: its folder) on `base_model`
     (as `load_base_model` takes it; None: the packaged small base) into a model
@@ -144,7 +154,9 @@ def build(
     branches = load_branches(read_branches(shipped_branch_dirs(shipped)), base)
     if record:
         with tempfile.TemporaryDirectory() as scratch:
-            _, files, metrics = _publish_version(Path(scratch), base, branches, measurer(data_dir))
+            _, files, metrics = _publish_version(
+                Path(scratch), base, branches, measurer(data_dir), variants
+            )
         if "unavailable" in metrics:
             raise UsageError(
                 f"recording needs the branches' validation data: {metrics['unavailable']} "
@@ -156,7 +168,7 @@ def build(
     source = f"recorded with the shipped checksums ({VARIANT_METRICS})"
     shipped_metrics = recorded(read_metrics(shipped / VARIANT_METRICS), source)
     with atomic_directory(out) as staging:
-        version, files, _ = _publish_version(staging, base, branches, shipped_metrics)
+        version, files, _ = _publish_version(staging, base, branches, shipped_metrics, variants)
         verify_checksums(files, expected or {})
         for branch in branches:
             info = branch.info  # later publishes re-merge the untouched tasks
