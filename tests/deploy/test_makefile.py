@@ -4,6 +4,7 @@ one, each built if missing into its own repository and served from there."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -18,8 +19,16 @@ DIR = "-m training.commands.default_model dir"
 
 
 def dry_run(*args: str) -> list[str]:
+    # Under `make test` the parent make's MAKEFLAGS/MAKELEVEL would make this one print
+    # "make[2]: Entering directory" lines around the recipe: a top-level run, as users do.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     result = subprocess.run(
-        [MAKE, "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [MAKE, "-n", "--no-print-directory", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()

@@ -79,13 +79,11 @@ async def test_sentiment_single_and_batch(client: httpx.AsyncClient, engine: Eng
     assert batch["results"][0]["probabilities"] == pytest.approx(single["probabilities"], abs=1e-5)
 
 
-@pytest.mark.anyio
-async def test_short_requests_are_tokenized_on_the_loop_and_long_ones_in_the_threads(
-    settings: Settings, engine: Engine, monkeypatch
-) -> None:
-    """A request of at most `inline_tokenizing_chars` characters is tokenized on the
-    event loop (cheaper than the hand-off, and never behind long texts in the
-    threads); a longer one in a tokenizer thread, where it cannot hold the loop."""
+async def tokenizing_threads(
+    settings: Settings, engine: Engine, monkeypatch, inline_chars: int, posts: list[tuple]
+) -> list[threading.Thread]:
+    """The thread that tokenized each of `posts` ((path, body) in order), served with
+    `inline_tokenizing_chars` = `inline_chars`."""
     threads = []
     encode = engine.encode
 
@@ -94,16 +92,29 @@ async def test_short_requests_are_tokenized_on_the_loop_and_long_ones_in_the_thr
         return encode(*args, **kwargs)
 
     monkeypatch.setattr(engine, "encode", recording_encode)
-    inline = settings.model_copy(update={"inline_tokenizing_chars": 10})
-    app = create_app(inline, engine)
+    app = create_app(settings.model_copy(update={"inline_tokenizing_chars": inline_chars}), engine)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            await client.post("/sentiment", json={"text": "one"})
-            await client.post("/v1/tasks/similarity", json={"sentence1": "a", "sentence2": "b"})
-            await client.post("/v1/predict", json={"text": "eleven characters"})
-            await client.post("/sentiment", json={"texts": ["six ch", "five!"]})  # 11
-    assert len(threads) == 4
+            for path, body in posts:
+                await client.post(path, json=body)
+    return threads
+
+
+@pytest.mark.anyio
+async def test_short_requests_are_tokenized_on_the_loop_and_long_ones_in_the_threads(
+    settings: Settings, engine: Engine, monkeypatch
+) -> None:
+    """A request of at most `inline_tokenizing_chars` characters is tokenized on the
+    event loop (cheaper than the hand-off, and never behind long texts in the
+    threads); a longer one in a tokenizer thread, where it cannot hold the loop."""
+    posts = [
+        ("/sentiment", {"text": "one"}),
+        ("/v1/tasks/similarity", {"sentence1": "a", "sentence2": "b"}),
+        ("/v1/predict", {"text": "eleven characters"}),
+        ("/sentiment", {"texts": ["six ch", "five!"]}),  # 11 characters in all
+    ]
+    threads = await tokenizing_threads(settings, engine, monkeypatch, 10, posts)
     assert [t is threading.main_thread() for t in threads] == [True, True, False, False]
     assert all(t.name.startswith("tokenize") for t in threads[2:])
 
@@ -112,20 +123,11 @@ async def test_short_requests_are_tokenized_on_the_loop_and_long_ones_in_the_thr
 async def test_with_inline_tokenizing_off_every_request_is_tokenized_in_a_thread(
     settings: Settings, engine: Engine, monkeypatch
 ) -> None:
-    threads = []
-    encode = engine.encode
-
-    def recording_encode(*args, **kwargs):
-        threads.append(threading.current_thread())
-        return encode(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "encode", recording_encode)
-    app = create_app(settings.model_copy(update={"inline_tokenizing_chars": 0}), engine)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            await client.post("/sentiment", json={"text": "one"})
-            await client.post("/v1/tasks/similarity", json={"sentence1": "a", "sentence2": "b"})
+    posts = [
+        ("/sentiment", {"text": "one"}),
+        ("/v1/tasks/similarity", {"sentence1": "a", "sentence2": "b"}),
+    ]
+    threads = await tokenizing_threads(settings, engine, monkeypatch, 0, posts)
     assert len(threads) == 2
     assert all(t.name.startswith("tokenize") for t in threads)
 

@@ -214,11 +214,11 @@ def _chain(graph: onnx.GraphProto, start: str) -> set[str]:
     return names
 
 
-def _ancestors(graph: onnx.GraphProto, name: str) -> set[int]:
-    """Indices of the nodes `name` depends on."""
+def _ancestors(graph: onnx.GraphProto, *names: str) -> set[int]:
+    """Indices of the nodes `names` depend on."""
     producers = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
     seen: set[int] = set()
-    stack = [name]
+    stack = list(names)
     while stack:
         index = producers.get(stack.pop())
         if index is None or index in seen:
@@ -373,15 +373,7 @@ def drop_output(graph: onnx.GraphProto, name: str) -> None:
 def prune(graph: onnx.GraphProto) -> None:
     """Remove every node no graph output needs, and the initializers and shape records
     nothing reads any more (the graph's inputs all stay)."""
-    producers = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
-    needed: set[int] = set()
-    stack = [value.name for value in graph.output]
-    while stack:
-        index = producers.get(stack.pop())
-        if index is None or index in needed:
-            continue
-        needed.add(index)
-        stack.extend(graph.node[index].input)
+    needed = _ancestors(graph, *(value.name for value in graph.output))
     nodes = [node for i, node in enumerate(graph.node) if i in needed]
     del graph.node[:]
     graph.node.extend(nodes)
