@@ -151,6 +151,20 @@ def test_report_shows_other_models_beside_it_with_their_own_k_sweep(
     ).read_text()
     assert "The shipped models side by side" in page
     assert (out / "k_sweep_big.png").read_bytes().startswith(PNG_MAGIC)
+    # Its sweep file travels with the report: a sweep kept inside the report's folder
+    # (as docs/report/k_sweep_base.json is) survives the report replacing that folder.
+    assert load_sweep(out / other_sweep.name) == load_sweep(other_sweep)
+    inside = out / other_sweep.name
+    again = write_report(
+        tiny_store,
+        data_dir,
+        _sweep_file(tmp_path),
+        out,
+        None,
+        [ModelSource("big", tiny_store, inside)],
+        "small",
+    )
+    assert again.is_file() and load_sweep(inside) == load_sweep(other_sweep)
     assert 'src="k_sweep_big.png"' in page and "K sweep of big: " in page
     manifest = load_manifest(resolve_store(tiny_store))
     results = {r.name: r.metric("fp32") for r in store_outputs(manifest, data_dir, ["fp32"])}

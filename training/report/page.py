@@ -181,8 +181,11 @@ def draw_plots(
             probabilities = 1 / (1 + np.exp(-outputs[:, 0].astype(np.float64)))
             files[task.name] = f"{task.name}_calibration.png"
             report_plots.plot_calibration(probabilities, result.labels, out / files[task.name])
+    # An embedding task has no labels, so no metric to star on the chart.
     shipped = {
-        task.name: (task.layers, by_task[task.name].metric("fp32")) for task in manifest.tasks
+        task.name: (task.layers, by_task[task.name].metric("fp32"))
+        for task in manifest.tasks
+        if task.name in by_task
     }
     full = {task: record.value for task, record in full_references(sweep).items()}
     points = sweep_points(sweep, sweep_recipe(sweep))
@@ -488,8 +491,12 @@ def write_report(
         section = comparison_section(models, figures)
         page = render_html(manifest, rows, overall, chosen, sweep, figures, depths, section)
         (staging / INDEX).write_text(page, encoding="utf-8")
-        # The sweep data travels with the report (and may live inside `out` itself).
+        # The sweep data travels with the report (and may live inside `out` itself:
+        # the compared models' sweep files too, or replacing `out` would delete them).
         shutil.copyfile(sweep_file, staging / SWEEP_COPY)
+        for source in compare:
+            if source.sweep is not None and source.sweep.is_file():
+                shutil.copyfile(source.sweep, staging / source.sweep.name)
     for name, value in overall.items():
         print(f"overall {name}: {value:.4f}")
     return out / INDEX
