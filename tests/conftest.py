@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,19 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 # all-mpnet-base-v2, which a first use downloads (400 MB): the tests train the packaged
 # 6-layer base instead, unless they say otherwise.
 os.environ.setdefault("BERT_MTS_BASE_MODEL", "all-minilm-l6-v2")
+
+
+def _models_dir_of_shipped_only() -> str:
+    """A models directory holding only the shipped models (a link to this checkout's):
+    the tests never follow the developer's built repositories (after `make serve`,
+    models/default holds the 12-layer default, which training without --store would
+    follow)."""
+    directory = Path(tempfile.mkdtemp(prefix="bert-mts-test-models-"))
+    (directory / "shipped").symlink_to(ROOT / "models" / "shipped")
+    return str(directory)
+
+
+os.environ.setdefault("BERT_MTS_MODELS_DIR", _models_dir_of_shipped_only())
 
 PRESET_TASKS = ("sentiment", "paraphrase", "similarity")
 

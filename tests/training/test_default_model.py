@@ -147,7 +147,8 @@ def test_build_copies_the_recorded_variant_metrics_and_auto_follows_them(built: 
     too_much = {task for task in lost if lost[task] > DEFAULT_TOLERANCE_POINTS}
     engine = Engine.load(built, Settings(model_dir=built, provider="cpu").engine_config())
     assert engine.variant == ("fp32" if significant | too_much else "int8")
-    for task in significant | too_much or set(lost):
+    # fp32: the reason names every task that failed; int8: the task that lost most.
+    for task in significant | too_much or {max(lost, key=lost.get)}:
         assert task in engine.graph_reason
     assert "McNemar" in engine.graph_reason or "bootstrap" in engine.graph_reason
     worst = max(lost.values())

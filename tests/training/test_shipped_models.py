@@ -58,7 +58,7 @@ def test_dir_names_each_models_repository() -> None:
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == str(model_repository(name))
     default = run(*COMMAND, "dir")
-    assert default.stdout.strip() == "models/default"
+    assert default.stdout.strip() == str(model_repository())  # the default model's
 
 
 def test_list_shows_every_model_with_its_base_tasks_and_depths() -> None:
