@@ -1,8 +1,10 @@
 """The shipped models, as data: `models/shipped/catalogue.json` names each one.
 
-    {"default": "small",
-     "models": {"small": {"description": "...", "base_model": "all-minilm-l6-v2",
-                          "sweep": "docs/report/k_sweep.json"}}}
+    {"default": "base",
+     "models": {"base": {"description": "...", "base_model": "all-mpnet-base-v2",
+                         "sweep": "docs/report/k_sweep_base.json",
+                         "variants": ["fp32", "fp16"]},
+                "small": {"description": "...", "base_model": "all-minilm-l6-v2"}}}
 
 Each named model's branches, SHA256SUMS and variant_metrics.json are in
 `models/shipped/<name>/`. `default` is the one `make serve` serves, built into
@@ -10,7 +12,9 @@ Each named model's branches, SHA256SUMS and variant_metrics.json are in
 (`model_store.locations.model_repository`). `base_model` is the base as the training
 commands take it (`--base-model`: the packaged `all-minilm-l6-v2`, an installable base's
 name, or a checkpoint directory); `sweep` is the K-sweep results file the accuracy report
-draws the model's K chart from (relative to the working directory; optional).
+draws the model's K chart from (relative to the working directory; optional);
+`variants` the graph variants its build makes and its SHA256SUMS pins (optional, fp32
+always among them; default: all).
 
 Why a file and not code: shipping another model, or changing which one is the default,
 is a data change (new branch folders and one catalogue edit), and every consumer (the
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model_store.cli import UsageError
+from model_store.manifest import GRAPH_FILES
 
 CATALOGUE_FILE = "catalogue.json"
 # `--model default` (and no --model) means the catalogue's default, whatever its name.
@@ -39,7 +44,8 @@ class CatalogueError(UsageError):
     """A catalogue that is missing or malformed, or a model name it does not hold."""
 
 
-ALL_VARIANTS = ("fp32", "int8", "fp16")
+# Every graph variant a store can hold, in the manifest's order.
+ALL_VARIANTS = tuple(GRAPH_FILES)
 
 
 @dataclass(frozen=True)

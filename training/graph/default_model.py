@@ -40,6 +40,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save
 
 from model_store.atomic import atomic_directory, atomic_write_text
+from model_store.catalogue import ALL_VARIANTS
 from model_store.hints import script_command
 from model_store.manifest import GRAPH_FILES, TOKENIZER_FILE
 from model_store.operations import BranchRef, keep_branch
@@ -68,7 +69,7 @@ __all__ = ["ChecksumError", "build", "pack_branch", "ship_embedding"]
 
 CHECKSUMS = "SHA256SUMS"
 VARIANT_METRICS = "variant_metrics.json"
-VARIANTS = ("fp32", "int8", "fp16")
+VARIANTS = ALL_VARIANTS
 
 
 def checked_files(variants: Sequence[str]) -> tuple[str, ...]:
