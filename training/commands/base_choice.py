@@ -16,8 +16,11 @@ from pathlib import Path
 
 from model_store.manifest import StoreError, load_manifest, sha256_of
 from model_store.repository import is_repository, resolve_store
-from training.encoders.base_model import BaseModelSpec, read_base_model_spec
-from training.encoders.bases import BASES, installed_dir
+from training.encoders.base_model import (
+    BaseModelSpec,
+    locate_recorded_base,
+    read_base_model_spec,
+)
 from training.errors import BaseModelError, UsageError
 
 DEFAULT_TRAINING_BASE = "all-mpnet-base-v2"
@@ -60,16 +63,6 @@ def read_store_base(store: Path, explicit: bool) -> StoreBase | None:
     )
 
 
-def _candidates(name: str) -> list[str | None]:
-    """Where a store's base, known by name, may be found here: the packaged small base,
-    an installed base of that name."""
-    found: list[str | None] = [None]  # the packaged small base
-    short = Path(name).name
-    if short in BASES and installed_dir(short) is not None:
-        found.append(short)
-    return found
-
-
 def choose_base(
     base_model: Path | None, store: StoreBase | None
 ) -> tuple[str | Path | None, BaseModelSpec]:
@@ -87,14 +80,10 @@ def choose_base(
                 "--store for a repository of that base, or --no-store"
             )
         return base_model, spec
-    for candidate in _candidates(store.name):
-        try:
-            spec = read_base_model_spec(candidate)
-        except BaseModelError:
-            continue
-        if sha256_of(spec.weights_file) == store.weights_sha256:
-            return candidate, spec
-    raise UsageError(
-        f"the base of {store.store} ({store.name}) is not on this machine: pass its "
-        "checkpoint directory with --base-model"
-    )
+    try:
+        chosen = locate_recorded_base(
+            {"name": store.name, "sha256": store.weights_sha256}, str(store.store)
+        )
+    except BaseModelError as err:
+        raise UsageError(str(err)) from err
+    return chosen, read_base_model_spec(chosen)

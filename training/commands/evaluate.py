@@ -24,9 +24,9 @@ from training.commands.cli import (
     run_cli,
 )
 from training.data.source import DataSource
-from training.encoders.base_model import load_base_model
+from training.encoders.base_model import load_base_model, locate_recorded_base
 from training.evaluate.branch import recorded_source, score_branch, validation_split
-from training.fit.branch import load_branch, resolve_branch_dir
+from training.fit.branch import load_branch, read_branch_info, resolve_branch_dir
 
 PROG = "evaluate"
 
@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data", type=Path, help="labelled TSV/CSV/JSONL file (default: the validation split)"
     )
-    parser.add_argument("--base-model", type=Path, metavar="PATH", help="default: all-MiniLM-L6-v2")
+    parser.add_argument(
+        "--base-model", type=Path, metavar="PATH", help="default: the base it was trained on"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     add_data_file_arguments(parser)
     return parser
@@ -45,8 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    base = load_base_model(args.base_model)
-    model, info = load_branch(resolve_branch_dir(args.branch), base)
+    info = read_branch_info(resolve_branch_dir(args.branch))
+    base = load_base_model(
+        args.base_model or locate_recorded_base(info.meta["base_model"], str(info.path))
+    )
+    model, info = load_branch(info, base)
     spec = model.spec
     recorded = recorded_source(info)
     if args.data is None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from model_store.manifest import GRAPH_FILES
 from training.commands.cli import OneLineArgumentParser, UsageError, run_cli
-from training.encoders.base_model import load_base_model
+from training.encoders.base_model import load_base_model, locate_recorded_base
 from training.evaluate.variant_metrics import measurer
 from training.fit.branch import read_branch_info
 from training.graph.embedding import DEFAULT_MAX_SEQ_LEN, temporary_embedding_branch
@@ -37,7 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", required=True, type=Path, help="store directory, e.g. models/default"
     )
-    parser.add_argument("--base-model", type=Path, metavar="PATH", help="default: all-MiniLM-L6-v2")
+    parser.add_argument(
+        "--base-model",
+        type=Path,
+        metavar="PATH",
+        help="default: the base the branches were trained on (all-MiniLM-L6-v2 without any)",
+    )
     parser.add_argument(
         "--variants",
         nargs="+",
@@ -66,7 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("give at least one --branch, or --embedding")
     variants = list(dict.fromkeys(["fp32", *args.variants]))
     infos = read_branches(args.branch)
-    base = load_base_model(args.base_model)
+    base_model = args.base_model
+    if base_model is None and infos:  # the branches' own base, not the packaged one
+        base_model = locate_recorded_base(infos[0].meta["base_model"], str(infos[0].path))
+    base = load_base_model(base_model)
     with contextlib.ExitStack() as scratch:
         if args.embedding:
             max_seq_len = int(

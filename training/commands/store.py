@@ -101,14 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="add (or refresh) the base's sentence embedding as task 'embedding': no tuned "
         "layers, it forks at the top of the frozen base",
     )
-    publish_cmd.add_argument("--base-model", type=Path, metavar="PATH")
+    publish_cmd.add_argument(
+        "--base-model",
+        type=Path,
+        metavar="PATH",
+        help="default: the base of the repository's current version (else the branches')",
+    )
     publish_cmd.add_argument(
         "--variants",
         nargs="*",
         choices=[v for v in GRAPH_FILES if v != "fp32"],
-        default=["int8"],
-        help="graphs besides fp32 (default: int8, which `--graph auto` serves on CPUs when "
-        "its validation metrics keep accuracy)",
+        default=None,
+        help="graphs besides fp32 (default: the current version's; int8 for a new "
+        "repository, which `--graph auto` serves on CPUs when it keeps accuracy)",
     )
     publish_cmd.add_argument("--no-activate", action="store_true", help="do not make it current")
     publish_cmd.add_argument(

@@ -12,8 +12,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -127,6 +129,37 @@ def read_base_model_spec(path: str | Path | None = None) -> BaseModelSpec:
     small = path is None or str(path).lower() == SMALL_BASE
     name = DEFAULT_BASE_NAME if small else directory.resolve().name
     return BaseModelSpec(path=directory, name=name, config=config, weights_file=weights)
+
+
+def _recorded_candidates(name: str) -> list[str | None]:
+    """Where a base recorded by name may be found: the packaged small base (None) and a
+    base `bert-mts-bases` knows by that name (installed on first use), the name's own
+    first."""
+    short = Path(name).name
+    named = [short] if short in bases.BASES else []
+    packaged: list[str | None] = [None]
+    small = name == DEFAULT_BASE_NAME or short.lower() == SMALL_BASE
+    return [*packaged, *named] if small or not named else [*named, *packaged]
+
+
+def locate_recorded_base(record: Mapping[str, Any], owner: str) -> str | None:
+    """The base that a store's manifest or a branch.json records (its name and weights'
+    sha256), as `load_base_model` takes it: a branch only merges with, and a store only
+    takes branches of, those very weights, so commands default to them instead of to
+    the packaged small base. `owner` names the recorder in the error."""
+    name = str(record.get("name", ""))
+    wanted = str(record.get("sha256", ""))
+    for candidate in _recorded_candidates(name):
+        try:
+            spec = read_base_model_spec(candidate)
+        except BaseModelError:
+            continue
+        if sha256_of(spec.weights_file) == wanted:
+            return candidate
+    raise BaseModelError(
+        f"the base of {owner} ({name or 'unnamed'}, weights sha256 {wanted[:12]}…) is not "
+        "on this machine: pass its checkpoint directory with --base-model"
+    )
 
 
 def _normalise_key(key: str) -> str:

@@ -44,7 +44,7 @@ from model_store.repository import (
     resolve_store,
     set_current,
 )
-from training.encoders.base_model import load_base_model
+from training.encoders.base_model import load_base_model, locate_recorded_base
 from training.errors import UsageError
 from training.evaluate.incremental_metrics import incremental_measurer
 from training.fit.branch import BranchInfo, read_branch_info
@@ -56,6 +56,9 @@ from training.graph.embedding import (
 )
 from training.graph.merge import PROG as MERGE_LOG
 from training.graph.merge import read_branches
+
+# A new repository's graphs besides fp32: int8 is what `--graph auto` serves on a CPU.
+DEFAULT_VARIANTS = ("int8",)
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,25 @@ def _max_seq_len(repository: Path, new: Sequence[BranchInfo]) -> int:
     if (repository / CURRENT_FILE).is_file():
         return load_manifest(resolve_store(repository), verify=False).max_seq_len
     return DEFAULT_MAX_SEQ_LEN
+
+
+def _recorded_base(
+    repository: Path, current: Manifest | None, new: Sequence[BranchInfo]
+) -> str | None:
+    """The base a publish with no --base-model runs on: the current version's (its
+    branches and the given ones must share it), else the given branches'."""
+    if current is not None:
+        return locate_recorded_base(current.base_model, f"{repository}'s current version")
+    if new:
+        return locate_recorded_base(new[0].meta["base_model"], str(new[0].path))
+    return None
+
+
+def _variants_of(current: Manifest | None) -> tuple[str, ...]:
+    """The graphs besides fp32 that the next version builds when none are named."""
+    if current is None:
+        return DEFAULT_VARIANTS
+    return tuple(variant for variant in current.graphs if variant != "fp32")
 
 
 def previous_manifest(repository: Path) -> Manifest | None:
@@ -112,14 +134,17 @@ def publish(
     remove: Sequence[str] = (),
     *,
     base_model: Path | None = None,
-    variants: Sequence[str] = ("int8",),
+    variants: Sequence[str] | None = None,
     activate: bool = True,
     data_dir: Path | None = None,
     embedding: bool = False,
     create: bool = False,
 ) -> Published:
     """Merge `branches` (version or task directories) into a new version of
-    `repository`, without the `remove`d tasks; `variants` are the graphs besides fp32.
+    `repository`, without the `remove`d tasks. With no `base_model`, the base is the
+    one the repository's current version runs on (else the given branches'), and with
+    no `variants` (the graphs besides fp32) the current version's variants are kept
+    (else int8): a publish of one task must not change what the others are served on.
     `embedding` adds (or refreshes) the base's sentence embedding task
     (`training.graph.embedding`), kept in the repository like any branch. A
     `repository` that is not one yet is refused unless `create`."""
@@ -129,7 +154,10 @@ def publish(
         )
     check_publish_target(repository, create)
     new = read_branches(branches) if branches else []
-    base = load_base_model(base_model)
+    current = previous_manifest(repository)
+    base = load_base_model(base_model if base_model else _recorded_base(repository, current, new))
+    if variants is None:
+        variants = _variants_of(current)
     waiting = f"store: waiting for another publish into {repository} to finish"
     # One writer from reading CURRENT to switching it (model_store.locking).
     with contextlib.ExitStack() as scratch, repository_lock(repository, waiting):
