@@ -10,16 +10,13 @@ the 12-layer base is stood in for by a tiny MPNet installed under its name
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from model_store.manifest import load_manifest
 from model_store.repository import BRANCHES_DIR, resolve_store
-from tests.support.commands import ROOT, assert_one_line_error
+from tests.support.commands import assert_one_line_error, run
 from tests.support.tiny_mpnet import tiny_mpnet_dir
 from training.errors import BaseModelError
 
@@ -109,27 +106,12 @@ def test_a_base_not_on_this_machine_is_refused_before_anything_is_copied(
     assert not (target / BRANCHES_DIR).exists()
 
 
-def test_evaluate_scores_a_branch_on_its_own_base_by_default(named) -> None:
+def test_evaluate_scores_a_branch_on_its_own_base_by_default(named, monkeypatch) -> None:
     """The command a user runs on a branch of the default model, with no --base-model."""
-    env = {**os.environ, "BERT_MTS_BASES_DIR": str(named["bases"])}
-    data = named["root"] / "sentiment.tsv"
-    command = [sys.executable, "-m", "training.commands.evaluate"]
-    result = subprocess.run(
-        [*command, "--branch", str(named["sentiment"]), "--data", str(data)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    monkeypatch.setenv("BERT_MTS_BASES_DIR", str(named["bases"]))
+    data = str(named["root"] / "sentiment.tsv")
+    command = ("-m", "training.commands.evaluate", "--data", data, "--branch")
+    result = run(*command, str(named["sentiment"]))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["examples"] == 2
-    refused = subprocess.run(
-        [*command, "--branch", str(named["stranger"]), "--data", str(data)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert_one_line_error(refused, "is not on this machine")
+    assert_one_line_error(run(*command, str(named["stranger"])), "is not on this machine")
