@@ -83,8 +83,11 @@ class InputFile:
         for name in self._wanted():
             if name not in names:
                 shown = ", ".join(repr(n) for n in names if n) or "(none)"
+                option = "--text-a-column" if name == self.text_a else "--text-b-column"
                 raise DataError(
-                    self.display, None, f"has no column {name!r}; available columns: {shown}"
+                    self.display,
+                    None,
+                    f"has no column {name!r}; available columns: {shown} (choose with {option})",
                 )
 
     def _columns(self) -> list[str] | None:

@@ -337,7 +337,7 @@ def test_the_command_scores_a_file(store, tmp_path) -> None:
     [
         (["--task", "nope"], ["unknown task 'nope'"]),
         (["--task", "paraphrase"], ["task paraphrase needs --text-b-column"]),
-        (["--text-a-column", "missing"], ["has no column 'missing'"]),
+        (["--text-a-column", "missing"], ["has no column 'missing'", "--text-a-column"]),
         (["--batch-size", "0"], ["--batch-size", "must be at least 1"]),
         (["--task", "all", "--task", "sentiment"], ["cannot be combined"]),
         (["--ray", "auto", "--resume"], ["--resume is for single-machine runs"]),
