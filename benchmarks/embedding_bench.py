@@ -26,7 +26,7 @@ from service.engine import Engine, EngineConfig
 from training.data.presets import PRESETS
 from training.data.readers import read_examples
 from training.data.split import split_train_val
-from training.encoders.base_model import load_base_model
+from training.encoders.base_model import locate_recorded_base, read_base_model_spec
 from training.fit.objectives import preset_spec
 
 
@@ -75,7 +75,7 @@ def main() -> None:
 def print_parity(store: Path, manifest, texts: list[str], task: str) -> None:
     from sentence_transformers import SentenceTransformer
 
-    base = load_base_model()
+    base = read_base_model_spec(locate_recorded_base(manifest.base_model, str(store)))
     reference = SentenceTransformer(str(base.path), device="cpu")
     reference.max_seq_length = manifest.max_seq_len
     expected = unit(reference.encode(texts, convert_to_numpy=True).astype(np.float64))
