@@ -25,8 +25,9 @@ torch = pytest.importorskip("torch")
 NAMED_BASE = "all-mpnet-base-v2"
 
 
-def _branch(base_dir: Path, out: Path, task: str, seed: int) -> Path:
-    """A random K = 1 branch of a preset that records a small labelled file as its data."""
+def _branch(base_dir: Path, out: Path, task: str, seed: int, record_data: bool = True) -> Path:
+    """A random K = 1 branch of a preset that records a small labelled file as its data
+    (columns a, b, label), or records none."""
     from model_store.tokenizer import PairTokenizer
     from training.data.examples import Columns
     from training.data.source import DataSource
@@ -41,7 +42,7 @@ def _branch(base_dir: Path, out: Path, task: str, seed: int) -> Path:
     data = out.parent / f"{task}.tsv"
     data.write_text("a\tb\tlabel\na fine film\tit was fine\t4\na dull film\tdull\t0\n")
     columns = Columns("a", "b" if model.spec.pair else None, "label")
-    recorded = {"data": DataSource(data, columns, None, False).to_json()}
+    recorded = {"data": DataSource(data, columns, None, False).to_json()} if record_data else {}
     tokenizer = PairTokenizer.from_dir(base_dir, 32)
     return save_branch(model, base, tokenizer, out, {}, recorded)
 
@@ -115,3 +116,19 @@ def test_evaluate_scores_a_branch_on_its_own_base_by_default(named, monkeypatch)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["examples"] == 2
     assert_one_line_error(run(*command, str(named["stranger"])), "is not on this machine")
+
+
+def test_evaluate_reads_a_given_file_of_a_branch_that_records_no_data(named, monkeypatch):
+    """--data FILE with the user-file columns (text, label): nothing recorded is needed."""
+    monkeypatch.setenv("BERT_MTS_BASES_DIR", str(named["bases"]))
+    bare = _branch(
+        named["bases"] / NAMED_BASE, named["root"] / "bare", "sentiment", 3, record_data=False
+    )
+    data = named["root"] / "user.tsv"
+    data.write_text("text\tlabel\na fine film\t4\na dull film\t0\nmeh\t2\n")
+    result = run("-m", "training.commands.evaluate", "--branch", str(bare), "--data", str(data))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["examples"] == 3 and report["data"] == str(data)
+    without = run("-m", "training.commands.evaluate", "--branch", str(bare))
+    assert_one_line_error(without, "does not record its training data: pass --data FILE")

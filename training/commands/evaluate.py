@@ -23,6 +23,7 @@ from training.commands.cli import (
     columns_for,
     run_cli,
 )
+from training.data.examples import CUSTOM_COLUMNS
 from training.data.source import DataSource
 from training.encoders.base_model import load_base_model, locate_recorded_base
 from training.evaluate.branch import recorded_source, score_branch, validation_split
@@ -53,20 +54,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     model, info = load_branch(info, base)
     spec = model.spec
-    recorded = recorded_source(info)
     if args.data is None:
         examples, loaded = validation_split(info, spec)
+        shown = f"{recorded_source(info).path} (validation split)"
     else:
-        columns = columns_for(args, spec.name, spec.pair, recorded.columns)
+        # The recorded columns where branch.json has them, else a user file's defaults.
+        recorded = info.meta.get("training_args", {}).get("data")
+        default = DataSource.from_json(recorded).columns if recorded else CUSTOM_COLUMNS
+        columns = columns_for(args, spec.name, spec.pair, default)
         source = DataSource(args.data, columns, args.format, args.skip_bad_rows)
         loaded = source.read(spec.parse_label)
         examples = loaded.examples
+        shown = str(args.data)
     loss, metric = score_branch(model, info, base, examples, args.batch_size)
     report = {
         "task": spec.name,
         "branch": str(info.path),
         "version": info.version,
-        "data": str(args.data or f"{recorded.path} (validation split)"),
+        "data": shown,
         "examples": len(examples),
         "skipped_rows": loaded.skipped,
         spec.metric_name: metric,

@@ -33,7 +33,7 @@ from training.commands.cli import (
     columns_for,
     run_cli,
 )
-from training.data.examples import Columns
+from training.data.examples import CUSTOM_COLUMNS
 from training.data.presets import PRESETS
 from training.data.source import DataSource
 from training.encoders.base_model import (
@@ -343,10 +343,6 @@ def task_definition(args: argparse.Namespace) -> TaskDefinition:
         label_names=labels,
         value_range=value_range,
     )
-
-
-# Columns a user's file is read from unless the column options say otherwise.
-CUSTOM_COLUMNS = Columns(text_a="text", text_b=None, label="label")
 
 
 def data_source(args: argparse.Namespace, definition: TaskDefinition) -> DataSource:

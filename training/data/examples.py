@@ -71,6 +71,10 @@ class Columns:
     label: str
 
 
+# Columns a user's file is read from unless the column options say otherwise.
+CUSTOM_COLUMNS = Columns(text_a="text", text_b=None, label="label")
+
+
 def preview(value: str, limit: int = 40) -> str:
     """repr() of a value, shortened so a reason stays readable on one line."""
     if len(value) > limit:
