@@ -149,16 +149,18 @@ def locate_recorded_base(record: Mapping[str, Any], owner: str) -> str | None:
     the packaged small base. `owner` names the recorder in the error."""
     name = str(record.get("name", ""))
     wanted = str(record.get("sha256", ""))
+    why = ""
     for candidate in _recorded_candidates(name):
         try:
             spec = read_base_model_spec(candidate)
-        except BaseModelError:
+        except BaseModelError as err:  # e.g. a named base whose first-use install failed
+            why = why or f" ({err})"
             continue
         if sha256_of(spec.weights_file) == wanted:
             return candidate
     raise BaseModelError(
         f"the base of {owner} ({name or 'unnamed'}, weights sha256 {wanted[:12]}…) is not "
-        "on this machine: pass its checkpoint directory with --base-model"
+        f"on this machine{why}: pass its checkpoint directory with --base-model"
     )
 
 
