@@ -14,12 +14,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from model_store.manifest import StoreError, load_manifest, sha256_of
+from model_store.manifest import StoreError, load_manifest
 from model_store.repository import is_repository, resolve_store
 from training.encoders.base_model import (
     BaseModelSpec,
     locate_recorded_base,
     read_base_model_spec,
+    weights_sha256,
 )
 from training.errors import BaseModelError, UsageError
 
@@ -73,7 +74,7 @@ def choose_base(
         return chosen, read_base_model_spec(chosen)
     if base_model is not None:
         spec = read_base_model_spec(base_model)
-        if sha256_of(spec.weights_file) != store.weights_sha256:
+        if weights_sha256(spec.weights_file) != store.weights_sha256:
             raise UsageError(
                 f"--base-model {base_model} is not the base of {store.store} ({store.name}): "
                 "its branches could not be published there; drop --base-model, or pass "

@@ -9,6 +9,7 @@ evaluating can refuse a branch paired with the wrong base.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import sys
@@ -131,6 +132,19 @@ def read_base_model_spec(path: str | Path | None = None) -> BaseModelSpec:
     return BaseModelSpec(path=directory, name=name, config=config, weights_file=weights)
 
 
+def weights_sha256(path: Path) -> str:
+    """sha256 of a base's weights file: hashed once per process for a file unchanged in
+    size and modification time (a 12-layer base is 420 MB: a publish looks its recorded
+    base up, then loads it)."""
+    stat = path.stat()
+    return _cached_sha256(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_sha256(path: Path, _size: int, _mtime_ns: int) -> str:
+    return sha256_of(path)
+
+
 def _recorded_candidates(name: str) -> list[str | None]:
     """Where a base recorded by name may be found: the packaged small base (None) and a
     base `bert-mts-bases` knows by that name (installed on first use), the name's own
@@ -156,7 +170,7 @@ def locate_recorded_base(record: Mapping[str, Any], owner: str) -> str | None:
         except BaseModelError as err:  # e.g. a named base whose first-use install failed
             why = why or f" ({err})"
             continue
-        if sha256_of(spec.weights_file) == wanted:
+        if weights_sha256(spec.weights_file) == wanted:
             return candidate
     raise BaseModelError(
         f"the base of {owner} ({name or 'unnamed'}, weights sha256 {wanted[:12]}…) is not "
@@ -226,4 +240,4 @@ def load_base_model(path: str | Path | None = None) -> BaseModel:
     encoder.load_state_dict({k: loaded[k].to(torch.float32) for k in expected})
     encoder.eval()
     encoder.requires_grad_(False)
-    return BaseModel(spec=spec, encoder=encoder, weights_sha256=sha256_of(spec.weights_file))
+    return BaseModel(spec=spec, encoder=encoder, weights_sha256=weights_sha256(spec.weights_file))
