@@ -25,7 +25,7 @@ from training.commands.cli import (
 )
 from training.data.examples import CUSTOM_COLUMNS
 from training.data.source import DataSource
-from training.encoders.base_model import load_base_model, locate_recorded_base
+from training.encoders.base_model import load_base_model
 from training.evaluate.branch import recorded_source, score_branch, validation_split
 from training.fit.branch import load_branch, read_branch_info, resolve_branch_dir
 
@@ -49,9 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     info = read_branch_info(resolve_branch_dir(args.branch))
-    base = load_base_model(
-        args.base_model or locate_recorded_base(info.meta["base_model"], str(info.path))
-    )
+    base = load_base_model(args.base_model or info.locate_base())
     model, info = load_branch(info, base)
     spec = model.spec
     if args.data is None:

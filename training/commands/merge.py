@@ -22,7 +22,7 @@ from pathlib import Path
 
 from model_store.manifest import GRAPH_FILES
 from training.commands.cli import OneLineArgumentParser, UsageError, run_cli
-from training.encoders.base_model import load_base_model, locate_recorded_base
+from training.encoders.base_model import load_base_model
 from training.evaluate.variant_metrics import measurer
 from training.fit.branch import read_branch_info
 from training.graph.embedding import DEFAULT_MAX_SEQ_LEN, temporary_embedding_branch
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     infos = read_branches(args.branch)
     base_model = args.base_model
     if base_model is None and infos:  # the branches' own base, not the packaged one
-        base_model = locate_recorded_base(infos[0].meta["base_model"], str(infos[0].path))
+        base_model = infos[0].locate_base()
     base = load_base_model(base_model)
     with contextlib.ExitStack() as scratch:
         if args.embedding:

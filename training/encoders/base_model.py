@@ -146,14 +146,10 @@ def _cached_sha256(path: Path, _size: int, _mtime_ns: int) -> str:
 
 
 def _recorded_candidates(name: str) -> list[str | None]:
-    """Where a base recorded by name may be found: the packaged small base (None) and a
-    base `bert-mts-bases` knows by that name (installed on first use), the name's own
-    first."""
+    """Where a base recorded by name may be found: a base `bert-mts-bases` knows by that
+    name (installed on first use), then the packaged small base (None)."""
     short = Path(name).name
-    named = [short] if short in bases.BASES else []
-    packaged: list[str | None] = [None]
-    small = name == DEFAULT_BASE_NAME or short.lower() == SMALL_BASE
-    return [*packaged, *named] if small or not named else [*named, *packaged]
+    return [short, None] if short in bases.BASES else [None]
 
 
 def locate_recorded_base(record: Mapping[str, Any], owner: str) -> str | None:

@@ -24,7 +24,7 @@ from model_store.tasks import TaskDefinition, TaskDefinitionError
 from model_store.tokenizer import PairTokenizer
 from training.data.presets import PRESETS
 from training.data.source import DataSource
-from training.encoders.base_model import BaseModel
+from training.encoders.base_model import BaseModel, locate_recorded_base
 from training.errors import BranchError
 from training.fit.objectives import task_spec
 from training.fit.task_model import TaskModel
@@ -64,6 +64,11 @@ class BranchInfo:
     @property
     def base_sha256(self) -> str:
         return self.meta["base_model"]["sha256"]
+
+    def locate_base(self) -> str | None:
+        """Its base on this machine (as `load_base_model` takes it), found by the name and
+        weights' hash branch.json records: what commands default to without --base-model."""
+        return locate_recorded_base(self.meta["base_model"], str(self.path))
 
 
 def _timestamp(now: datetime) -> str:

@@ -94,7 +94,7 @@ def _recorded_base(
     if current is not None:
         return locate_recorded_base(current.base_model, f"{repository}'s current version")
     if new:
-        return locate_recorded_base(new[0].meta["base_model"], str(new[0].path))
+        return new[0].locate_base()
     return None
 
 
