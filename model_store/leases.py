@@ -1,9 +1,14 @@
 """Which versions of a repository running services serve: one lease file per process.
 
-    model_store/<name>/leases/<host>-<pid>.json   {"version", "host", "pid", "since"}
+    model_store/<name>/leases/<host>-<pid>.json   {"version", "versions", "host", "pid", "since"}
 
-A service serving a repository writes its lease when it loads a version and at every
-reload (atomically: temporary file, then rename), and removes it when it stops. Pruning
+A service serving a repository claims the version CURRENT names before it loads it
+(`claim`: CURRENT is read and the lease written under the repository's CURRENT lock,
+`model_store.locking`, so a prune running at that moment either sees the lease or ran
+before the read), keeps its lease on what it serves while a reload loads the next
+version (`versions` then lists both), and narrows the lease to the version it serves
+once the load succeeded or failed. Leases are written atomically (temporary file, then
+rename) and removed when the service stops. Pruning
 never removes a leased version, so a process can keep serving, and rolling back to,
 what it has loaded even after CURRENT moved on. A lease of a process on this host that
 is no longer alive (killed outright) is stale and ignored; one from another host (a
@@ -23,7 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from model_store.atomic import atomic_write_text
-from model_store.repository import VERSIONS_DIR, is_repository
+from model_store.locking import current_lock
+from model_store.repository import VERSIONS_DIR, is_repository, resolve_store
 
 LEASES_DIR = "leases"
 log = logging.getLogger(__name__)
@@ -50,13 +56,33 @@ class ServingLease:
             if self.repository is not None
             else None
         )
+        self.serving: list[str] = []  # the version(s) this process serves now
+
+    def claim(self, model_dir: Path) -> Path:
+        """The store to load now (a plain store, or the repository's current version),
+        leased together with what this process already serves, under the CURRENT lock."""
+        if self.repository is None:
+            return resolve_store(model_dir)
+        with current_lock(self.repository):
+            store = resolve_store(model_dir)
+            self._write([*self.serving, store.name])
+        return store
 
     def hold(self, store_dir: Path) -> None:
-        """Record that this process now serves `store_dir` (a version of the repository)."""
+        """Record that this process now serves `store_dir` (a version of the repository),
+        and only it."""
         if self.path is None or Path(store_dir).parent.name != VERSIONS_DIR:
             return
+        self.serving = [Path(store_dir).name]
+        self._write(self.serving)
+
+    def _write(self, versions: list[str]) -> None:
+        if self.path is None:
+            return
+        versions = list(dict.fromkeys(versions))  # in order, once each
         record = {
-            "version": Path(store_dir).name,
+            "version": versions[-1],
+            "versions": versions,
             "host": self.host,
             "pid": os.getpid(),
             "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -88,10 +114,12 @@ def leased_versions(repository: Path) -> dict[str, list[str]]:
     for lease in sorted(directory.glob("*.json")):
         try:
             record = json.loads(lease.read_text(encoding="utf-8"))
-            version, pid, lease_host = str(record["version"]), int(record["pid"]), record["host"]
-        except (OSError, ValueError, KeyError, TypeError):
+            versions = [str(v) for v in record.get("versions") or [record["version"]]]
+            pid, lease_host = int(record["pid"]), record["host"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # half-readable: a lease is written atomically, so not one of ours
         if lease_host == host and not _alive(pid):
             continue
-        held.setdefault(version, []).append(lease.name)
+        for version in versions:
+            held.setdefault(version, []).append(lease.name)
     return held

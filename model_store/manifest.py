@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from model_store.quoting import quoted
 from model_store.tasks import TaskDefinition, TaskDefinitionError
 
 MANIFEST_FILE = "manifest.json"
@@ -220,7 +221,7 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
     if not isinstance(raw, dict) or raw.get("format_version") != FORMAT_VERSION:
         found = raw.get("format_version") if isinstance(raw, dict) else None
         raise StoreError(
-            f"{path}: format_version {found!r} is not supported (expected {FORMAT_VERSION}); "
+            f"{path}: format_version {quoted(found)} is not supported (expected {FORMAT_VERSION}); "
             "publish the store again from its branches with this version"
         )
     missing = [key for key in (*_REQUIRED, SELF_HASH_KEY) if key not in raw]
@@ -250,7 +251,7 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
         raise StoreError(f"{path}: {err}") from err
     except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as err:
         # OverflowError: a number such as 1e999 (read as infinity) where an int belongs
-        raise StoreError(f"{path} is malformed: {err!r}") from err
+        raise StoreError(f"{path} is malformed: {quoted(err)}") from err
     check_tasks(manifest)
     check_listing(manifest)
     if verify:

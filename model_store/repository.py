@@ -18,7 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from model_store.atomic import atomic_write_text
+from model_store.locking import current_lock
 from model_store.manifest import MANIFEST_FILE, Manifest, StoreError, load_manifest
+from model_store.quoting import quoted
 
 CURRENT_FILE = "CURRENT"
 VERSIONS_DIR = "versions"
@@ -39,10 +41,10 @@ def resolve_store(path: str | Path) -> Path:
         raise StoreError(f"{path} is a model repository without a {CURRENT_FILE} version")
     version = read_current(current)
     if not version or "/" in version or version.startswith("."):
-        raise StoreError(f"{current} does not name a version: {version!r}")
+        raise StoreError(f"{current} does not name a version: {quoted(version)}")
     store = path / VERSIONS_DIR / version
     if not store.is_dir():
-        raise StoreError(f"{current} names version {version}, which does not exist")
+        raise StoreError(f"{current} names version {quoted(version)}, which does not exist")
     return store
 
 
@@ -61,10 +63,13 @@ def new_version_id(now: datetime | None = None) -> str:
 
 
 def set_current(repository: Path, version: str) -> None:
-    """Point CURRENT at `version`, atomically (write a temporary file, then rename)."""
-    if not (repository / VERSIONS_DIR / version / MANIFEST_FILE).is_file():
-        raise StoreError(f"{repository} has no version {version}")
-    atomic_write_text(repository / CURRENT_FILE, version + "\n")
+    """Point CURRENT at `version`, atomically (write a temporary file, then rename),
+    under the CURRENT lock (`model_store.locking`): a prune deciding what to remove sees
+    CURRENT before or after the switch, never between its check and its write."""
+    with current_lock(repository):
+        if not (repository / VERSIONS_DIR / version / MANIFEST_FILE).is_file():
+            raise StoreError(f"{repository} has no version {quoted(version)}")
+        atomic_write_text(repository / CURRENT_FILE, version + "\n")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from model_store.quoting import quoted
+
 KINDS = ("classification", "binary", "regression", "embedding")
 # Kinds a branch is trained for; an embedding is the base's own pooled output (K = 0).
 TRAINED_KINDS = ("classification", "binary", "regression")
@@ -54,7 +56,7 @@ class TaskDefinition:
     def __post_init__(self) -> None:
         problem = _problem_with(self)
         if problem:
-            raise TaskDefinitionError(f"task {self.name!r}: {problem}")
+            raise TaskDefinitionError(f"task {quoted(self.name)}: {problem}")
 
     @property
     def pair(self) -> bool:
@@ -120,12 +122,12 @@ def _problem_with(task: TaskDefinition) -> str | None:
     if not isinstance(task.name, str) or not NAME_PATTERN.fullmatch(task.name):
         return (
             "a task name is 1-48 characters of a-z, 0-9 and _, starting with a letter "
-            f"(it appears in URLs and metric labels), got {task.name!r}"
+            f"(it appears in URLs and metric labels), got {quoted(task.name)}"
         )
     if task.kind not in KINDS:
-        return f"kind must be one of {', '.join(KINDS)}, got {task.kind!r}"
+        return f"kind must be one of {', '.join(KINDS)}, got {quoted(task.kind)}"
     if task.input not in INPUTS:
-        return f"input must be one of {', '.join(INPUTS)}, got {task.input!r}"
+        return f"input must be one of {', '.join(INPUTS)}, got {quoted(task.input)}"
     labels = task.label_names
     if task.kind == "embedding":
         if labels or task.value_range is not None:
@@ -134,7 +136,9 @@ def _problem_with(task: TaskDefinition) -> str | None:
             return "an embedding task takes one text (a pair has no sentence embedding)"
         dims = task.dimensions
         if not isinstance(dims, int) or isinstance(dims, bool) or dims < 1:
-            return f"an embedding task needs its dimensions (a positive integer), got {dims!r}"
+            return (
+                f"an embedding task needs its dimensions (a positive integer), got {quoted(dims)}"
+            )
         return None
     if task.dimensions is not None:
         return f"a {task.kind} task has no dimensions"
@@ -145,7 +149,7 @@ def _problem_with(task: TaskDefinition) -> str | None:
             return "a regression task needs a value range (low, high)"
         low, high = task.value_range
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-            return f"range bounds must be numbers, got {task.value_range!r}"
+            return f"range bounds must be numbers, got {quoted(task.value_range)}"
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             return f"range needs finite low < high, got [{low}, {high}]"
         return None

@@ -44,6 +44,7 @@ import uvicorn
 from pydantic import ValidationError
 from uvicorn.main import STARTUP_FAILURE
 
+from model_store.leases import ServingLease
 from model_store.locations import moved_store_hint
 from model_store.manifest import StoreError
 from model_store.tokenizer import TokenizerError
@@ -116,12 +117,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
+    # Leased before it loads, so a prune of the repository meanwhile keeps it (the
+    # service's reloader takes the lease over once it serves).
+    lease = ServingLease(settings.model_dir)
     try:
-        engine = Engine.load(settings.model_dir, settings.engine_config())
+        engine = Engine.load_store(lease.claim(settings.model_dir), settings.engine_config())
     except (StoreError, TokenizerError, EngineError, OSError) as err:
+        lease.release()
         print(f"{PROG}: error: {err}{moved_store_hint(settings.model_dir)}", file=sys.stderr)
         return 2
     except Exception as err:  # any other way a store breaks loading: still the operator's
+        lease.release()
         print(f"{PROG}: error: cannot serve {settings.model_dir}: {err!r:.500}", file=sys.stderr)
         return 2
     logging.getLogger(PROG).info(

@@ -20,7 +20,6 @@ from fastapi.concurrency import run_in_threadpool
 
 from model_store.leases import ServingLease
 from model_store.manifest import StoreError
-from model_store.repository import resolve_store
 from model_store.tokenizer import TokenizerError
 from service.batcher import DynamicBatcher
 from service.engine import Engine, EngineError
@@ -93,9 +92,11 @@ class ModelReloader:
             self._metrics.task_info.labels(task.name, task.branch_version, str(task.layers)).set(1)
 
     async def start(self, engine: Engine | None = None) -> None:
-        engine = engine or await run_in_threadpool(
-            Engine.load, self._settings.model_dir, self._settings.engine_config()
-        )
+        if engine is None:
+            store = self._lease.claim(self._settings.model_dir)
+            engine = await run_in_threadpool(
+                Engine.load_store, store, self._settings.engine_config()
+            )
         self.live = Live(engine, self._batcher_for(engine))
         self._describe(engine)
 
@@ -108,19 +109,23 @@ class ModelReloader:
         """Load what the model directory names now; swap it in if it differs."""
         async with self._lock:
             assert self.live is not None, "reload before start"
+            serving = self.live.engine.manifest.directory
             try:
-                store = resolve_store(self._settings.model_dir)
-                if store.resolve() == self.live.engine.manifest.directory.resolve():
+                # Leased with the version served until the swap (model_store.leases).
+                store = await run_in_threadpool(self._lease.claim, self._settings.model_dir)
+                if store.resolve() == serving.resolve():
                     self._metrics.reloads.labels("unchanged").inc()
                     return self._outcome("unchanged", self.live.engine)
                 engine = await run_in_threadpool(
                     Engine.load_store, store, self._settings.engine_config()
                 )
             except (StoreError, TokenizerError, EngineError, OSError) as err:
+                self._lease.hold(serving)
                 self._metrics.reloads.labels("refused").inc()
                 log.error("reload refused, still serving %s: %s", self._current_store(), err)
                 raise ReloadRefused(str(err)) from err
             except Exception as err:  # a version that breaks loading in any way is refused
+                self._lease.hold(serving)
                 self._metrics.reloads.labels("refused").inc()
                 # One line, like every refusal: a bad version is the operator's to fix,
                 # and its traceback would only show this loader's frames.

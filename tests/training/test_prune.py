@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 from pathlib import Path
 
 from model_store.leases import LEASES_DIR, leased_versions
@@ -86,3 +88,33 @@ def test_publish_keeps_the_last_n_when_asked(
     assert store_cli.main([*args, "--branch", str(branch)]) == 0
     assert len(versions(repository)) == 2
     assert versions(repository)[-1] == resolve_store(repository).name
+
+
+def test_a_prune_during_a_publish_waits_for_it(
+    tiny: TinyBranches, repository: Path, monkeypatch
+) -> None:
+    """`prune --keep 0` started while a publish has written its new version but not yet
+    made it current: the prune waits for the repository lock, so it removes neither the
+    new version nor the one current when it started; after both, the new one serves."""
+    from training.graph import publish as publish_module
+
+    linked = publish_module.link_identical_files
+    in_window = threading.Event()
+
+    def slow_link(directory: Path) -> int:
+        in_window.set()
+        time.sleep(0.5)  # the new version exists, CURRENT still names the old one
+        return linked(directory)
+
+    monkeypatch.setattr(publish_module, "link_identical_files", slow_link)
+    published: list[str] = []
+    writer = threading.Thread(
+        target=lambda: published.append(tiny.publish(repository, tiny.make("sentiment", 21)))
+    )
+    writer.start()
+    assert in_window.wait(timeout=120)
+    assert store_cli.main(["prune", "--store", str(repository), "--keep", "0"]) == 0
+    writer.join()
+    assert published and versions(repository) == published
+    assert resolve_store(repository).name == published[0]
+    load_manifest(resolve_store(repository))  # whole: every hash verified
