@@ -16,6 +16,16 @@ point loss alone, and the reason says so. Without recorded metrics there is noth
 weigh speed against, so it serves fp32 and says so. The answer carries its reason, with
 the deciding test's figures, for the start-up log and `/info`.
 
+A repository keeps its choice across publishes. Whichever variant serves, every task's
+answers come from that one graph, so a publish that flipped the choice (a new task's
+int8 test failing, a task re-measured on another CPU) would change every other task's
+answers too, against the promise that retraining one task never touches another. So a
+publish into a repository records the choice it made per provider (`served_graphs`,
+written by `training.graph.graph_policy`), carried over from the version before unless
+the operator asks for a new one, and `choose_graph` serves that record as it is, as
+long as the tolerance it was made at is the one in force; a store without a record (a
+fresh build) is decided from its figures as above.
+
 The speed order is measured, not derived (docs/results.md): on a CPU the int8 graph
 serves about twice the requests of fp32 (and fp16 runs slower than fp32 there, so it
 is never a CPU choice); on CUDA fp16 is the fast one.
@@ -23,12 +33,17 @@ is never a CPU choice); on CUDA fp16 is the fast one.
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from model_store.manifest import Manifest, TaskEntry
 
 VARIANT_METRICS_KEY = "variant_metrics"
+SERVED_KEY = "served_graphs"  # {provider: {"variant", "reason", "tolerance_points"}}
+TOLERANCE_ENVIRONMENT = "BERT_MTS_GRAPH_TOLERANCE_POINTS"
+RECORDED = "recorded at publish: "  # how a recorded choice's reason begins
 COMPARISONS = "comparisons"  # within variant_metrics: {task: {variant: paired test}}
 DEFAULT_TOLERANCE_POINTS = 1.0
 SIGNIFICANCE_LEVEL = 0.05
@@ -121,7 +136,34 @@ def describe(test: dict[str, Any], variant: str) -> str:
     )
 
 
+def provider_key(cuda: bool) -> str:
+    return "cuda" if cuda else "cpu"
+
+
+def recorded_choice(manifest: Manifest, cuda: bool, tolerance_points: float) -> GraphChoice | None:
+    """The choice a publish recorded for this provider, if it was made at
+    `tolerance_points` and names a graph the store has."""
+    record = (manifest.extra.get(SERVED_KEY) or {}).get(provider_key(cuda))
+    if not isinstance(record, dict):
+        return None
+    variant, reason = record.get("variant"), record.get("reason")
+    if variant not in manifest.graphs or not isinstance(reason, str):
+        return None
+    if record.get("tolerance_points") != tolerance_points:
+        return None  # the operator changed the tolerance: decide again
+    return GraphChoice(variant, RECORDED + reason)
+
+
 def choose_graph(
+    manifest: Manifest, cuda: bool, tolerance_points: float = DEFAULT_TOLERANCE_POINTS
+) -> GraphChoice:
+    """The choice the repository recorded (`recorded_choice`), else `measured_choice`."""
+    return recorded_choice(manifest, cuda, tolerance_points) or measured_choice(
+        manifest, cuda, tolerance_points
+    )
+
+
+def measured_choice(
     manifest: Manifest, cuda: bool, tolerance_points: float = DEFAULT_TOLERANCE_POINTS
 ) -> GraphChoice:
     """The fastest variant for the hardware that loses nothing significant and at most
@@ -170,3 +212,18 @@ def _by_points_alone(fast: str, lost: dict[str, float], tolerance_points: float)
     if lost[worst] <= tolerance_points:
         return GraphChoice(fast, f"{fast} is within tolerance of fp32 on every task: {detail}")
     return GraphChoice("fp32", f"{fast} loses too much accuracy against fp32: {detail}")
+
+
+def tolerance_from_environment() -> float:
+    """The tolerance in force where no setting object is at hand (publishing): the
+    service's own variable, so both sides decide alike."""
+    raw = os.environ.get(TOLERANCE_ENVIRONMENT)
+    if raw is None or not raw.strip():
+        return DEFAULT_TOLERANCE_POINTS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{TOLERANCE_ENVIRONMENT} must be 0 or more points, got {raw!r:.40}")
+    return value

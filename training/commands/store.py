@@ -32,6 +32,7 @@ from model_store.commands import add_repository_commands, count, prune_lines
 from model_store.manifest import GRAPH_FILES
 from model_store.tasks import NAME_PATTERN
 from training.commands.cli import run_cli
+from training.graph.graph_policy import CHOICES
 
 PROG = "store"
 KEEP_ENV = "BERT_MTS_KEEP_VERSIONS"
@@ -51,6 +52,7 @@ def publish(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         embedding=args.embedding,
         create=args.create,
+        graph_choice=args.graph_choice,
     )
     state = "current" if published.current else "not activated"
     tasks = ", ".join(f"{t.name} {t.branch_version}" for t in published.manifest.tasks)
@@ -127,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="look the branches' recorded data files up here, by name (for the graphs' "
         "validation metrics)",
+    )
+    publish_cmd.add_argument(
+        "--graph-choice",
+        choices=CHOICES,
+        help="when the new figures would switch the graph `--graph auto` serves (which "
+        "changes every task's answers): keep the current one, or update to the new one "
+        "(default: refuse such a publish)",
     )
     publish_cmd.add_argument(
         "--keep",

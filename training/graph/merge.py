@@ -13,7 +13,7 @@ depend only on the branches.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +23,7 @@ import torch
 
 from model_store import presets, probes
 from model_store.atomic import ArtifactExistsError, atomic_directory
-from model_store.graph_choice import VARIANT_METRICS_KEY
+from model_store.graph_choice import SERVED_KEY, VARIANT_METRICS_KEY
 from model_store.manifest import (
     GRAPH_FILES,
     TOKENIZER_FILE,
@@ -351,6 +351,7 @@ def publish_store(
     fuse: bool = True,
     metrics: MeasureMetrics | None = None,
     previous: Manifest | None = None,
+    served: Callable[[Manifest], dict] | None = None,
 ) -> Manifest:
     """Build, verify and atomically publish a store directory at `out`.
 
@@ -361,7 +362,9 @@ def publish_store(
     in full; a spliced graph that fails the check against PyTorch is rebuilt in full.
     The manifest's `graph_build` says which. `metrics` makes the manifest's per-variant
     validation metrics from the staged store; by default they are measured on the data
-    the branches recorded (`training.evaluate.variant_metrics`).
+    the branches recorded (`training.evaluate.variant_metrics`). `served` decides, from
+    the measured manifest, the graph choice to record (`training.graph.graph_policy`;
+    it raises to refuse the store, which then leaves nothing behind).
     """
     if "fp32" not in variants:
         raise MergeError("the fp32 graph is always built: the other variants derive from it")
@@ -420,6 +423,8 @@ def publish_store(
             )
         except presets.DefinitionError as err:
             raise MergeError(str(err)) from err
+        if served is not None:
+            manifest.extra[SERVED_KEY] = served(manifest)
         write_manifest(manifest)
         log.info("%s", "\n".join(check_lines(manifest)))
     return load_manifest(out)

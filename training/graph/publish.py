@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from model_store.dedupe import link_identical_files
+from model_store.graph_choice import tolerance_from_environment
 from model_store.locking import repository_lock
 from model_store.manifest import Manifest, StoreError, load_manifest
 from model_store.operations import (
@@ -54,6 +55,7 @@ from training.graph.embedding import (
     EMBEDDING_TASK,
     temporary_embedding_branch,
 )
+from training.graph.graph_policy import decide_served_graphs
 from training.graph.merge import PROG as MERGE_LOG
 from training.graph.merge import read_branches
 
@@ -139,6 +141,7 @@ def publish(
     data_dir: Path | None = None,
     embedding: bool = False,
     create: bool = False,
+    graph_choice: str | None = None,
 ) -> Published:
     """Merge `branches` (version or task directories) into a new version of
     `repository`, without the `remove`d tasks. With no `base_model`, the base is the
@@ -147,7 +150,9 @@ def publish(
     (else int8): a publish of one task must not change what the others are served on.
     `embedding` adds (or refreshes) the base's sentence embedding task
     (`training.graph.embedding`), kept in the repository like any branch. A
-    `repository` that is not one yet is refused unless `create`."""
+    `repository` that is not one yet is refused unless `create`. The graph `--graph
+    auto` serves stays what it was unless `graph_choice` says otherwise
+    (`training.graph.graph_policy`: a publish that would move it is refused)."""
     if not branches and not remove and not embedding:
         raise UsageError(
             "publish needs --branch (add or replace a task), --embedding or --remove TASK"
@@ -158,6 +163,10 @@ def publish(
     base = load_base_model(base_model if base_model else _recorded_base(repository, current, new))
     if variants is None:
         variants = _variants_of(current)
+    try:
+        tolerance = tolerance_from_environment()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     waiting = f"store: waiting for another publish into {repository} to finish"
     # One writer from reading CURRENT to switching it (model_store.locking).
     with contextlib.ExitStack() as scratch, repository_lock(repository, waiting):
@@ -182,6 +191,7 @@ def publish(
             version = new_version_id()
             previous = previous_manifest(repository)
             measure = incremental_measurer(previous, data_dir)
+            served = decide_served_graphs(previous, given, graph_choice, tolerance)
             with quiet_log(MERGE_LOG):  # its raw parity line is explained by publish_report
                 manifest = merge.publish_store(
                     base,
@@ -190,6 +200,7 @@ def publish(
                     ["fp32", *variants],
                     metrics=measure,
                     previous=previous,
+                    served=served,
                 )
         except BaseException:
             forget_branches(fresh)  # a refused publish leaves no branch copy behind
