@@ -305,12 +305,22 @@ def check_tasks(manifest: Manifest) -> None:
 
 
 def verify_files(manifest: Manifest) -> None:
-    """Every listed file exists and has the recorded sha256."""
+    """Every listed file exists, inside the store, and has the recorded sha256. A file
+    that is a symbolic link is refused whatever it points to: a version is immutable only
+    if its bytes are its own (hard links to an earlier version's identical files are
+    the same bytes; a symbolic link can be re-pointed after publishing)."""
     for name, expected in manifest.files.items():
         file = manifest.directory / name
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise StoreError(
-                f"{manifest.directory}: manifest names a file outside the store: {name}"
+                f"{manifest.directory}: manifest names a file outside the store: {quoted(name)}"
+            )
+        steps = Path(name).parts
+        if any(
+            (manifest.directory.joinpath(*steps[: n + 1])).is_symlink() for n in range(len(steps))
+        ):
+            raise StoreError(
+                f"{file} is a symbolic link: a store's files must be its own (publish again)"
             )
         if not file.is_file():
             raise StoreError(f"{file} is missing (listed in {MANIFEST_FILE})")

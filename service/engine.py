@@ -27,7 +27,9 @@ from model_store.graph_choice import (
     GraphChoice,
     choose_graph,
 )
+from model_store.graph_structure import check_task_depths
 from model_store.manifest import Manifest, StoreError, TaskEntry, load_manifest
+from model_store.metric_consistency import check_variant_metrics
 from model_store.repository import resolve_store
 from model_store.runtime import CPU, CUDA, MultiTaskSession, default_providers, task_mask
 from model_store.tokenizer import EncodedRow, PairTokenizer
@@ -139,11 +141,22 @@ class Engine:
             )
         except presets.DefinitionError as err:
             raise StoreError(f"{store}: {err}") from err
+        check_variant_metrics(manifest, manifest.extra.get(VARIANT_METRICS_KEY))
         providers = _providers(config.provider)
         choice = GraphChoice(config.graph, f"--graph {config.graph} requested")
         if config.graph == "auto":
             choice = choose_graph(manifest, CUDA in providers, config.graph_tolerance_points)
         variant = choice.variant
+        if variant not in manifest.graphs:
+            raise StoreError(
+                f"{store} has no {variant} graph (it has {', '.join(manifest.graphs)})"
+            )
+        try:
+            check_task_depths(manifest, variant)
+        except StoreError:
+            raise
+        except Exception as err:  # onnx raises several types: all mean an unreadable graph
+            raise StoreError(f"{store}: cannot read its {variant} graph: {err}") from err
         session = MultiTaskSession(
             manifest,
             variant,
@@ -153,6 +166,12 @@ class Engine:
             spin_wait=config.spin_wait,
             memory_pattern=config.memory_pattern,
         )
+        try:
+            check_task_depths(manifest, variant)
+        except StoreError:
+            raise
+        except Exception as err:  # onnx raises several types: all mean an unreadable graph
+            raise StoreError(f"{store}: cannot read its {variant} graph: {err}") from err
         if config.provider == "cuda" and session.providers[0] != CUDA:
             raise EngineError("provider 'cuda' requested, but ONNX Runtime could not use the GPU")
         if config.provider == "auto" and CUDA in providers and session.providers[0] != CUDA:

@@ -18,10 +18,11 @@ or when the interval lies above 0).
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from model_store.metric_consistency import mcnemar_exact
 
 if TYPE_CHECKING:  # the tests themselves need only numpy: torch-free, like graph choice
     from training.evaluate.store import TaskResult
@@ -30,16 +31,6 @@ REFERENCE = "fp32"
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
-
-
-def mcnemar_exact(reference_only: int, variant_only: int) -> float:
-    """Two-sided exact McNemar p-value: under "no difference" each discordant row is a
-    fair coin; p = P(a split at least as uneven), doubled and capped at 1."""
-    n = reference_only + variant_only
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(reference_only, variant_only) + 1))
-    return min(1.0, 2 * tail / 2**n)
 
 
 def predicted_classes(kind: str, outputs: np.ndarray) -> np.ndarray:

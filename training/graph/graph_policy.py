@@ -21,8 +21,9 @@ into a repository records the choice per provider (`model_store.graph_choice`,
   answers change, once, on purpose).
 
 A version whose new graphs could not be measured (the recorded validation data is not
-found from here: another working directory, another machine) is refused with the
-option that fixes it, rather than being served fp32 for want of figures.
+found from here: another working directory, another machine) and would therefore be
+served fp32 for want of figures, where the previous version served a faster graph, is
+refused with the option that fixes it (`--data-dir`).
 """
 
 from __future__ import annotations
@@ -61,12 +62,6 @@ def decide_served_graphs(
         if previous is None or not unchanged:
             return _record(manifest, tolerance_points, lambda cuda: None)
         missing = recorded_metrics(manifest).get("unavailable")
-        if missing and set(manifest.graphs) - {"fp32"}:
-            raise UsageError(
-                f"cannot weigh the new version's graphs: {missing}; pass --data-dir DIR "
-                "(the folder holding the data files its tasks were trained on) so the "
-                f"graph serving {', '.join(unchanged)} stays as it is"
-            )
 
         def kept_or_refused(cuda: bool) -> GraphChoice | None:
             served = choose_graph(previous, cuda, tolerance_points)  # recorded, or measured
@@ -86,6 +81,13 @@ def decide_served_graphs(
                     f"would serve {after.variant}: {after.reason})",
                 )
             where = "CUDA" if cuda else "a CPU"
+            if missing:
+                raise UsageError(
+                    f"cannot weigh the new version's graphs: {missing}; pass --data-dir DIR "
+                    "(the folder holding the data files its tasks were trained on), else the "
+                    f"graph served on {where} would switch from {served.variant} to fp32 for "
+                    f"{', '.join(unchanged)} too"
+                )
             raise UsageError(
                 f"this publish would switch the graph served on {where} from "
                 f"{served.variant} to {after.variant}, changing the answers of "

@@ -24,6 +24,7 @@ import torch
 from model_store import presets, probes
 from model_store.atomic import ArtifactExistsError, atomic_directory
 from model_store.graph_choice import SERVED_KEY, VARIANT_METRICS_KEY
+from model_store.graph_structure import check_task_depths
 from model_store.manifest import (
     GRAPH_FILES,
     TOKENIZER_FILE,
@@ -405,6 +406,11 @@ def publish_store(
             parity = {v: verify_graph(manifest, v, expected, batch, mask) for v in variants}
             manifest.extra["parity"] = {v: f"{d:.3g}" for v, d in parity.items()}
             drift = {v: check_probes(manifest, tokenizer, v) for v in variants}
+            for variant in variants:  # the load-time check of K and fork depths, at publish
+                try:
+                    check_task_depths(manifest, variant)
+                except StoreError as err:
+                    raise MergeError(str(err)) from err
             manifest.extra[probes.PROBES_KEY]["drift"] = {v: f"{d:.3g}" for v, d in drift.items()}
             return manifest
 
