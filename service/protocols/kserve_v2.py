@@ -177,16 +177,27 @@ async def model_ready(request: Request, task: str) -> dict:
     return {"name": entry.name, "ready": True}
 
 
+def _header_length(header: str, body_size: int) -> int:
+    """The JSON header's length from `Inference-Header-Content-Length`: ASCII digits
+    only, no more than the body's size has (`str.isdigit` also accepts "²", and `int`
+    refuses more than 4,300 digits with a ValueError), and within the body."""
+    if (
+        not 0 < len(header) <= len(str(body_size))
+        or not header.isascii()
+        or not header.isdigit()
+        or int(header) > body_size
+    ):
+        raise refuse(400, f"{HEADER_LENGTH} must be a length within the body, got {header[:20]!r}")
+    return int(header)
+
+
 def _split_body(request: Request, body: bytes) -> tuple[InferRequest, bytes]:
     header = request.headers.get(HEADER_LENGTH)
     if header is None:
         json_part, binary = body, b""
     else:
-        if not header.isdigit() or int(header) > len(body):
-            raise refuse(
-                400, f"{HEADER_LENGTH} must be a length within the body, got {header[:20]!r}"
-            )
-        json_part, binary = body[: int(header)], body[int(header) :]
+        length = _header_length(header, len(body))
+        json_part, binary = body[:length], body[length:]
     try:
         return InferRequest.model_validate_json(json_part), binary
     except ValidationError as err:

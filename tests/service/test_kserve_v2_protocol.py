@@ -98,3 +98,22 @@ def test_refusals(url: str, client) -> None:
         assert list(response.json()) == ["error"]
     metrics = httpx.get(f"{url}/metrics").text
     assert 'endpoint="/v2/models/{task}/infer",status="400",task="sentiment"' in metrics
+
+
+@pytest.mark.parametrize(
+    "length",
+    [b"9" * 5000, b"0" * 4300 + b"93", b"\xb2", b"-1", b"+5", b""],
+    ids=["5000-nines", "4302-digits", "superscript-two", "negative", "plus", "empty"],
+)
+def test_a_header_length_that_is_no_ascii_number_is_a_400(url: str, length: bytes) -> None:
+    """Python's int() refuses over 4,300 digits, and str.isdigit() passes '²': neither
+    may reach the client as a 500."""
+    body = b'{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","data":["fine"]}]}'
+    response = httpx.post(
+        f"{url}/v2/models/sentiment/infer",
+        content=body,
+        headers={"Inference-Header-Content-Length": length},
+    )
+    assert response.status_code == 400, response.text
+    assert list(response.json()) == ["error"]
+    assert "Inference-Header-Content-Length" in response.json()["error"]
