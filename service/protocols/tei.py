@@ -16,7 +16,8 @@ its clients work unchanged:
   name, scores the value); `raw_scores` gives the logits (a binary task's as the
   two-class logits 0 and z, whose softmax is 1 - p, p).
 - `/tokenize` `{"inputs": text | [texts], "add_special_tokens": true}` answers each
-  text's tokens `{"id", "text", "special", "start", "stop"}`.
+  text's tokens `{"id", "text", "special", "start", "stop"}`; `text[start:stop]` is a
+  token's source in the text as sent (in characters; special tokens have none).
 
 Inputs longer than the model's maximum length are refused (413) unless `truncate` is
 true, as TEI does. Refusals are TEI's `{"error", "error_type"}`.
@@ -33,7 +34,7 @@ from pydantic_core import to_json
 
 from service.inference import Infer, Inputs, TaskResult
 from service.protocols.common import ProtocolPath, json_error, protocol_route, refuse, register
-from service.schemas import Text
+from service.schemas import Text, TextAsSent
 
 EMBED, PREDICT, TOKENIZE = "/embed", "/predict", "/tokenize"
 _LABELLED = ("classification", "binary", "regression")
@@ -71,7 +72,8 @@ class PredictRequest(_Strict):
 
 
 class TokenizeRequest(_Strict):
-    inputs: Texts
+    # Not stripped: a token's start and stop index the text as sent.
+    inputs: TextAsSent | Annotated[list[TextAsSent], Field(min_length=1)]
     add_special_tokens: bool = True
 
 
