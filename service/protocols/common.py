@@ -13,7 +13,6 @@ statuses and `Retry-After` the service sends elsewhere. Everything still goes th
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import Request, Response
@@ -21,11 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from service.errors import SafeJSONResponse, _is_json
+from service.errors import Render, SafeJSONResponse, _is_json
 from service.inference import ServiceError
-
-# (status, message, headers) -> the protocol's error response
-Render = Callable[[int, str, dict[str, str] | None], Response]
 
 
 def validation_problem(request: Request, err: RequestValidationError) -> tuple[int, str]:
@@ -48,8 +44,14 @@ def validation_problem(request: Request, err: RequestValidationError) -> tuple[i
 
 def protocol_route(render: Render, invalid_status: int | None = None) -> type[APIRoute]:
     """A route class answering refusals with `render`; `invalid_status` replaces 422
-    for invalid bodies where the protocol uses another status (OpenAI: 400). Any other
+    for invalid requests (a body that does not validate, too many items) where the
+    protocol uses another status (OpenAI, Open Inference Protocol: 400). Any other
     exception is the service's failure and goes to its own 500 handler."""
+
+    def refused(status: int, message: str, headers: dict[str, str] | None) -> Response:
+        if status == 422 and invalid_status is not None:
+            status = invalid_status
+        return render(status, message, headers)
 
     class ProtocolRoute(APIRoute):
         def get_route_handler(self):
@@ -59,14 +61,11 @@ def protocol_route(render: Render, invalid_status: int | None = None) -> type[AP
                 try:
                     return await handler(request)
                 except RequestValidationError as err:
-                    status, message = validation_problem(request, err)
-                    if status == 422 and invalid_status is not None:
-                        status = invalid_status
-                    return render(status, message, None)
+                    return refused(*validation_problem(request, err), None)
                 except ServiceError as err:
-                    return render(err.status, err.detail, err.headers)
+                    return refused(err.status, err.detail, err.headers)
                 except HTTPException as err:  # FastAPI's own, e.g. a body that is not UTF-8
-                    return render(err.status_code, str(err.detail), err.headers)
+                    return refused(err.status_code, str(err.detail), err.headers)
 
             return guarded
 
@@ -85,12 +84,11 @@ def json_error(body: dict, status: int, headers: dict[str, str] | None) -> Respo
 @dataclass(frozen=True)
 class ProtocolPath:
     """A protocol route as metrics and load shedding see it: its endpoint label (the
-    path template), whether it runs inference, and the error renderer of its protocol
-    (for refusals made before routing: a body too large, a full queue)."""
+    path template) and whether it runs inference. (Its error shape, for refusals made
+    before routing, comes from the prefix its protocol `claim`s.)"""
 
     template: str
     inference: bool
-    render: Render
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -105,6 +103,7 @@ class ProtocolPath:
 
 
 _PATHS: list[tuple[re.Pattern[str], ProtocolPath]] = []
+_PREFIXES: dict[str, Render] = {}
 
 
 def register(*paths: ProtocolPath) -> None:
@@ -112,6 +111,22 @@ def register(*paths: ProtocolPath) -> None:
     for path in paths:
         if all(known.template != path.template for _, known in _PATHS):
             _PATHS.append((path.pattern, path))
+
+
+def claim(render: Render, *prefixes: str) -> None:
+    """Every path at or under these prefixes is the protocol's: refusals there, a 404
+    or 405 no route of the protocol saw included, are rendered in its shape."""
+    for prefix in prefixes:
+        _PREFIXES[prefix] = render
+
+
+def renderer_for(path: str) -> Render | None:
+    """The error renderer of the protocol owning `path` (by prefix), None for the
+    service's own paths."""
+    for prefix, render in _PREFIXES.items():
+        if path == prefix or path.startswith(prefix + "/"):
+            return render
+    return None
 
 
 def protocol_path(path: str) -> ProtocolPath | None:

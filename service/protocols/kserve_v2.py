@@ -29,10 +29,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model_store.manifest import TaskEntry
 from service.inference import Infer, Inputs, TaskResult
-from service.protocols.common import ProtocolPath, json_error, protocol_route, refuse, register
+from service.protocols.common import (
+    ProtocolPath,
+    claim,
+    json_error,
+    protocol_route,
+    refuse,
+    register,
+)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-INFER = "/v2/models/{task}/infer"
+MODEL = "/v2/models/{task}"
+# Triton's clients name the version when they are given one: the same routes, under it.
+VERSION = MODEL + "/versions/{version}"
+INFER, VERSION_INFER = MODEL + "/infer", VERSION + "/infer"
+READY, VERSION_READY = MODEL + "/ready", VERSION + "/ready"
 _INPUTS = {False: ("text",), True: ("text", "text_pair")}
 _OUTPUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "classification": (("probabilities", "FP64"), ("label", "INT64")),
@@ -100,7 +111,9 @@ def _infer(request: Request) -> Infer:
     return request.app.state.infer
 
 
-def _task(request: Request, name: str) -> TaskEntry:
+def _task(request: Request, name: str, version: str | None = None) -> TaskEntry:
+    """The served task by its model name; with a version, only if that version is the
+    one served (its branch version: a model has one version at a time)."""
     manifest = _infer(request).served_manifest()
     if manifest is None:
         raise refuse(503, "model not loaded yet")
@@ -108,6 +121,10 @@ def _task(request: Request, name: str) -> TaskEntry:
     if task is None:
         raise refuse(
             404, f"unknown model {name!r}; served: {', '.join(t.name for t in manifest.tasks)}"
+        )
+    if version is not None and version != task.branch_version:
+        raise refuse(
+            404, f"model {name!r} has no version {version!r}; served: {task.branch_version}"
         )
     return task
 
@@ -158,10 +175,19 @@ async def repository_index(request: Request) -> list[dict]:
     return [{"name": t.name, "version": t.branch_version, "state": "READY"} for t in tasks]
 
 
-@router.get("/v2/models/{task}", response_model=ModelMetadata, responses=_MODEL_ERRORS)
+@router.get(MODEL, response_model=ModelMetadata, responses=_MODEL_ERRORS)
 async def model_metadata(request: Request, task: str) -> ModelMetadata:
     """A task's inputs (BYTES texts) and outputs (by its kind)."""
-    entry = _task(request, task)
+    return _metadata(_task(request, task))
+
+
+@router.get(VERSION, response_model=ModelMetadata, responses=_MODEL_ERRORS)
+async def model_version_metadata(request: Request, task: str, version: str) -> ModelMetadata:
+    """The same, for the version served (404 for any other)."""
+    return _metadata(_task(request, task, version))
+
+
+def _metadata(entry: TaskEntry) -> ModelMetadata:
     return ModelMetadata(
         name=entry.name,
         versions=[entry.branch_version],
@@ -170,11 +196,18 @@ async def model_metadata(request: Request, task: str) -> ModelMetadata:
     )
 
 
-@router.get("/v2/models/{task}/ready", responses=_MODEL_ERRORS)
+@router.get(READY, responses=_MODEL_ERRORS)
 async def model_ready(request: Request, task: str) -> dict:
     """200 when the task is served (404 otherwise)."""
     entry = _task(request, task)
     return {"name": entry.name, "ready": True}
+
+
+@router.get(VERSION_READY, responses=_MODEL_ERRORS)
+async def model_version_ready(request: Request, task: str, version: str) -> dict:
+    """200 when the task is served at this version (404 otherwise)."""
+    entry = _task(request, task, version)
+    return {"name": entry.name, "version": version, "ready": True}
 
 
 def _header_length(header: str, body_size: int) -> int:
@@ -215,7 +248,7 @@ def _texts(tensor: TensorIn, binary: bytes, offset: int) -> tuple[list[str], int
         )
     size = (tensor.parameters or {}).get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+        if type(size) is not int or size < 0 or offset + size > len(binary):
             raise refuse(400, f"input {tensor.name}: binary_data_size beyond the body")
         raw, items, at = binary[offset : offset + size], [], 0
         while at < len(raw):
@@ -261,6 +294,15 @@ def _flatten(data: list[Any]):
             yield item
 
 
+def _flag(parameters: dict[str, Any] | None, name: str, default: bool) -> bool:
+    """A boolean parameter: a JSON true or false, else a 400 (the string "false" is
+    truthy, and must not turn binary output on)."""
+    value = (parameters or {}).get(name, default)
+    if not isinstance(value, bool):
+        raise refuse(400, f"parameter {name} must be true or false, got {str(value)[:40]!r}")
+    return value
+
+
 def _values(task: TaskEntry, results: list[TaskResult], name: str) -> np.ndarray:
     if name == "probabilities":
         return np.array([r.prediction.values for r in results], dtype=np.float64)
@@ -273,23 +315,34 @@ def _values(task: TaskEntry, results: list[TaskResult], name: str) -> np.ndarray
     return np.stack([r.vector() for r in results]).astype(np.float32)
 
 
-@router.post(
-    INFER,
-    openapi_extra={
-        "requestBody": {
-            "content": {"application/json": {"schema": InferRequest.model_json_schema()}},
-            "required": True,
-        }
-    },
-    responses={
-        400: {"description": "Invalid request ({error})"},
-        413: {"description": "Request body too large ({error})"},
-        **_MODEL_ERRORS,
-    },
-)
+_INFER_BODY = {
+    "requestBody": {
+        "content": {"application/json": {"schema": InferRequest.model_json_schema()}},
+        "required": True,
+    }
+}
+_INFER_ERRORS = {
+    400: {"description": "Invalid request ({error})"},
+    413: {"description": "Request body too large ({error})"},
+    **_MODEL_ERRORS,
+}
+
+
+@router.post(INFER, openapi_extra=_INFER_BODY, responses=_INFER_ERRORS)
 async def infer(request: Request, task: str) -> Response:
     """Run a task on BYTES text tensors (JSON or binary tensor data); outputs by kind."""
-    entry = _task(request, task)
+    return await _run(request, _task(request, task))
+
+
+@router.post(VERSION_INFER, openapi_extra=_INFER_BODY, responses=_INFER_ERRORS)
+async def infer_version(request: Request, task: str, version: str) -> Response:
+    """The same, for the version served (404 for any other)."""
+    return await _run(request, _task(request, task, version))
+
+
+async def _run(request: Request, entry: TaskEntry) -> Response:
+    """Check the whole request (inputs, outputs, flags) before it costs inference."""
+    task = entry.name
     body = await request.body()
     parsed, binary = _split_body(request, body)
     wanted = _INPUTS[entry.pair]
@@ -302,17 +355,16 @@ async def infer(request: Request, task: str) -> Response:
     if entry.pair and len(texts["text"]) != len(texts["text_pair"]):
         raise refuse(400, "inputs text and text_pair must hold as many elements")
     inputs = Inputs(texts["text"], texts["text_pair"] if entry.pair else None)
-    results = await _infer(request).predict(task, inputs)
     known = [name for name, _ in _OUTPUTS[entry.kind]]
     asked = [o.name for o in parsed.outputs] if parsed.outputs else known
     unknown = [name for name in asked if name not in known]
     if unknown:
         raise refuse(400, f"model {task} has no output {unknown[0]!r}; it has {', '.join(known)}")
-    all_binary = bool((parsed.parameters or {}).get("binary_data_output", False))
+    all_binary = _flag(parsed.parameters, "binary_data_output", False)
     binary_of = {
-        o.name: bool((o.parameters or {}).get("binary_data", all_binary))
-        for o in parsed.outputs or []
+        o.name: _flag(o.parameters, "binary_data", all_binary) for o in parsed.outputs or []
     }
+    results = await _infer(request).predict(task, inputs)
     dtypes = dict(_OUTPUTS[entry.kind])
     outputs, chunks = [], []
     for name in asked:
@@ -347,11 +399,15 @@ async def infer(request: Request, task: str) -> Response:
 
 
 register(
-    ProtocolPath(INFER, True, render),
-    ProtocolPath("/v2/models/{task}/ready", False, render),
-    ProtocolPath("/v2/models/{task}", False, render),
-    ProtocolPath("/v2/health/live", False, render),
-    ProtocolPath("/v2/health/ready", False, render),
-    ProtocolPath("/v2/repository/index", False, render),
-    ProtocolPath("/v2", False, render),
+    ProtocolPath(INFER, True),
+    ProtocolPath(VERSION_INFER, True),
+    ProtocolPath(READY, False),
+    ProtocolPath(VERSION_READY, False),
+    ProtocolPath(MODEL, False),
+    ProtocolPath(VERSION, False),
+    ProtocolPath("/v2/health/live", False),
+    ProtocolPath("/v2/health/ready", False),
+    ProtocolPath("/v2/repository/index", False),
+    ProtocolPath("/v2", False),
 )
+claim(render, "/v2")

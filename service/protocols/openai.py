@@ -20,11 +20,19 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.inference import Infer, Inputs, TaskResult
-from service.protocols.common import ProtocolPath, json_error, protocol_route, refuse, register
+from service.protocols.common import (
+    ProtocolPath,
+    claim,
+    json_error,
+    protocol_route,
+    refuse,
+    register,
+)
 from service.schemas import Text
 
 EMBEDDINGS = "/v1/embeddings"
 MODELS = "/v1/models"
+MODEL = MODELS + "/{model}"
 _CREATED = int(time.time())
 _TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 413: "invalid_request_error"}
 
@@ -143,13 +151,39 @@ async def create_embeddings(request: Request, body: EmbeddingsRequest) -> Respon
     return Response(response.model_dump_json(), media_type="application/json")
 
 
+def _embedding_tasks(request: Request) -> tuple[list[Model], bool]:
+    """The served embedding tasks as OpenAI models, and whether a model is loaded."""
+    manifest = _infer(request).served_manifest()
+    if manifest is None:
+        return [], False
+    owner = str(manifest.base_model.get("name", "bert-mts"))
+    tasks = [t for t in manifest.tasks if t.kind == "embedding"]
+    return [Model(id=t.name, created=_CREATED, owned_by=owner) for t in tasks], True
+
+
 @router.get(MODELS, response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
     """The served embedding tasks, as OpenAI models."""
-    manifest = _infer(request).served_manifest()
-    tasks = [t for t in manifest.tasks if t.kind == "embedding"] if manifest else []
-    owner = str(manifest.base_model.get("name", "bert-mts")) if manifest else "bert-mts"
-    return ModelList(data=[Model(id=t.name, created=_CREATED, owned_by=owner) for t in tasks])
+    models, _ = _embedding_tasks(request)
+    return ModelList(data=models)
 
 
-register(ProtocolPath(EMBEDDINGS, True, render), ProtocolPath(MODELS, False, render))
+@router.get(MODEL, response_model=Model, responses=ERROR_RESPONSES)
+async def retrieve_model(request: Request, model: str) -> Model:
+    """One served embedding task, as an OpenAI model (404 if there is none by the name)."""
+    models, loaded = _embedding_tasks(request)
+    if not loaded:
+        raise refuse(503, "model not loaded yet")
+    found = next((m for m in models if m.id == model), None)
+    if found is None:
+        names = ", ".join(m.id for m in models) or "none"
+        raise refuse(404, f"the model {model!r} does not exist; served: {names}")
+    return found
+
+
+register(
+    ProtocolPath(EMBEDDINGS, True),
+    ProtocolPath(MODELS, False),
+    ProtocolPath(MODEL, False),
+)
+claim(render, EMBEDDINGS, MODELS)

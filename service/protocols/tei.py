@@ -33,7 +33,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
 from service.inference import Infer, Inputs, TaskResult
-from service.protocols.common import ProtocolPath, json_error, protocol_route, refuse, register
+from service.protocols.common import (
+    ProtocolPath,
+    claim,
+    json_error,
+    protocol_route,
+    refuse,
+    register,
+)
 from service.schemas import Text, TextAsSent
 
 EMBED, PREDICT, TOKENIZE = "/embed", "/predict", "/tokenize"
@@ -232,7 +239,8 @@ async def tokenize(request: Request, body: TokenizeRequest) -> Response:
 
 
 register(
-    ProtocolPath(EMBED, True, render),
-    ProtocolPath(PREDICT, True, render),
-    ProtocolPath(TOKENIZE, False, render),
+    ProtocolPath(EMBED, True),
+    ProtocolPath(PREDICT, True),
+    ProtocolPath(TOKENIZE, False),
 )
+claim(render, EMBED, PREDICT, TOKENIZE)
