@@ -5,7 +5,9 @@ FastAPI's own validation handler echoes the offending input back, and fails with
 literal, or undecodable bytes sent as text/plain. So the class of problem is fixed
 here, not its three cases: errors are rendered without the input, through an encoder
 that escapes everything outside ASCII and refuses nothing; unparseable bodies are 400,
-bodies that are not JSON at all 415, parseable but invalid ones 422.
+bodies that are not JSON at all 415, parseable but invalid ones 422: one line in
+`detail` (`service.validation`: a wrong field names the fields the route accepts) and
+the errors, without their input, under `errors`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.inference import ServiceError
+from service.validation import validation_problem
 
 log = logging.getLogger(__name__)
 FASTAPI_PARSE_ERROR = "There was an error parsing the body"
@@ -58,12 +61,6 @@ def _location(loc: Any) -> list[str | int]:
     return [part if isinstance(part, int) else str(part) for part in loc]
 
 
-def _is_json(request: Request) -> bool:
-    content_type = request.headers.get("content-type", "")
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "" or media == "application/json" or media.endswith("+json")
-
-
 def install_error_handlers(app: FastAPI, renderer_for: RendererFor = _no_protocol) -> None:
     """Answer refusals as `{"detail"}`, or, on a path a foreign protocol owns (a 404 or
     405 under its prefix, which no route of its own saw), in that protocol's shape."""
@@ -78,20 +75,14 @@ def install_error_handlers(app: FastAPI, renderer_for: RendererFor = _no_protoco
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> SafeJSONResponse:
-        errors = err.errors()
-        if not _is_json(request):
-            return SafeJSONResponse(
-                {"detail": "the body must be JSON (content-type: application/json)"}, 415
-            )
-        unparseable = next((e for e in errors if e.get("type") == "json_invalid"), None)
-        if unparseable is not None:
-            reason = (unparseable.get("ctx") or {}).get("error", "malformed")
-            return SafeJSONResponse({"detail": f"the body is not valid JSON: {reason}"}, 400)
-        detail = [
+        status, line = validation_problem(request, err)
+        if status != 422:
+            return SafeJSONResponse({"detail": line}, status)
+        errors = [
             {"type": str(e.get("type")), "loc": _location(e.get("loc", ())), "msg": str(e["msg"])}
-            for e in errors
+            for e in err.errors()
         ]
-        return SafeJSONResponse({"detail": detail}, 422)
+        return SafeJSONResponse({"detail": line, "errors": errors}, 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, err: StarletteHTTPException) -> Response:

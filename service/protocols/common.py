@@ -20,26 +20,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from service.errors import Render, SafeJSONResponse, _is_json
+from service.errors import Render, SafeJSONResponse
 from service.inference import ServiceError
-
-
-def validation_problem(request: Request, err: RequestValidationError) -> tuple[int, str]:
-    """The status and one readable line for a body that failed validation: 415 not
-    JSON, 400 unparseable, 422 invalid (as the service's own routes answer), without
-    echoing the input (which may be unencodable)."""
-    errors = err.errors()
-    if not _is_json(request):
-        return 415, "the body must be JSON (content-type: application/json)"
-    unparseable = next((e for e in errors if e.get("type") == "json_invalid"), None)
-    if unparseable is not None:
-        reason = (unparseable.get("ctx") or {}).get("error", "malformed")
-        return 400, f"the body is not valid JSON: {reason}"
-    parts = []
-    for error in errors[:3]:
-        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-        parts.append(f"{where or 'body'}: {error.get('msg')}")
-    return 422, "; ".join(parts)
+from service.validation import validation_problem
 
 
 def protocol_route(render: Render, invalid_status: int | None = None) -> type[APIRoute]:

@@ -37,6 +37,7 @@ from service.protocols.common import (
     refuse,
     register,
 )
+from service.validation import error_lines, problem
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 MODEL = "/v2/models/{task}"
@@ -234,9 +235,14 @@ def _split_body(request: Request, body: bytes) -> tuple[InferRequest, bytes]:
     try:
         return InferRequest.model_validate_json(json_part), binary
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise refuse(400, f"invalid inference request: {where}: {first.get('msg')}") from None
+        errors = err.errors(include_url=False, include_input=False)
+        try:
+            parsed = json.loads(json_part)
+        except ValueError:  # not JSON at all: pydantic's error says where
+            line = error_lines(errors)
+        else:
+            line = problem([InferRequest], parsed, errors)
+        raise refuse(400, f"invalid inference request: {line}") from None
 
 
 def _texts(tensor: TensorIn, binary: bytes, offset: int) -> tuple[list[str], int]:
