@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from service.errors import Render, SafeJSONResponse
@@ -53,6 +55,35 @@ def protocol_route(render: Render, invalid_status: int | None = None) -> type[AP
             return guarded
 
     return ProtocolRoute
+
+
+def examples(**values: Any) -> dict[str, dict[str, Any]]:
+    """OpenAPI Example Objects by name, each a complete request that the default model
+    answers (a test posts every example the served /openapi.json holds), for /docs
+    and /redoc to show instead of a body generated from the schema."""
+    return {
+        name: {"summary": name.replace("_", " "), "value": value} for name, value in values.items()
+    }
+
+
+def self_contained(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema with its `$defs` inlined, for a schema placed by hand in
+    the OpenAPI document (`openapi_extra`): there `#/$defs/...` would resolve against the
+    whole document, which has no `$defs` (ReDoc fails on the reference)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(definitions[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    return inline(schema)
 
 
 def refuse(status: int, message: str) -> ServiceError:

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model_store.manifest import TaskEntry
@@ -32,10 +32,12 @@ from service.inference import Infer, Inputs, TaskResult
 from service.protocols.common import (
     ProtocolPath,
     claim,
+    examples,
     json_error,
     protocol_route,
     refuse,
     register,
+    self_contained,
 )
 from service.validation import error_lines, problem
 
@@ -321,12 +323,40 @@ def _values(task: TaskEntry, results: list[TaskResult], name: str) -> np.ndarray
     return np.stack([r.vector() for r in results]).astype(np.float32)
 
 
+_TEXTS = ["a gripping, funny and humane film", "dull ."]
 _INFER_BODY = {
     "requestBody": {
-        "content": {"application/json": {"schema": InferRequest.model_json_schema()}},
+        "content": {
+            "application/json": {
+                "schema": self_contained(InferRequest),
+                "examples": examples(
+                    texts={
+                        "inputs": [
+                            {"name": "text", "shape": [2], "datatype": "BYTES", "data": _TEXTS}
+                        ]
+                    },
+                    one_output={
+                        "id": "request-1",
+                        "inputs": [
+                            {
+                                "name": "text",
+                                "shape": [1, 1],
+                                "datatype": "BYTES",
+                                "data": [_TEXTS[0]],
+                            }
+                        ],
+                        "outputs": [{"name": "label"}],
+                    },
+                ),
+            }
+        },
         "required": True,
     }
 }
+# The examples' model: a classification task taking one text (the default's sentiment).
+InferModel = Annotated[
+    str, Path(openapi_examples=examples(sentiment="sentiment"), description="a served task")
+]
 _INFER_ERRORS = {
     400: {"description": "Invalid request ({error})"},
     413: {"description": "Request body too large ({error})"},
@@ -335,13 +365,13 @@ _INFER_ERRORS = {
 
 
 @router.post(INFER, openapi_extra=_INFER_BODY, responses=_INFER_ERRORS)
-async def infer(request: Request, task: str) -> Response:
+async def infer(request: Request, task: InferModel) -> Response:
     """Run a task on BYTES text tensors (JSON or binary tensor data); outputs by kind."""
     return await _run(request, _task(request, task))
 
 
 @router.post(VERSION_INFER, openapi_extra=_INFER_BODY, responses=_INFER_ERRORS)
-async def infer_version(request: Request, task: str, version: str) -> Response:
+async def infer_version(request: Request, task: InferModel, version: str) -> Response:
     """The same, for the version served (404 for any other)."""
     return await _run(request, _task(request, task, version))
 

@@ -16,13 +16,14 @@ import time
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Body, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.inference import Infer, Inputs, TaskResult
 from service.protocols.common import (
     ProtocolPath,
     claim,
+    examples,
     json_error,
     protocol_route,
     refuse,
@@ -115,8 +116,23 @@ def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
     return vector.tolist()
 
 
+EmbeddingsBody = Annotated[
+    EmbeddingsRequest,
+    Body(
+        openapi_examples=examples(
+            texts={"model": "embedding", "input": ["a gripping, funny and humane film", "dull ."]},
+            one_text_base64={
+                "model": "embedding",
+                "input": "a gripping film",
+                "encoding_format": "base64",
+            },
+        )
+    ),
+]
+
+
 @router.post(EMBEDDINGS, response_model=EmbeddingsResponse, responses=ERROR_RESPONSES)
-async def create_embeddings(request: Request, body: EmbeddingsRequest) -> Response:
+async def create_embeddings(request: Request, body: EmbeddingsBody) -> Response:
     """Embeddings of one text or a list of texts from a served embedding task (the
     base's sentence embedding, L2-normalised), in order, with their token counts."""
     if isinstance(body.input, list) and body.input and not isinstance(body.input[0], str):

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Body, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
@@ -36,6 +36,7 @@ from service.inference import Infer, Inputs, TaskResult
 from service.protocols.common import (
     ProtocolPath,
     claim,
+    examples,
     json_error,
     protocol_route,
     refuse,
@@ -138,8 +139,41 @@ def _embedding_task(infer: Infer) -> str:
     return "embedding" if "embedding" in names else names[0]
 
 
+EmbedBody = Annotated[
+    EmbedRequest,
+    Body(
+        openapi_examples=examples(
+            texts={"inputs": ["a gripping, funny and humane film", "dull ."]},
+            one_text_raw={"inputs": "a gripping film", "normalize": False},
+        )
+    ),
+]
+# The default model's only text classifier answers these (a pair needs the setting).
+PredictBody = Annotated[
+    PredictRequest,
+    Body(
+        openapi_examples=examples(
+            one_text={"inputs": "a gripping, funny and humane film"},
+            batch={"inputs": [["a gripping film"], ["dull ."]], "raw_scores": True},
+        )
+    ),
+]
+TokenizeBody = Annotated[
+    TokenizeRequest,
+    Body(
+        openapi_examples=examples(
+            one_text={"inputs": "a gripping film"},
+            texts_without_special_tokens={
+                "inputs": ["  naïve café", "dull ."],
+                "add_special_tokens": False,
+            },
+        )
+    ),
+]
+
+
 @router.post(EMBED, response_model=list[list[float]], responses=ERROR_RESPONSES)
-async def embed(request: Request, body: EmbedRequest) -> Response:
+async def embed(request: Request, body: EmbedBody) -> Response:
     """Sentence embeddings of one text or a batch (TEI's /embed)."""
     infer = _infer(request)
     texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
@@ -198,7 +232,7 @@ def _scores(result: TaskResult, raw_scores: bool) -> list[Score]:
     response_model=list[Score] | list[list[Score]],
     responses=ERROR_RESPONSES,
 )
-async def predict(request: Request, body: PredictRequest) -> Response:
+async def predict(request: Request, body: PredictBody) -> Response:
     """A classification of one text, one pair, or a batch (TEI's /predict)."""
     infer = _infer(request)
     raw = body.inputs
@@ -217,7 +251,7 @@ async def predict(request: Request, body: PredictRequest) -> Response:
 
 
 @router.post(TOKENIZE, response_model=list[list[SimpleToken]], responses=ERROR_RESPONSES)
-async def tokenize(request: Request, body: TokenizeRequest) -> Response:
+async def tokenize(request: Request, body: TokenizeBody) -> Response:
     """Each text's tokens as the model sees them (TEI's /tokenize)."""
     texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
     rows = await _infer(request).tokenize(texts)
