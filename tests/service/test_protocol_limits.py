@@ -1,5 +1,5 @@
 """The other protocols' routes share the service's limits: a full queue sheds their
-inference routes (503, Retry-After) before the body is read, an oversized body is a 413,
+inference routes (429, Retry-After) before the body is read, an oversized body is a 413,
 each in the protocol's own error shape; their metadata routes are never shed."""
 
 from __future__ import annotations
