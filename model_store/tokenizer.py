@@ -171,9 +171,11 @@ class PairTokenizer:
     def tokens(self, texts: Sequence[str]) -> list[list[Token]]:
         """Each text's tokens as the model sees them (truncated to the max length): id,
         token string, whether it is a special token, and its character span in the text
-        (None for special tokens)."""
+        as given (None for special tokens). Texts are cut to `max_chars` first, as for
+        `encode`: the kept tokens are the same, and a prefix keeps every span."""
+        limit = self.max_chars
         result = []
-        for encoding in self._tokenizer.encode_batch(list(texts)):
+        for encoding in self._tokenizer.encode_batch([text[:limit] for text in texts]):
             row = []
             for token_id, token, special, (start, stop) in zip(
                 encoding.ids,

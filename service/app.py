@@ -98,7 +98,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     # OTEL_* configures it, or a test installs a provider).
     tracing.configure_from_environment()
     app.add_middleware(tracing.TracingMiddleware, route_of=route_of)
-    install_error_handlers(app)
+    install_error_handlers(app, protocols.renderer_for)
     app.include_router(tasks.router)
     app.include_router(operations.router)
     for router in protocols.routers():  # OpenAI, text-embeddings-inference, KServe v2

@@ -5,7 +5,9 @@ FastAPI's own validation handler echoes the offending input back, and fails with
 literal, or undecodable bytes sent as text/plain. So the class of problem is fixed
 here, not its three cases: errors are rendered without the input, through an encoder
 that escapes everything outside ASCII and refuses nothing; unparseable bodies are 400,
-bodies that are not JSON at all 415, parseable but invalid ones 422.
+bodies that are not JSON at all 415, parseable but invalid ones 422: one line in
+`detail` (`service.validation`: a wrong field names the fields the route accepts) and
+the errors, without their input, under `errors`.
 """
 
 from __future__ import annotations
@@ -13,17 +15,28 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.inference import ServiceError
+from service.validation import validation_problem
 
 log = logging.getLogger(__name__)
 FASTAPI_PARSE_ERROR = "There was an error parsing the body"
+
+# (status, message, headers) -> an error response in a protocol's own shape
+Render = Callable[[int, str, dict[str, str] | None], Response]
+# path -> the renderer of the protocol that owns the path, None for the service's own
+RendererFor = Callable[[str], Render | None]
+
+
+def _no_protocol(_: str) -> Render | None:
+    return None
 
 
 class SafeJSONResponse(JSONResponse):
@@ -48,47 +61,46 @@ def _location(loc: Any) -> list[str | int]:
     return [part if isinstance(part, int) else str(part) for part in loc]
 
 
-def _is_json(request: Request) -> bool:
-    content_type = request.headers.get("content-type", "")
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "" or media == "application/json" or media.endswith("+json")
+def install_error_handlers(app: FastAPI, renderer_for: RendererFor = _no_protocol) -> None:
+    """Answer refusals as `{"detail"}`, or, on a path a foreign protocol owns (a 404 or
+    405 under its prefix, which no route of its own saw), in that protocol's shape."""
 
+    def reply(
+        request: Request, status: int, detail: Any, headers: dict[str, str] | None = None
+    ) -> Response:
+        render = renderer_for(request.url.path)
+        if render is not None:
+            return render(status, str(detail), headers)
+        return SafeJSONResponse({"detail": detail}, status, headers=headers)
 
-def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> SafeJSONResponse:
-        errors = err.errors()
-        if not _is_json(request):
-            return SafeJSONResponse(
-                {"detail": "the body must be JSON (content-type: application/json)"}, 415
-            )
-        unparseable = next((e for e in errors if e.get("type") == "json_invalid"), None)
-        if unparseable is not None:
-            reason = (unparseable.get("ctx") or {}).get("error", "malformed")
-            return SafeJSONResponse({"detail": f"the body is not valid JSON: {reason}"}, 400)
-        detail = [
+        status, line = validation_problem(request, err)
+        if status != 422:
+            return SafeJSONResponse({"detail": line}, status)
+        errors = [
             {"type": str(e.get("type")), "loc": _location(e.get("loc", ())), "msg": str(e["msg"])}
-            for e in errors
+            for e in err.errors()
         ]
-        return SafeJSONResponse({"detail": detail}, 422)
+        return SafeJSONResponse({"detail": line, "errors": errors}, 422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, err: StarletteHTTPException) -> SafeJSONResponse:
+    async def _http(request: Request, err: StarletteHTTPException) -> Response:
         # FastAPI answers a body it cannot decode (not UTF-8, nested past the parser's
         # depth) with a generic sentence; say what a client can fix instead.
         detail = err.detail
         if err.status_code == 400 and detail == FASTAPI_PARSE_ERROR:
             detail = "the body is not valid JSON: it must be UTF-8 text of bounded nesting"
-        return SafeJSONResponse({"detail": detail}, err.status_code, headers=err.headers)
+        return reply(request, err.status_code, detail, err.headers)
 
     @app.exception_handler(ServiceError)
-    async def _refused(_: Request, err: ServiceError) -> SafeJSONResponse:
-        return SafeJSONResponse({"detail": err.detail}, err.status, headers=err.headers)
+    async def _refused(request: Request, err: ServiceError) -> Response:
+        return reply(request, err.status, err.detail, err.headers)
 
     @app.exception_handler(Exception)
-    async def _bug(request: Request, err: Exception) -> SafeJSONResponse:
+    async def _bug(request: Request, err: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return SafeJSONResponse({"detail": "internal error"}, 500)
+        return reply(request, 500, "internal error")
 
 
 class CatchAllMiddleware:

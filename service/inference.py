@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -33,6 +34,7 @@ RETRY_AFTER_SECONDS = "1"
 # requests from queueing behind one large batch request. (Tokenizing a few items on the
 # loop saved the hand-off at concurrency 1 but held the loop at 64: docs/results.md.)
 _TOKENIZER_THREADS = 2
+_T = TypeVar("_T")
 
 
 def _unknown_task(engine: Engine, name: str) -> str:
@@ -156,7 +158,9 @@ class Infer:
         return live.engine.manifest if live is not None else None
 
     async def tokenize(self, texts: Sequence[str]) -> list[list[Token]]:
-        """The live model's tokens of each text, tokenized off the event loop."""
+        """The live model's tokens of each text (cut as for inference), through the same
+        tokenizer stage as the task routes: its bounds (else 429), off the event loop
+        unless short, within the request timeout."""
         if len(texts) > self._max_items:
             raise ServiceError(
                 422,
@@ -166,7 +170,17 @@ class Infer:
         if live is None:
             raise ServiceError(503, "model not loaded yet", retry=True)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._tokenizers, live.engine.tokenizer.tokens, texts)
+        tokenizer = live.engine.tokenizer
+        try:
+            return await self._in_stage(
+                tokenizer.max_chars,
+                len(texts),
+                texts,
+                lambda: tokenizer.tokens(texts),
+                loop.time() + self._timeout_s,
+            )
+        except QueueFull as err:
+            raise self._shed(err) from err
 
     async def predict(self, task_name: str, inputs: Inputs) -> list[TaskResult]:
         """Answers for every input, in order, all from one model version."""
@@ -249,10 +263,7 @@ class Infer:
             submitted = tracing.now_ns()
             futures = batcher.submit(rows, [task_set] * len(rows))
         except QueueFull as err:
-            self._metrics.shed.inc()
-            # 429, as peers answer a full queue (text-embeddings-inference, vLLM): the
-            # client sent too much, now; 503 means this replica cannot serve at all.
-            raise ServiceError(429, f"overloaded: {err}; retry later", retry=True) from err
+            raise self._shed(err) from err
         except RequestTooLarge as err:
             raise ServiceError(422, str(err)) from err
         except ShuttingDown as err:
@@ -274,27 +285,52 @@ class Infer:
         that cannot serve; its rows are dropped from the queue."""
         return ServiceError(503, f"no answer within {self._timeout_s} s; retry later", retry=True)
 
+    def _shed(self, err: QueueFull) -> ServiceError:
+        """429, as peers answer a full queue (text-embeddings-inference, vLLM): the
+        client sent too much, now; 503 means this replica cannot serve at all."""
+        self._metrics.shed.inc()
+        return ServiceError(429, f"overloaded: {err}; retry later", retry=True)
+
     async def _tokenize(self, engine: Engine, inputs: Inputs, deadline: float) -> list:
-        """Encode on the loop if the request is short, else in a tokenizer thread,
-        within the tokenizer stage's bound (else QueueFull, shed like a full queue) and
-        the request's deadline."""
-        limit = engine.tokenizer.max_chars
+        """The inputs' rows, encoded in the tokenizer stage."""
         texts = [*inputs.texts_a, *(inputs.texts_b or ())]
-        cost = (len(inputs), sum(min(len(text), limit) for text in texts))
+        return await self._in_stage(
+            engine.tokenizer.max_chars,
+            len(inputs),
+            texts,
+            lambda: engine.encode(inputs.texts_a, inputs.texts_b),
+            deadline,
+        )
+
+    async def _in_stage(
+        self,
+        max_chars: int,
+        items: int,
+        texts: Sequence[str],
+        work: Callable[[], _T],
+        deadline: float,
+    ) -> _T:
+        """Run `work` (tokenizing `texts`, each read up to `max_chars`) on the loop if
+        the request is short, else in a tokenizer thread, within the tokenizer stage's
+        bound (else QueueFull, shed like a full queue) and the request's deadline."""
+        cost = (items, sum(min(len(text), max_chars) for text in texts))
         if cost[1] <= self._inline_chars:
-            return engine.encode(inputs.texts_a, inputs.texts_b)
-        items, chars = self._tokenizing
-        max_items, max_chars = self._max_tokenizing
-        if items and (items + cost[0] > max_items or chars + cost[1] > max_chars):
+            return work()
+        held_items, held_chars = self._tokenizing
+        max_items, max_held_chars = self._max_tokenizing
+        if held_items and (
+            held_items + cost[0] > max_items or held_chars + cost[1] > max_held_chars
+        ):
             raise QueueFull(
-                f"tokenizer stage full ({items} inputs, {chars} characters being tokenized)"
+                f"tokenizer stage full ({held_items} inputs, {held_chars} characters "
+                "being tokenized)"
             )
-        self._tokenizing = [items + cost[0], chars + cost[1]]
+        self._tokenizing = [held_items + cost[0], held_chars + cost[1]]
         loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(self._tokenizers, engine.encode, inputs.texts_a, inputs.texts_b)
-        work.add_done_callback(lambda _: self._release(cost))  # when the thread is done
+        running = loop.run_in_executor(self._tokenizers, work)
+        running.add_done_callback(lambda _: self._release(cost))  # when the thread is done
         try:
-            return await asyncio.wait_for(asyncio.shield(work), max(0.0, deadline - loop.time()))
+            return await asyncio.wait_for(asyncio.shield(running), max(0.0, deadline - loop.time()))
         except asyncio.TimeoutError:
             raise self._late() from None
 

@@ -13,7 +13,7 @@ import time
 
 from service.inference import RETRY_AFTER_SECONDS
 from service.metrics import ServiceMetrics
-from service.protocols.common import protocol_path
+from service.protocols.common import protocol_path, renderer_for
 from service.reloader import ModelReloader
 from service.routes import fixed_paths
 from service.routes.tasks import (
@@ -60,9 +60,9 @@ def runs_inference(path: str) -> bool:
 def _json_error(
     status: int, detail: str, headers: dict[str, str] | None = None, path: str = ""
 ) -> list[dict]:
-    foreign = protocol_path(path)
-    if foreign is not None:  # a foreign protocol's route: refuse in its error shape
-        response = foreign.render(status, detail, headers)
+    render = renderer_for(path)
+    if render is not None:  # a foreign protocol's path: refuse in its error shape
+        response = render(status, detail, headers)
         start = {
             "type": "http.response.start",
             "status": status,

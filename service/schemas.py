@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 _NOT_BLANK = r"[^\s\x1c-\x1f]"
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, pattern=_NOT_BLANK)]
 Pair = Annotated[list[Text], Field(min_length=2, max_length=2)]
+# The same check without the stripping: for routes that answer positions in the text
+# (/tokenize's offsets), which must index the text exactly as the client sent it.
+TextAsSent = Annotated[str, StringConstraints(min_length=1, pattern=_NOT_BLANK)]
 
 
 class _Strict(BaseModel):

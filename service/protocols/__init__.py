@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from service.protocols.common import renderer_for
+
+__all__ = ["renderer_for", "routers"]
+
 
 def routers() -> list[APIRouter]:
     """Every protocol's router, to include in the app (importing registers their paths

@@ -13,43 +13,30 @@ statuses and `Retry-After` the service sends elsewhere. Everything still goes th
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from service.errors import SafeJSONResponse, _is_json
+from service.errors import Render, SafeJSONResponse
 from service.inference import ServiceError
-
-# (status, message, headers) -> the protocol's error response
-Render = Callable[[int, str, dict[str, str] | None], Response]
-
-
-def validation_problem(request: Request, err: RequestValidationError) -> tuple[int, str]:
-    """The status and one readable line for a body that failed validation: 415 not
-    JSON, 400 unparseable, 422 invalid (as the service's own routes answer), without
-    echoing the input (which may be unencodable)."""
-    errors = err.errors()
-    if not _is_json(request):
-        return 415, "the body must be JSON (content-type: application/json)"
-    unparseable = next((e for e in errors if e.get("type") == "json_invalid"), None)
-    if unparseable is not None:
-        reason = (unparseable.get("ctx") or {}).get("error", "malformed")
-        return 400, f"the body is not valid JSON: {reason}"
-    parts = []
-    for error in errors[:3]:
-        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-        parts.append(f"{where or 'body'}: {error.get('msg')}")
-    return 422, "; ".join(parts)
+from service.validation import validation_problem
 
 
 def protocol_route(render: Render, invalid_status: int | None = None) -> type[APIRoute]:
     """A route class answering refusals with `render`; `invalid_status` replaces 422
-    for invalid bodies where the protocol uses another status (OpenAI: 400). Any other
+    for invalid requests (a body that does not validate, too many items) where the
+    protocol uses another status (OpenAI, Open Inference Protocol: 400). Any other
     exception is the service's failure and goes to its own 500 handler."""
+
+    def refused(status: int, message: str, headers: dict[str, str] | None) -> Response:
+        if status == 422 and invalid_status is not None:
+            status = invalid_status
+        return render(status, message, headers)
 
     class ProtocolRoute(APIRoute):
         def get_route_handler(self):
@@ -59,18 +46,44 @@ def protocol_route(render: Render, invalid_status: int | None = None) -> type[AP
                 try:
                     return await handler(request)
                 except RequestValidationError as err:
-                    status, message = validation_problem(request, err)
-                    if status == 422 and invalid_status is not None:
-                        status = invalid_status
-                    return render(status, message, None)
+                    return refused(*validation_problem(request, err), None)
                 except ServiceError as err:
-                    return render(err.status, err.detail, err.headers)
+                    return refused(err.status, err.detail, err.headers)
                 except HTTPException as err:  # FastAPI's own, e.g. a body that is not UTF-8
-                    return render(err.status_code, str(err.detail), err.headers)
+                    return refused(err.status_code, str(err.detail), err.headers)
 
             return guarded
 
     return ProtocolRoute
+
+
+def examples(**values: Any) -> dict[str, dict[str, Any]]:
+    """OpenAPI Example Objects by name, each a complete request that the default model
+    answers (a test posts every example the served /openapi.json holds), for /docs
+    and /redoc to show instead of a body generated from the schema."""
+    return {
+        name: {"summary": name.replace("_", " "), "value": value} for name, value in values.items()
+    }
+
+
+def self_contained(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema with its `$defs` inlined, for a schema placed by hand in
+    the OpenAPI document (`openapi_extra`): there `#/$defs/...` would resolve against the
+    whole document, which has no `$defs` (ReDoc fails on the reference)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(definitions[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    return inline(schema)
 
 
 def refuse(status: int, message: str) -> ServiceError:
@@ -85,12 +98,11 @@ def json_error(body: dict, status: int, headers: dict[str, str] | None) -> Respo
 @dataclass(frozen=True)
 class ProtocolPath:
     """A protocol route as metrics and load shedding see it: its endpoint label (the
-    path template), whether it runs inference, and the error renderer of its protocol
-    (for refusals made before routing: a body too large, a full queue)."""
+    path template) and whether it runs inference. (Its error shape, for refusals made
+    before routing, comes from the prefix its protocol `claim`s.)"""
 
     template: str
     inference: bool
-    render: Render
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -105,6 +117,7 @@ class ProtocolPath:
 
 
 _PATHS: list[tuple[re.Pattern[str], ProtocolPath]] = []
+_PREFIXES: dict[str, Render] = {}
 
 
 def register(*paths: ProtocolPath) -> None:
@@ -112,6 +125,22 @@ def register(*paths: ProtocolPath) -> None:
     for path in paths:
         if all(known.template != path.template for _, known in _PATHS):
             _PATHS.append((path.pattern, path))
+
+
+def claim(render: Render, *prefixes: str) -> None:
+    """Every path at or under these prefixes is the protocol's: refusals there, a 404
+    or 405 no route of the protocol saw included, are rendered in its shape."""
+    for prefix in prefixes:
+        _PREFIXES[prefix] = render
+
+
+def renderer_for(path: str) -> Render | None:
+    """The error renderer of the protocol owning `path` (by prefix), None for the
+    service's own paths."""
+    for prefix, render in _PREFIXES.items():
+        if path == prefix or path.startswith(prefix + "/"):
+            return render
+    return None
 
 
 def protocol_path(path: str) -> ProtocolPath | None:

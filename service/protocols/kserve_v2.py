@@ -21,18 +21,32 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model_store.manifest import TaskEntry
 from service.inference import Infer, Inputs, TaskResult
-from service.protocols.common import ProtocolPath, json_error, protocol_route, refuse, register
+from service.protocols.common import (
+    ProtocolPath,
+    claim,
+    examples,
+    json_error,
+    protocol_route,
+    refuse,
+    register,
+    self_contained,
+)
+from service.validation import error_lines, problem
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-INFER = "/v2/models/{task}/infer"
+MODEL = "/v2/models/{task}"
+# Triton's clients name the version when they are given one: the same routes, under it.
+VERSION = MODEL + "/versions/{version}"
+INFER, VERSION_INFER = MODEL + "/infer", VERSION + "/infer"
+READY, VERSION_READY = MODEL + "/ready", VERSION + "/ready"
 _INPUTS = {False: ("text",), True: ("text", "text_pair")}
 _OUTPUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "classification": (("probabilities", "FP64"), ("label", "INT64")),
@@ -100,7 +114,9 @@ def _infer(request: Request) -> Infer:
     return request.app.state.infer
 
 
-def _task(request: Request, name: str) -> TaskEntry:
+def _task(request: Request, name: str, version: str | None = None) -> TaskEntry:
+    """The served task by its model name; with a version, only if that version is the
+    one served (its branch version: a model has one version at a time)."""
     manifest = _infer(request).served_manifest()
     if manifest is None:
         raise refuse(503, "model not loaded yet")
@@ -108,6 +124,10 @@ def _task(request: Request, name: str) -> TaskEntry:
     if task is None:
         raise refuse(
             404, f"unknown model {name!r}; served: {', '.join(t.name for t in manifest.tasks)}"
+        )
+    if version is not None and version != task.branch_version:
+        raise refuse(
+            404, f"model {name!r} has no version {version!r}; served: {task.branch_version}"
         )
     return task
 
@@ -158,10 +178,19 @@ async def repository_index(request: Request) -> list[dict]:
     return [{"name": t.name, "version": t.branch_version, "state": "READY"} for t in tasks]
 
 
-@router.get("/v2/models/{task}", response_model=ModelMetadata, responses=_MODEL_ERRORS)
+@router.get(MODEL, response_model=ModelMetadata, responses=_MODEL_ERRORS)
 async def model_metadata(request: Request, task: str) -> ModelMetadata:
     """A task's inputs (BYTES texts) and outputs (by its kind)."""
-    entry = _task(request, task)
+    return _metadata(_task(request, task))
+
+
+@router.get(VERSION, response_model=ModelMetadata, responses=_MODEL_ERRORS)
+async def model_version_metadata(request: Request, task: str, version: str) -> ModelMetadata:
+    """The same, for the version served (404 for any other)."""
+    return _metadata(_task(request, task, version))
+
+
+def _metadata(entry: TaskEntry) -> ModelMetadata:
     return ModelMetadata(
         name=entry.name,
         versions=[entry.branch_version],
@@ -170,11 +199,32 @@ async def model_metadata(request: Request, task: str) -> ModelMetadata:
     )
 
 
-@router.get("/v2/models/{task}/ready", responses=_MODEL_ERRORS)
+@router.get(READY, responses=_MODEL_ERRORS)
 async def model_ready(request: Request, task: str) -> dict:
     """200 when the task is served (404 otherwise)."""
     entry = _task(request, task)
     return {"name": entry.name, "ready": True}
+
+
+@router.get(VERSION_READY, responses=_MODEL_ERRORS)
+async def model_version_ready(request: Request, task: str, version: str) -> dict:
+    """200 when the task is served at this version (404 otherwise)."""
+    entry = _task(request, task, version)
+    return {"name": entry.name, "version": version, "ready": True}
+
+
+def _header_length(header: str, body_size: int) -> int:
+    """The JSON header's length from `Inference-Header-Content-Length`: ASCII digits
+    only, no more than the body's size has (`str.isdigit` also accepts "²", and `int`
+    refuses more than 4,300 digits with a ValueError), and within the body."""
+    if (
+        not 0 < len(header) <= len(str(body_size))
+        or not header.isascii()
+        or not header.isdigit()
+        or int(header) > body_size
+    ):
+        raise refuse(400, f"{HEADER_LENGTH} must be a length within the body, got {header[:20]!r}")
+    return int(header)
 
 
 def _split_body(request: Request, body: bytes) -> tuple[InferRequest, bytes]:
@@ -182,17 +232,19 @@ def _split_body(request: Request, body: bytes) -> tuple[InferRequest, bytes]:
     if header is None:
         json_part, binary = body, b""
     else:
-        if not header.isdigit() or int(header) > len(body):
-            raise refuse(
-                400, f"{HEADER_LENGTH} must be a length within the body, got {header[:20]!r}"
-            )
-        json_part, binary = body[: int(header)], body[int(header) :]
+        length = _header_length(header, len(body))
+        json_part, binary = body[:length], body[length:]
     try:
         return InferRequest.model_validate_json(json_part), binary
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise refuse(400, f"invalid inference request: {where}: {first.get('msg')}") from None
+        errors = err.errors(include_url=False, include_input=False)
+        try:
+            parsed = json.loads(json_part)
+        except ValueError:  # not JSON at all: pydantic's error says where
+            line = error_lines(errors)
+        else:
+            line = problem([InferRequest], parsed, errors)
+        raise refuse(400, f"invalid inference request: {line}") from None
 
 
 def _texts(tensor: TensorIn, binary: bytes, offset: int) -> tuple[list[str], int]:
@@ -204,7 +256,7 @@ def _texts(tensor: TensorIn, binary: bytes, offset: int) -> tuple[list[str], int
         )
     size = (tensor.parameters or {}).get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+        if type(size) is not int or size < 0 or offset + size > len(binary):
             raise refuse(400, f"input {tensor.name}: binary_data_size beyond the body")
         raw, items, at = binary[offset : offset + size], [], 0
         while at < len(raw):
@@ -250,6 +302,15 @@ def _flatten(data: list[Any]):
             yield item
 
 
+def _flag(parameters: dict[str, Any] | None, name: str, default: bool) -> bool:
+    """A boolean parameter: a JSON true or false, else a 400 (the string "false" is
+    truthy, and must not turn binary output on)."""
+    value = (parameters or {}).get(name, default)
+    if not isinstance(value, bool):
+        raise refuse(400, f"parameter {name} must be true or false, got {str(value)[:40]!r}")
+    return value
+
+
 def _values(task: TaskEntry, results: list[TaskResult], name: str) -> np.ndarray:
     if name == "probabilities":
         return np.array([r.prediction.values for r in results], dtype=np.float64)
@@ -262,23 +323,62 @@ def _values(task: TaskEntry, results: list[TaskResult], name: str) -> np.ndarray
     return np.stack([r.vector() for r in results]).astype(np.float32)
 
 
-@router.post(
-    INFER,
-    openapi_extra={
-        "requestBody": {
-            "content": {"application/json": {"schema": InferRequest.model_json_schema()}},
-            "required": True,
-        }
-    },
-    responses={
-        400: {"description": "Invalid request ({error})"},
-        413: {"description": "Request body too large ({error})"},
-        **_MODEL_ERRORS,
-    },
-)
-async def infer(request: Request, task: str) -> Response:
+_TEXTS = ["a gripping, funny and humane film", "dull ."]
+_INFER_BODY = {
+    "requestBody": {
+        "content": {
+            "application/json": {
+                "schema": self_contained(InferRequest),
+                "examples": examples(
+                    texts={
+                        "inputs": [
+                            {"name": "text", "shape": [2], "datatype": "BYTES", "data": _TEXTS}
+                        ]
+                    },
+                    one_output={
+                        "id": "request-1",
+                        "inputs": [
+                            {
+                                "name": "text",
+                                "shape": [1, 1],
+                                "datatype": "BYTES",
+                                "data": [_TEXTS[0]],
+                            }
+                        ],
+                        "outputs": [{"name": "label"}],
+                    },
+                ),
+            }
+        },
+        "required": True,
+    }
+}
+# The examples' model: a classification task taking one text (the default's sentiment).
+InferModel = Annotated[
+    str, Path(openapi_examples=examples(sentiment="sentiment"), description="a served task")
+]
+_INFER_ERRORS = {
+    400: {"description": "Invalid request ({error})"},
+    413: {"description": "Request body too large ({error})"},
+    **_MODEL_ERRORS,
+}
+
+
+@router.post(INFER, openapi_extra=_INFER_BODY, responses=_INFER_ERRORS)
+async def infer(request: Request, task: InferModel) -> Response:
     """Run a task on BYTES text tensors (JSON or binary tensor data); outputs by kind."""
-    entry = _task(request, task)
+    return await _run(request, _task(request, task))
+
+
+@router.post(VERSION_INFER, openapi_extra=_INFER_BODY, responses=_INFER_ERRORS)
+async def infer_version(request: Request, task: InferModel, version: str) -> Response:
+    """The same, for the version served (404 for any other)."""
+    return await _run(request, _task(request, task, version))
+
+
+async def _run(request: Request, entry: TaskEntry) -> Response:
+    """Check the whole request (inputs, outputs, flags) before it costs inference."""
+    task = entry.name
     body = await request.body()
     parsed, binary = _split_body(request, body)
     wanted = _INPUTS[entry.pair]
@@ -291,17 +391,16 @@ async def infer(request: Request, task: str) -> Response:
     if entry.pair and len(texts["text"]) != len(texts["text_pair"]):
         raise refuse(400, "inputs text and text_pair must hold as many elements")
     inputs = Inputs(texts["text"], texts["text_pair"] if entry.pair else None)
-    results = await _infer(request).predict(task, inputs)
     known = [name for name, _ in _OUTPUTS[entry.kind]]
     asked = [o.name for o in parsed.outputs] if parsed.outputs else known
     unknown = [name for name in asked if name not in known]
     if unknown:
         raise refuse(400, f"model {task} has no output {unknown[0]!r}; it has {', '.join(known)}")
-    all_binary = bool((parsed.parameters or {}).get("binary_data_output", False))
+    all_binary = _flag(parsed.parameters, "binary_data_output", False)
     binary_of = {
-        o.name: bool((o.parameters or {}).get("binary_data", all_binary))
-        for o in parsed.outputs or []
+        o.name: _flag(o.parameters, "binary_data", all_binary) for o in parsed.outputs or []
     }
+    results = await _infer(request).predict(task, inputs)
     dtypes = dict(_OUTPUTS[entry.kind])
     outputs, chunks = [], []
     for name in asked:
@@ -336,11 +435,15 @@ async def infer(request: Request, task: str) -> Response:
 
 
 register(
-    ProtocolPath(INFER, True, render),
-    ProtocolPath("/v2/models/{task}/ready", False, render),
-    ProtocolPath("/v2/models/{task}", False, render),
-    ProtocolPath("/v2/health/live", False, render),
-    ProtocolPath("/v2/health/ready", False, render),
-    ProtocolPath("/v2/repository/index", False, render),
-    ProtocolPath("/v2", False, render),
+    ProtocolPath(INFER, True),
+    ProtocolPath(VERSION_INFER, True),
+    ProtocolPath(READY, False),
+    ProtocolPath(VERSION_READY, False),
+    ProtocolPath(MODEL, False),
+    ProtocolPath(VERSION, False),
+    ProtocolPath("/v2/health/live", False),
+    ProtocolPath("/v2/health/ready", False),
+    ProtocolPath("/v2/repository/index", False),
+    ProtocolPath("/v2", False),
 )
+claim(render, "/v2")

@@ -16,15 +16,24 @@ import time
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Body, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.inference import Infer, Inputs, TaskResult
-from service.protocols.common import ProtocolPath, json_error, protocol_route, refuse, register
+from service.protocols.common import (
+    ProtocolPath,
+    claim,
+    examples,
+    json_error,
+    protocol_route,
+    refuse,
+    register,
+)
 from service.schemas import Text
 
 EMBEDDINGS = "/v1/embeddings"
 MODELS = "/v1/models"
+MODEL = MODELS + "/{model}"
 _CREATED = int(time.time())
 _TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 413: "invalid_request_error"}
 
@@ -107,8 +116,23 @@ def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
     return vector.tolist()
 
 
+EmbeddingsBody = Annotated[
+    EmbeddingsRequest,
+    Body(
+        openapi_examples=examples(
+            texts={"model": "embedding", "input": ["a gripping, funny and humane film", "dull ."]},
+            one_text_base64={
+                "model": "embedding",
+                "input": "a gripping film",
+                "encoding_format": "base64",
+            },
+        )
+    ),
+]
+
+
 @router.post(EMBEDDINGS, response_model=EmbeddingsResponse, responses=ERROR_RESPONSES)
-async def create_embeddings(request: Request, body: EmbeddingsRequest) -> Response:
+async def create_embeddings(request: Request, body: EmbeddingsBody) -> Response:
     """Embeddings of one text or a list of texts from a served embedding task (the
     base's sentence embedding, L2-normalised), in order, with their token counts."""
     if isinstance(body.input, list) and body.input and not isinstance(body.input[0], str):
@@ -143,13 +167,39 @@ async def create_embeddings(request: Request, body: EmbeddingsRequest) -> Respon
     return Response(response.model_dump_json(), media_type="application/json")
 
 
+def _embedding_tasks(request: Request) -> tuple[list[Model], bool]:
+    """The served embedding tasks as OpenAI models, and whether a model is loaded."""
+    manifest = _infer(request).served_manifest()
+    if manifest is None:
+        return [], False
+    owner = str(manifest.base_model.get("name", "bert-mts"))
+    tasks = [t for t in manifest.tasks if t.kind == "embedding"]
+    return [Model(id=t.name, created=_CREATED, owned_by=owner) for t in tasks], True
+
+
 @router.get(MODELS, response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
     """The served embedding tasks, as OpenAI models."""
-    manifest = _infer(request).served_manifest()
-    tasks = [t for t in manifest.tasks if t.kind == "embedding"] if manifest else []
-    owner = str(manifest.base_model.get("name", "bert-mts")) if manifest else "bert-mts"
-    return ModelList(data=[Model(id=t.name, created=_CREATED, owned_by=owner) for t in tasks])
+    models, _ = _embedding_tasks(request)
+    return ModelList(data=models)
 
 
-register(ProtocolPath(EMBEDDINGS, True, render), ProtocolPath(MODELS, False, render))
+@router.get(MODEL, response_model=Model, responses=ERROR_RESPONSES)
+async def retrieve_model(request: Request, model: str) -> Model:
+    """One served embedding task, as an OpenAI model (404 if there is none by the name)."""
+    models, loaded = _embedding_tasks(request)
+    if not loaded:
+        raise refuse(503, "model not loaded yet")
+    found = next((m for m in models if m.id == model), None)
+    if found is None:
+        names = ", ".join(m.id for m in models) or "none"
+        raise refuse(404, f"the model {model!r} does not exist; served: {names}")
+    return found
+
+
+register(
+    ProtocolPath(EMBEDDINGS, True),
+    ProtocolPath(MODELS, False),
+    ProtocolPath(MODEL, False),
+)
+claim(render, EMBEDDINGS, MODELS)

@@ -16,7 +16,8 @@ its clients work unchanged:
   name, scores the value); `raw_scores` gives the logits (a binary task's as the
   two-class logits 0 and z, whose softmax is 1 - p, p).
 - `/tokenize` `{"inputs": text | [texts], "add_special_tokens": true}` answers each
-  text's tokens `{"id", "text", "special", "start", "stop"}`.
+  text's tokens `{"id", "text", "special", "start", "stop"}`; `text[start:stop]` is a
+  token's source in the text as sent (in characters; special tokens have none).
 
 Inputs longer than the model's maximum length are refused (413) unless `truncate` is
 true, as TEI does. Refusals are TEI's `{"error", "error_type"}`.
@@ -27,13 +28,21 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Body, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
 from service.inference import Infer, Inputs, TaskResult
-from service.protocols.common import ProtocolPath, json_error, protocol_route, refuse, register
-from service.schemas import Text
+from service.protocols.common import (
+    ProtocolPath,
+    claim,
+    examples,
+    json_error,
+    protocol_route,
+    refuse,
+    register,
+)
+from service.schemas import Text, TextAsSent
 
 EMBED, PREDICT, TOKENIZE = "/embed", "/predict", "/tokenize"
 _LABELLED = ("classification", "binary", "regression")
@@ -71,7 +80,8 @@ class PredictRequest(_Strict):
 
 
 class TokenizeRequest(_Strict):
-    inputs: Texts
+    # Not stripped: a token's start and stop index the text as sent.
+    inputs: TextAsSent | Annotated[list[TextAsSent], Field(min_length=1)]
     add_special_tokens: bool = True
 
 
@@ -129,8 +139,41 @@ def _embedding_task(infer: Infer) -> str:
     return "embedding" if "embedding" in names else names[0]
 
 
+EmbedBody = Annotated[
+    EmbedRequest,
+    Body(
+        openapi_examples=examples(
+            texts={"inputs": ["a gripping, funny and humane film", "dull ."]},
+            one_text_raw={"inputs": "a gripping film", "normalize": False},
+        )
+    ),
+]
+# The default model's only text classifier answers these (a pair needs the setting).
+PredictBody = Annotated[
+    PredictRequest,
+    Body(
+        openapi_examples=examples(
+            one_text={"inputs": "a gripping, funny and humane film"},
+            batch={"inputs": [["a gripping film"], ["dull ."]], "raw_scores": True},
+        )
+    ),
+]
+TokenizeBody = Annotated[
+    TokenizeRequest,
+    Body(
+        openapi_examples=examples(
+            one_text={"inputs": "a gripping film"},
+            texts_without_special_tokens={
+                "inputs": ["  naïve café", "dull ."],
+                "add_special_tokens": False,
+            },
+        )
+    ),
+]
+
+
 @router.post(EMBED, response_model=list[list[float]], responses=ERROR_RESPONSES)
-async def embed(request: Request, body: EmbedRequest) -> Response:
+async def embed(request: Request, body: EmbedBody) -> Response:
     """Sentence embeddings of one text or a batch (TEI's /embed)."""
     infer = _infer(request)
     texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
@@ -189,7 +232,7 @@ def _scores(result: TaskResult, raw_scores: bool) -> list[Score]:
     response_model=list[Score] | list[list[Score]],
     responses=ERROR_RESPONSES,
 )
-async def predict(request: Request, body: PredictRequest) -> Response:
+async def predict(request: Request, body: PredictBody) -> Response:
     """A classification of one text, one pair, or a batch (TEI's /predict)."""
     infer = _infer(request)
     raw = body.inputs
@@ -208,7 +251,7 @@ async def predict(request: Request, body: PredictRequest) -> Response:
 
 
 @router.post(TOKENIZE, response_model=list[list[SimpleToken]], responses=ERROR_RESPONSES)
-async def tokenize(request: Request, body: TokenizeRequest) -> Response:
+async def tokenize(request: Request, body: TokenizeBody) -> Response:
     """Each text's tokens as the model sees them (TEI's /tokenize)."""
     texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
     rows = await _infer(request).tokenize(texts)
@@ -230,7 +273,8 @@ async def tokenize(request: Request, body: TokenizeRequest) -> Response:
 
 
 register(
-    ProtocolPath(EMBED, True, render),
-    ProtocolPath(PREDICT, True, render),
-    ProtocolPath(TOKENIZE, False, render),
+    ProtocolPath(EMBED, True),
+    ProtocolPath(PREDICT, True),
+    ProtocolPath(TOKENIZE, False),
 )
+claim(render, EMBED, PREDICT, TOKENIZE)

@@ -18,6 +18,7 @@ from service.settings import Settings
 from tests.support.servers import ThreadedServer
 
 TEXTS = ["a gripping, funny and humane film", "dull .", "東京 naïve café"]
+HEADER = "Inference-Header-Content-Length"
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +99,67 @@ def test_refusals(url: str, client) -> None:
         assert list(response.json()) == ["error"]
     metrics = httpx.get(f"{url}/metrics").text
     assert 'endpoint="/v2/models/{task}/infer",status="400",task="sentiment"' in metrics
+
+
+@pytest.mark.parametrize(
+    "length",
+    [b"9" * 5000, b"0" * 4300 + b"93", b"\xb2", b"-1", b"+5", b""],
+    ids=["5000-nines", "4302-digits", "superscript-two", "negative", "plus", "empty"],
+)
+def test_a_header_length_that_is_no_ascii_number_is_a_400(url: str, length: bytes) -> None:
+    """Python's int() refuses over 4,300 digits, and str.isdigit() passes '²': neither
+    may reach the client as a 500."""
+    body = b'{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","data":["fine"]}]}'
+    response = httpx.post(
+        f"{url}/v2/models/sentiment/infer",
+        content=body,
+        headers={"Inference-Header-Content-Length": length},
+    )
+    assert response.status_code == 400, response.text
+    assert list(response.json()) == ["error"]
+    assert "Inference-Header-Content-Length" in response.json()["error"]
+
+
+def test_the_versioned_paths_serve_the_served_version(url: str, client) -> None:
+    """Triton's clients send /v2/models/{name}/versions/{version}/... when given a
+    version: the version in the model's metadata is served, any other is a 404."""
+    [version] = client.get_model_metadata("sentiment")["versions"]
+    assert client.get_model_metadata("sentiment", model_version=version)["name"] == "sentiment"
+    assert client.is_model_ready("sentiment", model_version=version)
+    assert not client.is_model_ready("sentiment", model_version=version + "-other")
+    named = client.infer("sentiment", [_text_input(True)], model_version=version)
+    plain = client.infer("sentiment", [_text_input(True)])
+    assert named.as_numpy("probabilities").tolist() == plain.as_numpy("probabilities").tolist()
+    with pytest.raises(InferenceServerException, match="has no version"):
+        client.infer("sentiment", [_text_input(False)], model_version=version + "-other")
+
+
+@pytest.mark.parametrize(
+    ("parameters", "outputs", "status"),
+    [
+        ({"binary_data_output": "false"}, None, 400),
+        ({"binary_data_output": 0}, None, 400),
+        ({"binary_data_output": None}, None, 400),
+        (None, [{"name": "label", "parameters": {"binary_data": "true"}}], 400),
+        ({"binary_data_output": False}, None, 200),
+        ({"binary_data_output": True}, None, 200),
+    ],
+)
+def test_binary_output_flags_are_json_booleans(url: str, parameters, outputs, status) -> None:
+    """A string "false" is truthy: it must not turn binary output on (nor anything else)."""
+    body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["fine"]}]}
+    if parameters is not None:
+        body["parameters"] = parameters
+    if outputs is not None:
+        body["outputs"] = outputs
+    response = httpx.post(f"{url}/v2/models/sentiment/infer", json=body)
+    assert response.status_code == status, response.text
+    if status == 400:
+        assert list(response.json()) == ["error"]
+        assert "must be true or false" in response.json()["error"]
+    else:
+        binary = parameters["binary_data_output"]
+        assert (HEADER in response.headers) is binary
+        assert response.headers["content-type"].startswith(
+            "application/octet-stream" if binary else "application/json"
+        )

@@ -91,3 +91,21 @@ def test_refusals_in_openai_shape(server, client) -> None:
     assert big.status_code == 413 and "error" in big.json()
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'endpoint="/v1/embeddings"' in metrics and 'status="404"' in metrics
+
+
+def test_retrieve_model(client) -> None:
+    """OpenAI's GET /v1/models/{model}: the listed model, or its NotFoundError."""
+    model = client.models.retrieve("embedding")
+    assert model.id == "embedding" and model.object == "model"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("sentiment")  # served, but not an embedding task
+
+
+def test_too_many_items_is_openais_400(server, client) -> None:
+    """OpenAI answers every invalid request with 400; the service's item limit too."""
+    limit = Settings.model_fields["max_items_per_request"].default
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.embeddings.create(model="embedding", input=["a text"] * (limit + 1))
+    assert refused.value.status_code == 400
+    assert f"exceeds the limit of {limit}" in refused.value.message
+    assert refused.value.body["type"] == "invalid_request_error"

@@ -1,5 +1,5 @@
 """The other protocols' routes share the service's limits: a full queue sheds their
-inference routes (503, Retry-After) before the body is read, an oversized body is a 413,
+inference routes (429, Retry-After) before the body is read, an oversized body is a 413,
 each in the protocol's own error shape; their metadata routes are never shed."""
 
 from __future__ import annotations
@@ -53,3 +53,17 @@ def test_oversized_body_is_a_413_in_the_protocols_shape(app_and_url, path: str) 
     assert response.status_code == 413
     body = response.json()
     assert "detail" not in body and ("error" in body)
+
+
+def test_a_full_tokenizer_stage_sheds_tokenize_in_the_tei_shape(app_and_url, monkeypatch) -> None:
+    """/tokenize shares the tokenizer threads with inference, so it is bounded with them."""
+    app, url = app_and_url
+    body = {"inputs": "a quiet and moving film " * 40}  # past the inline threshold
+    assert httpx.post(f"{url}/tokenize", json=body).status_code == 200
+    infer = app.state.infer
+    max_items, _ = infer._max_tokenizing
+    monkeypatch.setattr(infer, "_tokenizing", [max_items, 0])  # others' texts fill it
+    shed = httpx.post(f"{url}/tokenize", json=body)
+    assert shed.status_code == 429 and shed.headers["retry-after"] == "1"
+    assert shed.json()["error_type"] == "Overloaded"
+    assert "tokenizer stage full" in shed.json()["error"]

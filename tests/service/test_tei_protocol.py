@@ -6,6 +6,7 @@ and refusals come as TEI's {"error", "error_type"}."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import httpx
@@ -79,6 +80,37 @@ def test_tokenize(url: str) -> None:
     assert [t["text"] for t in bare[0]] == ["dull", "."]
 
 
+def _word_spans(tokens: list[dict]) -> list[tuple[int, int]]:
+    """The spans of whole words: a word's pieces ("##...") joined to its first."""
+    spans: list[tuple[int, int]] = []
+    for token in tokens:
+        if token["text"].startswith("##") and spans:
+            spans[-1] = (spans[-1][0], token["stop"])
+        else:
+            spans.append((token["start"], token["stop"]))
+    return spans
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "   hello world",
+        "  Naïve CAFÉ 🙂 über\t  déjà\n",
+        "\n  " + "naïve café 🙂 " * 1000,  # past the characters read: the text is cut
+    ],
+    ids=["leading-spaces", "accents-and-emoji", "cut"],
+)
+def test_tokenize_offsets_index_the_text_as_sent(url: str, text: str) -> None:
+    """text[start:stop] is each token's source in what the client sent, whitespace,
+    accents, emoji and cutting included."""
+    for inputs in (text, [text]):
+        body = {"inputs": inputs, "add_special_tokens": False}
+        [tokens] = httpx.post(f"{url}/tokenize", json=body).json()
+        words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+        spans = _word_spans(tokens)
+        assert spans and spans == words[: len(spans)], (spans, words[:5])
+
+
 def test_refusals_in_tei_shape(url: str) -> None:
     long_text = " ".join(["word"] * 200)
     for path, body, status in (
@@ -87,6 +119,7 @@ def test_refusals_in_tei_shape(url: str) -> None:
         ("/embed", {"inputs": []}, 422),
         ("/embed", {"inputs": long_text}, 413),
         ("/tokenize", {"inputs": 3}, 422),
+        ("/tokenize", {"inputs": " \t "}, 422),  # sent as is, but still not blank
         ("/embed", b"{", 400),
         ("/predict", b"\xff", 400),
     ):

@@ -39,17 +39,21 @@ def test_a_text_cut_short_of_the_maximum_length_is_still_flagged(tokenizer) -> N
 
 
 class _BlockingEngine:
-    """Stands in for the engine: its encode waits for the test to let it go."""
+    """Stands in for the engine: its encode (and its tokenizer's tokens, as /tokenize
+    calls them) waits for the test to let it go."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
-        self.tokenizer = SimpleNamespace(max_chars=1000)
+        self.tokenizer = SimpleNamespace(max_chars=1000, tokens=self._tokens)
         self.started = threading.Event()
 
     def encode(self, texts_a, texts_b=None):
         self.started.set()
         self.release.wait(10)
         return []
+
+    def _tokens(self, texts):
+        return self.encode(texts)
 
 
 def _infer(engine, **limits) -> Infer:
@@ -96,6 +100,90 @@ def test_the_tokenizer_stage_counts_towards_the_request_timeout() -> None:
     async def scenario():
         with pytest.raises(ServiceError) as late:
             await infer._run(Inputs(["a text"]), _resolve)
+        return late.value
+
+    try:
+        late = asyncio.run(scenario())
+    finally:
+        engine.release.set()
+        infer.close()
+    assert late.status == 503 and "no answer within 0.3 s" in late.detail
+
+
+class _Recording:
+    """Wraps a `tokenizers.Tokenizer`, recording the texts it is asked to encode."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.seen: list[str] = []
+
+    def encode_batch(self, texts):
+        self.seen += texts
+        return self.inner.encode_batch(texts)
+
+
+def test_tokens_of_a_long_text_are_cut_before_tokenizing(tokenizer, monkeypatch) -> None:
+    """/tokenize reads a text as inference does: up to its cut, not its whole length."""
+    huge = "a quiet and moving film , " * 40_000  # about 1 MB
+    recording = _Recording(tokenizer._tokenizer)
+    monkeypatch.setattr(tokenizer, "_tokenizer", recording)
+    [row] = tokenizer.tokens([huge])
+    assert max(len(text) for text in recording.seen) == tokenizer.max_chars < len(huge)
+    full = recording.inner.encode(huge)
+    assert [token.id for token in row] == full.ids
+    assert [token.span for token in row if not token.special] == [
+        offsets
+        for offsets, special in zip(full.offsets, full.special_tokens_mask, strict=True)
+        if not special
+    ]
+
+
+@pytest.mark.parametrize("holder", ["tokenize", "predict"])
+def test_tokenize_shares_the_tokenizer_stage_and_its_bounds(holder: str) -> None:
+    """A /tokenize request counts in the stage the task routes count in: while either
+    holds it full, the other is shed (429, Retry-After) instead of queueing behind it."""
+    engine = _BlockingEngine()
+    infer = _infer(engine, max_tokenizing_items=2, max_tokenizing_chars=10_000)
+    texts = ["x" * 5000, "y" * 600]
+
+    async def scenario():
+        if holder == "tokenize":
+            first = asyncio.ensure_future(infer.tokenize(texts))
+        else:
+            first = asyncio.ensure_future(infer._run(Inputs(texts), _resolve))
+        await asyncio.get_running_loop().run_in_executor(None, engine.started.wait, 5)
+        held = infer.tokenizing
+        refused = []
+        for call in (
+            lambda: infer.tokenize(["z" * 600]),
+            lambda: infer._run(Inputs(["z" * 600]), _resolve),
+        ):
+            with pytest.raises(ServiceError) as shed:
+                await call()
+            refused.append(shed.value)
+        engine.release.set()
+        await asyncio.gather(first, return_exceptions=True)  # the stand-in has no batcher
+        return held, refused
+
+    try:
+        held, refused = asyncio.run(scenario())
+    finally:
+        engine.release.set()
+        infer.close()
+    assert held == (2, 1000 + 600)  # the long text counts up to its cut
+    for shed in refused:
+        assert shed.status == 429 and "tokenizer stage full" in shed.detail
+        assert shed.headers == {"Retry-After": "1"}
+    assert infer.tokenizing == (0, 0)
+
+
+def test_tokenize_counts_towards_the_request_timeout() -> None:
+    engine = _BlockingEngine()
+    infer = _infer(engine, timeout=0.3)
+
+    async def scenario():
+        with pytest.raises(ServiceError) as late:
+            await infer.tokenize(["a text"])
         return late.value
 
     try:
