@@ -29,8 +29,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from model_store.manifest import load_manifest
+from model_store.repository import resolve_store
 from scoring.core import ScoreError, answer_columns, engine_config, resolve_tasks, score_texts
-from scoring.formats import InputFile, arrow_type
+from scoring.formats import InputFile, arrow_type, parquet_file
 from service.engine import Engine
 from training.data.examples import DataError
 from training.data.readers import BadRow, clean_text
@@ -73,7 +75,7 @@ class ChunkScorer:
         self.job = job
         config = engine_config(job.graph, job.provider, job.actor_cpus)
         self.engine = Engine.load(job.store, config)
-        self.tasks = resolve_tasks(self.engine, job.tasks, pair=job.text_b is not None)
+        self.tasks = resolve_tasks(self.engine.manifest, job.tasks, pair=job.text_b is not None)
 
     def __call__(self, batch):
         """The batch with its answer columns. A bad row raises DataError, or (with
@@ -207,11 +209,18 @@ def _sink(path: str, fmt: str, answers: Sequence[str]):
 
 
 def run_ray(
-    job: RayJob, source: Path, output: Path, address: str | None, actors: int | None = None
+    job: RayJob,
+    source: Path,
+    output: Path,
+    address: str | None,
+    actors: int | None = None,
+    overwrite: bool = False,
 ) -> RaySummary:
     """Score `source` into the directory `output` on the Ray cluster at `address`
     (`auto`: the one this machine belongs to; None: the one already initialised).
-    Returns the rows written and the bad rows skipped."""
+    An existing `output` is refused unless `overwrite` (and then replaced only if it
+    holds nothing but a scorer's part files). Returns the rows written and the bad
+    rows skipped."""
     try:
         import ray
         import ray.data
@@ -219,37 +228,40 @@ def run_ray(
         raise ScoreError("--ray needs Ray Data: pip install 'bert-mts[ray]'") from None
     if not source.exists():
         raise ScoreError(f"{source}: does not exist")
-    if output.exists():
-        raise ScoreError(f"{output}: already exists (the output directory must be new)")
     fmt = _input_format(source)
-    # Check the store and tasks here, before the cluster does: one line, not a
-    # failed actor's traceback.
-    probe = Engine.load(job.store, engine_config(job.graph, job.provider))
-    columns = answer_columns(resolve_tasks(probe, job.tasks, pair=job.text_b is not None))
+    _check_output(output, overwrite)
+    files = [str(path) for path in _input_files(source)]
+    if fmt == "parquet":  # footers only: a garbage file is one line, not a driver's traceback
+        for name in files:
+            _missing_column(name, parquet_file(Path(name)).schema_arrow.names, job)
+    # The tasks from the manifest alone (no graph yet), then the store whole, here and
+    # once, before the cluster does: one line, not a failed actor's traceback.
+    store = resolve_store(job.store)
+    resolve_tasks(load_manifest(store, verify=False), job.tasks, pair=job.text_b is not None)
+    probe = Engine.load_store(store, engine_config(job.graph, job.provider))
+    columns = answer_columns(resolve_tasks(probe.manifest, job.tasks, job.text_b is not None))
     # The repository's current version now, for every actor: a version published while
     # the job runs is not mixed into its answers.
     job = RayJob(**{**job.__dict__, "store": probe.manifest.directory.resolve()})
     del probe
     if not ray.is_initialized():
-        ray.init(address=address, logging_level=logging.WARNING)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except ConnectionError as err:
+            raise ScoreError(f"--ray {address}: {' '.join(str(err).split())}") from None
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     if actors is None:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         # One CPU is left to Ray Data's read and write tasks.
         actors = max(1, (cpus - 1) // job.actor_cpus)
-    files = [str(path) for path in _input_files(source)]
     if fmt == "parquet":
         dataset = ray.data.read_parquet(files)
     else:
         dataset = ray.data.read_json(files, lines=True)
-    missing = [c for c in (job.text_a, job.text_b) if c and c not in dataset.schema().names]
-    if missing:
-        raise ScoreError(
-            f"{source}: has no column {missing[0]!r}; available columns: "
-            + ", ".join(dataset.schema().names)
-        )
-    clash = sorted(set([*columns, BAD_ROW_COLUMN]) & set(dataset.schema().names))
+    names = dataset.schema().names
+    _missing_column(str(source), names, job)
+    clash = sorted(set([*columns, BAD_ROW_COLUMN]) & set(names))
     if clash:
         raise ScoreError(f"{source}: the input already has the answer column {clash[0]!r}")
     scored = dataset.map_batches(
@@ -277,11 +289,50 @@ def run_ray(
             log.warning("skipped bad row: %s", reason)
         if not sink.written:
             raise ScoreError(f"{source}: no rows were scored: every row was bad and skipped")
-        staging.rename(output)
+        _replace(staging, output)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
     return RaySummary(rows=sink.written, skipped=list(sink.skipped))
+
+
+def _missing_column(where: str, names: Sequence[str], job: RayJob) -> None:
+    missing = [c for c in (job.text_a, job.text_b) if c and c not in names]
+    if missing:
+        raise ScoreError(
+            f"{where}: has no column {missing[0]!r}; available columns: " + ", ".join(names)
+        )
+
+
+_PART = re.compile(r"part-\d{8}\.(parquet|jsonl)")
+
+
+def _check_output(output: Path, overwrite: bool) -> None:
+    """The output directory is new, or (with `overwrite`) an earlier run's output: only
+    its part files, so that a mistyped --output cannot remove someone's directory."""
+    if not output.exists():
+        return
+    if not overwrite:
+        raise ScoreError(f"{output}: already exists; pass --overwrite to replace it")
+    if not output.is_dir():
+        raise ScoreError(f"{output}: is not a directory (with --ray the output is a directory)")
+    other = sorted(p.name for p in output.iterdir() if not _PART.fullmatch(p.name))
+    if other:
+        raise ScoreError(
+            f"{output}: holds {other[0]!r}, not only a scorer's part files: "
+            "--overwrite replaces only an earlier output; remove it yourself"
+        )
+
+
+def _replace(staging: Path, output: Path) -> None:
+    """Put the written directory at `output`; an earlier output (checked by
+    `_check_output`) is moved aside first and removed once the new one is in place."""
+    old = output.with_name(f"{output.name}.old-{os.getpid()}")
+    if output.exists():
+        output.rename(old)
+    staging.rename(output)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def _first_bad_row(files: list[str], job: RayJob) -> DataError | None:

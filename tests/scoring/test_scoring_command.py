@@ -1,14 +1,20 @@
-"""`bert-mts-score` as a user meets it: input it cannot read."""
+"""`bert-mts-score` as a user meets it: input it cannot read, an output that exists,
+refusals before the model is loaded, and progress that moves by rows."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from scoring import cli
+from scoring.core import resolve_tasks
+from scoring.formats import InputFile
+from scoring.local import Options, score_file, work_dir
 from service.engine import Engine
 from service.settings import Settings
 from tests.support.commands import assert_one_line_error, run
@@ -115,3 +121,141 @@ def test_an_unreadable_parquet_file_is_one_line(store, tmp_path, case, damage) -
         result = _score(store, source, out, *extra)
         assert_one_line_error(result, f"{source}: not a readable Parquet file")
         assert not out.exists()
+
+
+# --- an output that exists ----------------------------------------------------------------
+
+
+def test_an_existing_output_is_kept_unless_overwrite(store, tmp_path) -> None:
+    """A second run into the same file is refused in one line naming --overwrite (it
+    replaced the file without a word); with --overwrite it is replaced."""
+    source = _jsonl(tmp_path / "in.jsonl", [json.dumps({"text": t}) for t in GOOD])
+    out = tmp_path / "out.jsonl"
+    out.write_text("someone's results\n")
+
+    assert_one_line_error(_score(store, source, out), f"{out}: already exists", "--overwrite")
+    assert out.read_text() == "someone's results\n"
+
+    result = _score(store, source, out, "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert len(out.read_text().splitlines()) == len(GOOD)
+
+
+class Stop(Exception):
+    pass
+
+
+def test_resume_needs_no_overwrite_and_replaces_nothing(engine, tmp_path) -> None:
+    """A stopped run has written no output yet, so --resume continues it without
+    --overwrite; an output that exists stays refused under --resume too."""
+    source = InputFile(
+        _jsonl(tmp_path / "in.jsonl", [json.dumps({"text": t}) for t in GOOD]), "text", None
+    )
+    tasks = resolve_tasks(engine.manifest, ["sentiment"], False)
+    out = tmp_path / "out.jsonl"
+
+    def stop(index: int, rows: int) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        score_file(engine, tasks, source, out, Options(chunk_rows=2), on_chunk=stop)
+    summary = score_file(engine, tasks, source, out, Options(chunk_rows=2), resume=True)
+    assert summary.resumed_chunks == 1 and summary.rows == len(GOOD)
+
+    with pytest.raises(Stop):
+        score_file(engine, tasks, source, out, Options(chunk_rows=2), on_chunk=stop, overwrite=True)
+    assert work_dir(out).is_dir()
+    with pytest.raises(cli.ScoreError, match="--overwrite"):
+        score_file(engine, tasks, source, out, Options(chunk_rows=2), resume=True)
+    summary = score_file(
+        engine, tasks, source, out, Options(chunk_rows=2), resume=True, overwrite=True
+    )
+    assert summary.resumed_chunks == 1 and not work_dir(out).exists()
+
+
+# --- refusals before the model ------------------------------------------------------------
+
+
+def _no_model(*_args, **_kwargs):
+    raise AssertionError("the model was loaded before a refusal that needs none")
+
+
+@pytest.mark.parametrize(
+    ("case", "fragments"),
+    [
+        ("unknown task", ["unknown task 'nope'; served tasks:"]),
+        ("pair task without a pair", ["task paraphrase needs --text-b-column"]),
+        ("empty csv", ["file is empty"]),
+        ("header only", ["no data rows"]),
+        ("blank jsonl", ["no data rows"]),
+        ("missing column", ["has no column 'sentence'", "--text-a-column"]),
+        ("existing output", ["already exists", "--overwrite"]),
+        ("jsonl to csv", ["JSONL objects have no fixed columns"]),
+    ],
+)
+def test_refusals_that_need_no_model_come_before_it(
+    store, tmp_path, monkeypatch, capsys, case, fragments
+) -> None:
+    """Each refusal is one line and exit 2 with the graph never loaded (they came after
+    loading it: 10 s with the default model)."""
+    monkeypatch.setattr(cli.Engine, "load_store", _no_model)
+    monkeypatch.setattr(cli.Engine, "load", _no_model)
+    good_csv = tmp_path / "in.csv"
+    good_csv.write_text("text\n" + "".join(t + "\n" for t in GOOD))
+    source, out, extra = good_csv, tmp_path / "out.csv", []
+    if case == "unknown task":
+        extra = ["--task", "nope"]
+    elif case == "pair task without a pair":
+        extra = ["--task", "paraphrase"]
+    elif case == "empty csv":
+        source.write_text("")
+    elif case == "header only":
+        source.write_text("text\n")
+    elif case == "blank jsonl":
+        source = _jsonl(tmp_path / "in.jsonl", ["", "  "])
+    elif case == "missing column":
+        extra = ["--text-a-column", "sentence"]
+    elif case == "existing output":
+        out.write_text("kept\n")
+    elif case == "jsonl to csv":
+        source = _jsonl(tmp_path / "in.jsonl", [json.dumps({"text": t}) for t in GOOD])
+    argv = ["--store", str(store), "--input", str(source), "--output", str(out), *extra]
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bert-mts-score: error: "), lines
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+# --- progress -----------------------------------------------------------------------------
+
+
+def test_progress_moves_with_each_scored_batch(engine, tmp_path) -> None:
+    """Within one chunk (the default 8192 rows), progress comes per batch of rows, and
+    skipped rows count too: before, it moved once per chunk (0% for minutes)."""
+    texts = [*GOOD, "", *GOOD]  # line 8 is empty: skipped
+    source = tmp_path / "in.csv"
+    source.write_text("text\n" + "".join(f'"{t}"\n' for t in texts))
+    tasks = resolve_tasks(engine.manifest, ["sentiment"], False)
+    steps: list[int] = []
+    options = Options(batch_size=4, skip_bad_rows=True)
+    summary = score_file(
+        engine,
+        tasks,
+        InputFile(source, "text", None),
+        tmp_path / "o.jsonl",
+        options,
+        on_rows=steps.append,
+    )
+    assert summary.chunks == 1 and summary.rows == 2 * len(GOOD)
+    assert sorted(steps) == [1, 4, 4, 4]  # three batches of at most 4 rows, one skipped
+    assert sum(steps) == len(texts)
+
+
+def test_the_progress_bar_counts_rows_with_a_rate(store, tmp_path) -> None:
+    source = _jsonl(tmp_path / "in.jsonl", [json.dumps({"text": t}) for t in GOOD])
+    result = _score(store, source, tmp_path / "o.jsonl", "--progress", "--batch-size", "2")
+    assert result.returncode == 0, result.stderr
+    final = f"{len(GOOD)}/{len(GOOD)} "
+    assert re.search(re.escape(final) + r"\[[^\]]*rows/s\]", result.stderr), result.stderr

@@ -83,7 +83,7 @@ def _single_process(store: Path, corpus: Path, out: Path, fmt: str, skip: bool) 
     else:
         whole.write_text("".join(p.read_text() for p in sorted(corpus.iterdir())))
     engine = Engine.load(store, EngineConfig(provider="cpu"))
-    tasks = resolve_tasks(engine, list(TASKS), True)
+    tasks = resolve_tasks(engine.manifest, list(TASKS), True)
     options = Options(batch_size=1, skip_bad_rows=skip)
     score_file(engine, tasks, InputFile(whole, "s1", "s2"), out, options)
     if fmt == "parquet":
@@ -157,3 +157,24 @@ def test_ray_bad_rows_stop_with_file_and_line_or_are_skipped(
     line = f"bert-mts-score: error: {corpus / 'part-1.jsonl'}:3: empty text in column 's1'"
     assert line in err.splitlines() and "Traceback" not in err
     assert not out.exists() and list(tmp_path.glob("scored.tmp-*")) == []
+
+
+def test_ray_keeps_an_existing_output_unless_overwrite(store, tmp_path, capsys) -> None:
+    """Refused before the cluster or the model is touched: an existing output without
+    --overwrite (one line naming it), and with it a directory that holds anything but
+    a scorer's part files (a mistyped --output must not remove someone's directory)."""
+    corpus = _corpus(tmp_path / "corpus", "jsonl", _rows()[:5])
+    out = tmp_path / "scored"
+    out.mkdir()
+    (out / "part-00000000.jsonl").write_text("{}\n")
+    args = ["--store", str(store), "--input", str(corpus), "--output", str(out)]
+    args += ["--text-a-column", "s1", "--task", "sentiment", "--ray", "auto"]
+    for extra, fragments in (([], ["already exists", "--overwrite"]), (["--overwrite"], None)):
+        if fragments is None:  # with --overwrite: refused for the other file only
+            (out / "notes.txt").write_text("mine")
+            fragments = ["'notes.txt'", "not only a scorer's part files"]
+        capsys.readouterr()
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and all(f in err[0] for f in fragments), err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "part-00000000.jsonl"]
