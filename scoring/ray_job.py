@@ -15,7 +15,11 @@ the rows in input order.
 A bad row (a missing or empty text) stops the job; the driver then finds the input's
 first bad row with the single-process reader and reports it as `file:line: reason`.
 With `skip_bad_rows` the actor marks it instead, the sink leaves it out, and the driver
-logs and counts it (quoted: a batch does not know its rows' lines).
+logs and counts it (quoted: a batch does not know its rows' lines). A JSONL line that
+holds no JSON object (invalid JSON, an unpaired surrogate escape, nesting too deep)
+fails Ray's reader for its whole file, so it stops the job even with `skip_bad_rows`,
+reported the same way; so does a damaged Parquet file (a garbage or truncated one is
+refused from its footer before the job starts).
 """
 
 from __future__ import annotations
@@ -33,13 +37,13 @@ from model_store.manifest import load_manifest
 from model_store.repository import resolve_store
 from scoring.core import ScoreError, answer_columns, engine_config, resolve_tasks, score_texts
 from scoring.formats import InputFile, arrow_type, parquet_file
+from scoring.ray_read import BAD_ROW_COLUMN, jsonl_datasource
 from service.engine import Engine
 from training.data.examples import DataError
 from training.data.readers import BadRow, clean_text
 
 log = logging.getLogger(__name__)
 RETRIES = 3  # per batch and per actor, before the job fails
-BAD_ROW_COLUMN = "__bert_mts_bad_row"  # an actor's mark on a skipped row; never written
 
 
 @dataclass(frozen=True)
@@ -79,28 +83,33 @@ class ChunkScorer:
 
     def __call__(self, batch):
         """The batch with its answer columns. A bad row raises DataError, or (with
-        skip_bad_rows) stays in the batch with null answers and its reason in
-        BAD_ROW_COLUMN: the sink drops it and reports it to the driver, the one
-        channel from here that survives Ray's retries exactly once per row."""
+        skip_bad_rows) stays in the batch with null answers and its reason (and the
+        row, quoted) in BAD_ROW_COLUMN: the sink drops it and reports it to the
+        driver, the one channel from here that survives Ray's retries exactly once per
+        row. A row the reader marked (a JSONL line with no object) keeps its mark."""
         import pyarrow as pa
 
         job = self.job
-        column_a = batch.column(job.text_a).to_pylist()
-        column_b = batch.column(job.text_b).to_pylist() if job.text_b else None
+        column_a = _column(batch, job.text_a)
+        column_b = _column(batch, job.text_b) if job.text_b else None
         keep, texts_a, texts_b = [], [], [] if column_b is not None else None
-        reasons: list[str | None] = [None] * len(column_a)
+        reasons = _column(batch, BAD_ROW_COLUMN)
+        if BAD_ROW_COLUMN in batch.column_names:
+            batch = batch.drop_columns([BAD_ROW_COLUMN])
         for i, value in enumerate(column_a):
+            if reasons[i] is not None:
+                continue
             try:
                 text_a = clean_text(value, job.text_a)
                 text_b = None if column_b is None else clean_text(column_b[i], job.text_b)
             except BadRow as bad:
                 if not job.skip_bad_rows:
                     # A row's file and line are not known here: the driver finds them
-                    # (_first_bad_row); the row is quoted in case it cannot.
+                    # (_first_problem); the row is quoted in case it cannot.
                     raise DataError(
                         "input", None, f"{bad.reason} in row {_quote(batch, i)}"
                     ) from None
-                reasons[i] = bad.reason
+                reasons[i] = f"{bad.reason} in row {_quote(batch, i)}"
                 continue
             keep.append(i)
             texts_a.append(text_a)
@@ -121,11 +130,18 @@ class ChunkScorer:
         return batch
 
 
-def _quote(table, row: int, leave_out: Sequence[str] = ()) -> str:
-    """One row of an Arrow table or batch as JSON, its input's columns only (not
-    `leave_out`, the answers), cut short: enough to grep for."""
-    hidden = {BAD_ROW_COLUMN, *leave_out}
-    values = {n: table.column(n)[row].as_py() for n in table.column_names if n not in hidden}
+def _column(batch, name: str) -> list[object]:
+    """A column's values, or nulls where the batch lacks it (a JSONL block whose rows
+    all lack a key, or the reader's marks in a block without bad lines)."""
+    if name in batch.column_names:
+        return batch.column(name).to_pylist()
+    return [None] * batch.num_rows
+
+
+def _quote(table, row: int) -> str:
+    """One row of an input batch as JSON (before its answers are added), cut short:
+    enough to grep for."""
+    values = {n: table.column(n)[row].as_py() for n in table.column_names}
     return json.dumps(values, ensure_ascii=False, default=str)[:200]
 
 
@@ -146,7 +162,7 @@ def _input_format(path: Path) -> str:
     raise ScoreError(f"{path}: --ray reads a directory of .parquet or .jsonl files (found {found})")
 
 
-def _sink(path: str, fmt: str, answers: Sequence[str]):
+def _sink(path: str, fmt: str):
     """A Ray datasink writing one file per write task, named by the task's index
     (`part-00000000.parquet`, ...). With `preserve_order` Ray hands the write tasks
     the blocks in input order and numbers them in that order (a retried task keeps
@@ -183,9 +199,7 @@ def _sink(path: str, fmt: str, answers: Sequence[str]):
             skipped = []
             if BAD_ROW_COLUMN in table.column_names:
                 bad = pc.is_valid(table.column(BAD_ROW_COLUMN))
-                for i in pc.indices_nonzero(bad).to_pylist():
-                    reason = table.column(BAD_ROW_COLUMN)[i].as_py()
-                    skipped.append(f"{reason} in row {_quote(table, i, answers)}")
+                skipped = table.column(BAD_ROW_COLUMN).filter(bad).to_pylist()
                 table = table.filter(pc.invert(bad)).drop_columns([BAD_ROW_COLUMN])
             if table.num_rows:
                 self.write_block(BlockAccessor.for_block(table), 0, ctx)
@@ -257,11 +271,15 @@ def run_ray(
         actors = max(1, (cpus - 1) // job.actor_cpus)
     if fmt == "parquet":
         dataset = ray.data.read_parquet(files)
-    else:
-        dataset = ray.data.read_json(files, lines=True)
-    names = dataset.schema().names
+    else:  # the scorer's own line reader, not Ray's (scoring.ray_read says why)
+        source_rows = jsonl_datasource(files, job.skip_bad_rows, job.chunk_rows)
+        dataset = ray.data.read_datasource(source_rows)
+    try:
+        names = dataset.schema().names
+    except Exception as err:  # a read task failed: Ray wraps the reader's error
+        raise _first_problem(files, job) or err from None
     _missing_column(str(source), names, job)
-    clash = sorted(set([*columns, BAD_ROW_COLUMN]) & set(names))
+    clash = sorted(set(columns) & set(names))
     if clash:
         raise ScoreError(f"{source}: the input already has the answer column {clash[0]!r}")
     scored = dataset.map_batches(
@@ -276,15 +294,12 @@ def run_ray(
         max_task_retries=RETRIES,
     )
     staging = output.with_name(f"{output.name}.tmp-{os.getpid()}")
-    sink = _sink(str(staging), fmt, columns)
+    sink = _sink(str(staging), fmt)
     try:
         try:
             scored.write_datasink(sink)
-        except Exception as err:  # Ray wraps an actor's error in its own types
-            bad_row = _data_error(err) if not isinstance(err, ScoreError) else err
-            if bad_row is None:
-                raise
-            raise _first_bad_row(files, job) or bad_row from None
+        except Exception as err:  # Ray wraps an actor's or a read task's error in its own
+            raise _first_problem(files, job) or _data_error(err) or err from None
         for reason in sink.skipped:
             log.warning("skipped bad row: %s", reason)
         if not sink.written:
@@ -335,17 +350,21 @@ def _replace(staging: Path, output: Path) -> None:
         shutil.rmtree(old)
 
 
-def _first_bad_row(files: list[str], job: RayJob) -> DataError | None:
-    """The input's first bad row as `file:line: reason`, found by reading the files in
-    order with the single-process reader (only after an actor found a bad row: an
-    actor sees a batch, not where its rows came from). None if the reader finds none."""
+def _first_problem(files: list[str], job: RayJob) -> DataError | None:
+    """Why a Ray run failed, if the input is the cause, as `file:line: reason`: found by
+    reading the files in order with the single-process reader (an actor sees a batch,
+    not where its rows came from; Ray hands the driver its own error types): the first
+    bad row (without skip_bad_rows) or damaged Parquet part. None if it finds none."""
     for name in files:
         try:
-            for _ in InputFile(Path(name), job.text_a, job.text_b).chunks(job.chunk_rows, False):
+            source = InputFile(Path(name), job.text_a, job.text_b)
+        except DataError:
+            continue  # file-level (an empty part): Ray reads it; Parquet's were checked
+        try:
+            for _ in source.chunks(job.chunk_rows, job.skip_bad_rows):
                 pass
         except DataError as err:
-            if err.line is not None:
-                return err
+            return err
     return None
 
 
