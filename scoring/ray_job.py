@@ -24,12 +24,13 @@ refused from its footer before the job starts).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -275,7 +276,8 @@ def run_ray(
         source_rows = jsonl_datasource(files, job.skip_bad_rows, job.chunk_rows)
         dataset = ray.data.read_datasource(source_rows)
     try:
-        names = dataset.schema().names
+        with _errors_off_the_console():
+            names = dataset.schema().names
     except Exception as err:  # a read task failed: Ray wraps the reader's error
         raise _first_problem(files, job) or err from None
     _missing_column(str(source), names, job)
@@ -297,7 +299,8 @@ def run_ray(
     sink = _sink(str(staging), fmt)
     try:
         try:
-            scored.write_datasink(sink)
+            with _errors_off_the_console():
+                scored.write_datasink(sink)
         except Exception as err:  # Ray wraps an actor's or a read task's error in its own
             raise _first_problem(files, job) or _data_error(err) or err from None
         for reason in sink.skipped:
@@ -309,6 +312,32 @@ def run_ray(
         if staging.exists():
             shutil.rmtree(staging)
     return RaySummary(rows=sink.written, skipped=list(sink.skipped))
+
+
+class _NoErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+@contextlib.contextmanager
+def _errors_off_the_console() -> Iterator[None]:
+    """Ray Data's console without its ERROR records while the job runs: a failed task
+    logs Ray's tracebacks there (some 150 lines for one bad row). The driver explains a
+    fault of the input in one line itself, and re-raises any other failure with its
+    traceback; Ray Data's log file (ray-data.log in the session) keeps every record."""
+    consoles = [
+        handler
+        for handler in logging.getLogger("ray.data").handlers
+        if isinstance(handler, logging.StreamHandler)
+    ]
+    quiet = _NoErrors()
+    for handler in consoles:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in consoles:
+            handler.removeFilter(quiet)
 
 
 def _missing_column(where: str, names: Sequence[str], job: RayJob) -> None:
