@@ -259,3 +259,41 @@ def test_the_progress_bar_counts_rows_with_a_rate(store, tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     final = f"{len(GOOD)}/{len(GOOD)} "
     assert re.search(re.escape(final) + r"\[[^\]]*rows/s\]", result.stderr), result.stderr
+
+
+# --- what the scorer opens to the network --------------------------------------------------
+
+LISTENING_PROBE = """
+import json, os, sys
+from scoring import cli
+from tests.support.sockets import listening
+
+seen = []
+score_file = cli.score_file
+
+def watched(*args, on_rows=None, **kwargs):
+    def rows(n):
+        seen.extend(listening(os.getpid()))  # while the graph runs
+        on_rows(n)
+    return score_file(*args, on_rows=rows, **kwargs)
+
+cli.score_file = watched
+code = cli.main(sys.argv[1:])
+print(json.dumps({"code": code, "listening": seen, "ray": "ray" in sys.modules}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/net/tcp").is_file(), reason="reads Linux's /proc")
+def test_scoring_on_one_machine_listens_on_no_port(store, tmp_path) -> None:
+    """The single-machine scorer (the README's local example) opens no listening socket
+    and never imports Ray. A local Ray is not offered instead: Ray 2.60's `ray.init()`
+    binds its GCS, raylet and worker gRPC servers on every interface even with
+    `_node_ip_address="127.0.0.1"` (seen with `ss -ltnp`), so Ray is for a cluster set up
+    as docs/scoring.md says."""
+    source = _jsonl(tmp_path / "in.jsonl", [json.dumps({"text": t}) for t in GOOD])
+    args = ["--store", str(store), "--task", "sentiment", "--provider", "cpu"]
+    args += ["--input", str(source), "--output", str(tmp_path / "o.jsonl"), "--batch-size", "2"]
+    result = run("-c", LISTENING_PROBE, *args)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"code": 0, "listening": [], "ray": False}
