@@ -8,7 +8,9 @@ The output holds the input's columns and, per task, its answer columns by kind:
 `<task>_label`, `<task>_label_name`, `<task>_probabilities` (classification);
 `<task>_decision`, `<task>_label_name`, `<task>_probability` (binary); `<task>_score`
 (regression); then `truncated`. A bad row stops the run with `file:line: reason`, or
-is skipped and counted with --skip-bad-rows; misuse is one line and exit code 2.
+is skipped and counted with --skip-bad-rows; an existing output is kept unless
+--overwrite; misuse is one line and exit code 2, made before the model is loaded where
+it needs none. docs/scoring.md has the whole story, and how to secure a Ray cluster.
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-bad-rows",
         action="store_true",
-        help="skip and count rows with a missing or empty text",
+        help="skip and count bad rows (a missing or empty text, a wrong field count, a "
+        "JSONL line with no readable object) instead of stopping at the first",
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue a stopped run from its last written chunk"
@@ -118,7 +121,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--ray",
         metavar="ADDRESS",
-        help="run on a Ray cluster ('auto', or ray://host:10001) with Ray Data",
+        help="run on a Ray cluster ('auto', or ray://host:10001) with Ray Data; "
+        "secure the cluster first (docs/scoring.md)",
     )
     parser.add_argument(
         "--ray-actors",
