@@ -279,7 +279,7 @@ def run_ray(
         with _errors_off_the_console():
             names = dataset.schema().names
     except Exception as err:  # a read task failed: Ray wraps the reader's error
-        raise _first_problem(files, job) or err from None
+        raise _explained(err, files, job) from None
     _missing_column(str(source), names, job)
     clash = sorted(set(columns) & set(names))
     if clash:
@@ -302,7 +302,7 @@ def run_ray(
             with _errors_off_the_console():
                 scored.write_datasink(sink)
         except Exception as err:  # Ray wraps an actor's or a read task's error in its own
-            raise _first_problem(files, job) or _data_error(err) or err from None
+            raise _explained(err, files, job) from None
         for reason in sink.skipped:
             log.warning("skipped bad row: %s", reason)
         if not sink.written:
@@ -377,6 +377,13 @@ def _replace(staging: Path, output: Path) -> None:
     staging.rename(output)
     if old.exists():
         shutil.rmtree(old)
+
+
+def _explained(err: Exception, files: list[str], job: RayJob) -> Exception:
+    """The error to show for a failed Ray run: the input's first problem in one line if
+    the input is the cause (`_first_problem`, or the DataError a read task or actor
+    raised), else Ray's own error, traceback and all."""
+    return _first_problem(files, job) or _data_error(err) or err
 
 
 def _first_problem(files: list[str], job: RayJob) -> DataError | None:

@@ -42,9 +42,28 @@ def _table(records: list[dict]):
     return pa.table({name: [record.get(name) for record in records] for name in names})
 
 
+def _block(path: str, records: list[dict], lines: tuple[int, int]):
+    """`_table`, or one DataError line where Arrow cannot hold the values: a key whose
+    values differ in type (a number here, a string there). Ray Data needs Arrow; the
+    single-process run writes such rows to JSONL as they are."""
+    import pyarrow as pa
+
+    try:
+        return _table(records)
+    except pa.ArrowException as err:
+        detail = " ".join(str(err).split())
+        raise DataError(
+            path,
+            None,
+            f"lines {lines[0]}-{lines[1]}: values of one key differ in type ({detail}); "
+            "Ray Data needs one type per column: score the file without --ray",
+        ) from None
+
+
 def jsonl_rows(path: str, stream, skip_bad_rows: bool, rows_per_block: int) -> Iterator:
     """Arrow tables of up to `rows_per_block` rows of one JSONL file, in line order."""
     records: list[dict] = []
+    first = 0
     for line, item in json_objects(decoded_lines(path, _byte_lines(stream))):
         if isinstance(item, BadRow):
             if not skip_bad_rows:
@@ -52,12 +71,13 @@ def jsonl_rows(path: str, stream, skip_bad_rows: bool, rows_per_block: int) -> I
             item = {BAD_ROW_COLUMN: str(DataError(path, line, item.reason))}
         elif BAD_ROW_COLUMN in item:
             raise DataError(path, line, f"the key {BAD_ROW_COLUMN!r} is the scorer's own")
+        first = first or line
         records.append(item)
         if len(records) == rows_per_block:
-            yield _table(records)
-            records = []
+            yield _block(path, records, (first, line))
+            records, first = [], 0
     if records:
-        yield _table(records)
+        yield _block(path, records, (first, line))
 
 
 def jsonl_datasource(files: list[str], skip_bad_rows: bool, rows_per_block: int):
