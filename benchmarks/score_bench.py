@@ -66,6 +66,7 @@ def scorer_run(args: argparse.Namespace, source: Path, out: Path) -> tuple[float
         "--provider",
         "cpu",
         "--no-progress",
+        "--overwrite",
         "--threads",
         str(args.threads),
         "--chunk-rows",
@@ -115,7 +116,7 @@ def main() -> None:
     # The scorer's own settings (scoring.core.engine_config), for the ceiling too: both
     # passes run on this one session.
     engine = Engine.load(args.store, engine_config(args.graph, "cpu", args.threads))
-    tasks = resolve_tasks(engine, [args.task], pair=False)
+    tasks = resolve_tasks(engine.manifest, [args.task], pair=False)
     name = args.input.name
     with tempfile.TemporaryDirectory() as tmp:
         lines = args.input.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -133,7 +134,8 @@ def main() -> None:
             ceilings.append(ceiling_pass(engine, texts, args.task))
             ceiling_cpu.append((time.process_time() - cpu) / len(texts) * 1e3)
             started, cpu = time.perf_counter(), time.process_time()
-            summary = score_file(engine, tasks, source, out, Options(chunk_rows=args.chunk_rows))
+            options = Options(chunk_rows=args.chunk_rows)
+            summary = score_file(engine, tasks, source, out, options, overwrite=True)
             rates.append(summary.rows / (time.perf_counter() - started))
             scorer_cpu.append((time.process_time() - cpu) / summary.rows * 1e3)
         rows = summary.rows

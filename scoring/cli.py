@@ -8,7 +8,9 @@ The output holds the input's columns and, per task, its answer columns by kind:
 `<task>_label`, `<task>_label_name`, `<task>_probabilities` (classification);
 `<task>_decision`, `<task>_label_name`, `<task>_probability` (binary); `<task>_score`
 (regression); then `truncated`. A bad row stops the run with `file:line: reason`, or
-is skipped and counted with --skip-bad-rows; misuse is one line and exit code 2.
+is skipped and counted with --skip-bad-rows; an existing output is kept unless
+--overwrite; misuse is one line and exit code 2, made before the model is loaded where
+it needs none. docs/scoring.md has the whole story, and how to secure a Ray cluster.
 """
 
 from __future__ import annotations
@@ -19,13 +21,19 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from model_store.cli import STORE_ERRORS, OneLineArgumentParser, run_cli
 from model_store.locations import default_store
+from model_store.manifest import load_manifest
+from model_store.repository import resolve_store
 from scoring.core import ALL_TASKS, ScoreError, engine_config, resolve_tasks
-from scoring.local import Options, score_file
+from scoring.local import Options, check_run, score_file
 from service.engine import Engine, EngineError
 from training.data.examples import DataError
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 PROG = "bert-mts-score"
 log = logging.getLogger(PROG)
@@ -93,10 +101,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-bad-rows",
         action="store_true",
-        help="skip and count rows with a missing or empty text",
+        help="skip and count bad rows (a missing or empty text, a wrong field count, a "
+        "JSONL line with no readable object) instead of stopping at the first",
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue a stopped run from its last written chunk"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output (without it, an existing output is refused)",
     )
     parser.add_argument(
         "--progress",
@@ -107,7 +121,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--ray",
         metavar="ADDRESS",
-        help="run on a Ray cluster ('auto', or ray://host:10001) with Ray Data",
+        help="run on a Ray cluster ('auto', or ray://host:10001) with Ray Data; "
+        "secure the cluster first (docs/scoring.md)",
     )
     parser.add_argument(
         "--ray-actors",
@@ -140,59 +155,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _load(args: argparse.Namespace, threads: int) -> Engine:
-    return Engine.load(args.store, engine_config(args.graph, args.provider, threads))
-
-
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
     logging.getLogger("scoring.local").setLevel(logging.WARNING)
     if args.ray:
-        from scoring.ray_job import RayJob, run_ray
-
-        job = RayJob(
-            store=args.store,
-            tasks=tuple(args.tasks),
-            text_a=args.text_a_column,
-            text_b=args.text_b_column,
-            graph=args.graph,
-            provider=args.provider,
-            batch_size=args.batch_size,
-            batch_tokens=args.batch_tokens,
-            chunk_rows=args.chunk_rows,
-            skip_bad_rows=args.skip_bad_rows,
-            actor_cpus=args.ray_actor_cpus,
-            actor_gpus=args.ray_actor_gpus,
-        )
-        summary = run_ray(job, args.input, args.output, args.ray, args.ray_actors)
-        log.info(
-            "scored %d rows; skipped %d bad rows; wrote %s",
-            summary.rows,
-            len(summary.skipped),
-            args.output,
-        )
-        return 0
+        return _main_ray(args)
     from scoring.formats import InputFile
 
+    # Everything that needs no model first: the manifest (milliseconds, no hashing),
+    # the input's columns, the output. Loading the graph takes seconds to minutes.
+    store = resolve_store(args.store)
+    pair = args.text_b_column is not None
+    named = resolve_tasks(load_manifest(store, verify=False), args.tasks, pair)
     source = InputFile(args.input, args.text_a_column, args.text_b_column)
-    engine = _load(args, args.threads)
-    tasks = resolve_tasks(engine, args.tasks, pair=args.text_b_column is not None)
+    check_run(named, source, args.output, args.overwrite)
+    engine = Engine.load_store(store, engine_config(args.graph, args.provider, args.threads))
+    tasks = resolve_tasks(engine.manifest, args.tasks, pair)
     options = Options(args.chunk_rows, args.batch_size, args.batch_tokens, args.skip_bad_rows)
-    from tqdm import tqdm
-
     started = time.perf_counter()
-    with tqdm(
-        total=source.approximate_rows(),
-        unit="rows",
-        disable=_no_bar(args.progress),
-        dynamic_ncols=True,
-        file=sys.stderr,
-    ) as bar:
-
-        def advance(_index: int, rows: int) -> None:
-            bar.update(rows)
-
-        summary = score_file(engine, tasks, source, args.output, options, args.resume, advance)
+    with progress_bar(source.approximate_rows(), args.progress) as bar:
+        summary = score_file(
+            engine,
+            tasks,
+            source,
+            args.output,
+            options,
+            args.resume,
+            overwrite=args.overwrite,
+            on_rows=bar.update,
+        )
     elapsed = time.perf_counter() - started
     resumed = f", {summary.resumed_chunks} chunks resumed" if summary.resumed_chunks else ""
     log.info(
@@ -209,6 +200,47 @@ def _main(argv: Sequence[str] | None) -> int:
         args.output,
     )
     return 0
+
+
+def _main_ray(args: argparse.Namespace) -> int:
+    from scoring.ray_job import RayJob, run_ray
+
+    job = RayJob(
+        store=args.store,
+        tasks=tuple(args.tasks),
+        text_a=args.text_a_column,
+        text_b=args.text_b_column,
+        graph=args.graph,
+        provider=args.provider,
+        batch_size=args.batch_size,
+        batch_tokens=args.batch_tokens,
+        chunk_rows=args.chunk_rows,
+        skip_bad_rows=args.skip_bad_rows,
+        actor_cpus=args.ray_actor_cpus,
+        actor_gpus=args.ray_actor_gpus,
+    )
+    summary = run_ray(job, args.input, args.output, args.ray, args.ray_actors, args.overwrite)
+    log.info(
+        "scored %d rows; skipped %d bad rows; wrote %s",
+        summary.rows,
+        len(summary.skipped),
+        args.output,
+    )
+    return 0
+
+
+def progress_bar(total: int, progress: bool | None) -> tqdm:
+    """A bar on stderr counting rows, with tqdm's rate and time left; `update(rows)`
+    after each scored batch, so it moves within a chunk."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        unit="rows",
+        disable=_no_bar(progress),
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
 
 
 def _no_bar(progress: bool | None) -> bool | None:

@@ -6,9 +6,9 @@ the service's own, so both equal `/v1/tasks/{task}`'s.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
-from model_store.manifest import TaskEntry
+from model_store.manifest import Manifest, TaskEntry
 from model_store.tokenizer import EncodedRow
 from service.answers import FIELDS, answer
 from service.engine import Engine, EngineConfig
@@ -30,20 +30,23 @@ def engine_config(graph: str = "auto", provider: str = "auto", threads: int = 0)
     )
 
 
-def resolve_tasks(engine: Engine, requested: Sequence[str], pair: bool) -> list[TaskEntry]:
-    """The served tasks asked for, in the order asked, repeats dropped; `all` means
-    every served task that takes the input's shape (one text, or a pair)."""
+def resolve_tasks(manifest: Manifest, requested: Sequence[str], pair: bool) -> list[TaskEntry]:
+    """The store's tasks asked for, in the order asked, repeats dropped; `all` means
+    every task that takes the input's shape (one text, or a pair). It needs only the
+    manifest (`load_manifest(store, verify=False)` reads it in milliseconds), so a
+    wrong task is refused before the graph is loaded."""
     if list(requested) == [ALL_TASKS]:
-        tasks = [t for t in engine.manifest.tasks if t.pair == pair]
+        tasks = [t for t in manifest.tasks if t.pair == pair]
         if not tasks:
             shape = "text pairs" if pair else "single texts"
             raise ScoreError(f"no served task takes {shape}")
         return tasks
+    by_name = {task.name: task for task in manifest.tasks}
     tasks = []
     for name in dict.fromkeys(requested):
-        task = engine.tasks.get(name)
+        task = by_name.get(name)
         if task is None:
-            served = ", ".join(sorted(engine.tasks)) or "none"
+            served = ", ".join(sorted(by_name)) or "none"
             raise ScoreError(f"unknown task {name!r}; served tasks: {served}")
         if task.pair != pair:
             need = "--text-b-column (it takes text pairs)" if task.pair else "no --text-b-column"
@@ -82,9 +85,12 @@ def score_texts(
     texts_b: Sequence[str] | None,
     batch_size: int = 32,
     batch_tokens: int = 16384,
+    on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, list[object]]:
     """Every task's answers for every text (or pair), as columns in input order. Each
-    row asks all `tasks` at once: its frozen layers run once, then each task's branch."""
+    row asks all `tasks` at once: its frozen layers run once, then each task's branch.
+    `on_batch(rows)` after each batch: progress that moves while a chunk is scored (a
+    chunk of 8192 rows takes minutes on a CPU)."""
     columns = answer_columns(tasks)
     out: dict[str, list[object]] = {name: [None] * len(texts_a) for name in columns}
     if not texts_a:
@@ -98,4 +104,6 @@ def score_texts(
                 for field, value in answer(task, prediction[task.name].values).items():
                     out[f"{task.name}_{field}"][position] = value
             out[TRUNCATED_COLUMN][position] = rows[position].truncated
+        if on_batch is not None:
+            on_batch(len(batch))
     return out

@@ -10,8 +10,10 @@ is reported by its 1-based row number. Only one chunk is ever held in memory.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -47,6 +49,25 @@ def _pyarrow():
     return pyarrow
 
 
+@contextlib.contextmanager
+def _parquet_errors(display: str, where: str = "") -> Iterator[None]:
+    """pyarrow's errors while reading `display` as one DataError line: a truncated or
+    garbage file fails at its footer (ArrowInvalid), a damaged page as it is read (an
+    OSError with pyarrow's multi-line message), neither with a row to point at."""
+    pa = _pyarrow()
+    try:
+        yield
+    except (pa.ArrowException, OSError) as err:
+        detail = " ".join(str(err).split())
+        raise DataError(display, None, f"not a readable Parquet file{where}: {detail}") from None
+
+
+def parquet_file(path: Path):
+    """The pyarrow ParquetFile at `path`, its footer read: DataError if it cannot be."""
+    with _parquet_errors(os.fspath(path)):
+        return _pyarrow().parquet.ParquetFile(path)
+
+
 @dataclass
 class Chunk:
     """One chunk of the input: its good rows' records and texts, and skipped lines."""
@@ -75,6 +96,8 @@ class InputFile:
         self.text_a = text_a
         self.text_b = text_b
         self.columns = self._columns()  # None for JSONL: each object has its own keys
+        if self.format == "jsonl":
+            self._check_not_empty()
 
     def _wanted(self) -> list[str]:
         return [c for c in (self.text_a, self.text_b) if c is not None]
@@ -94,21 +117,35 @@ class InputFile:
         if self.format == "jsonl":
             return None
         if self.format == "parquet":
-            pq = _pyarrow().parquet
-            names = pq.ParquetFile(self.path).schema_arrow.names
+            parquet = self._parquet_file()
+            if parquet.metadata.num_rows == 0:
+                raise DataError(self.display, None, "no data rows")
+            names = parquet.schema_arrow.names
         else:
-            records = self._delimited_records()
-            first = next(records, None)
-            if first is None:
-                raise DataError(self.display, None, "file is empty (expected a header row)")
+            with contextlib.closing(self._delimited_records()) as records:
+                first = next(records, None)
+                if first is None:
+                    raise DataError(self.display, None, "file is empty (expected a header row)")
+                if next(records, None) is None:
+                    raise DataError(self.display, None, "no data rows")
             names = [name.strip() for name in first[1]]
         self._missing_column(names)
         return names
 
+    def _parquet_file(self):
+        return parquet_file(self.path)
+
+    def _check_not_empty(self) -> None:
+        """A JSONL file without a non-blank line is refused before any work starts (CSV,
+        TSV and Parquet are checked with their columns)."""
+        with self.path.open("rb") as handle:
+            if not any(line.strip() for line in handle):
+                raise DataError(self.display, None, "no data rows")
+
     def approximate_rows(self) -> int:
         """Rows to expect, for the progress bar: Parquet's metadata, else lines."""
         if self.format == "parquet":
-            return _pyarrow().parquet.ParquetFile(self.path).metadata.num_rows
+            return self._parquet_file().metadata.num_rows
         lines = 0
         with self.path.open("rb") as handle:
             while block := handle.read(1 << 20):
@@ -185,13 +222,16 @@ class InputFile:
         self, chunk_rows: int, skip_bad_rows: bool, start_chunk: int
     ) -> Iterator[Chunk]:
         pa = _pyarrow()
-        source = pa.parquet.ParquetFile(self.path)
-        if source.metadata.num_rows == 0:
-            raise DataError(self.display, None, "no data rows")
-        for index, batch in enumerate(source.iter_batches(batch_size=chunk_rows)):
+        source = self._parquet_file()
+        batches = source.iter_batches(batch_size=chunk_rows)
+        for index in itertools.count():
+            first_row = index * chunk_rows + 1
+            with _parquet_errors(self.display, f" (from row {first_row} on)"):
+                batch = next(batches, None)
+            if batch is None:
+                return
             if index < start_chunk:
                 continue
-            first_row = index * chunk_rows + 1
             column_a = batch.column(self.text_a).to_pylist()
             column_b = batch.column(self.text_b).to_pylist() if self.text_b else None
             keep, chunk = [], self._new_chunk(index)

@@ -109,6 +109,30 @@ def _prepare(directory: Path, state: dict[str, object], resume: bool) -> int:
     return 0
 
 
+def check_run(
+    tasks: list[TaskEntry], source: InputFile, output: Path, overwrite: bool = False
+) -> None:
+    """Every refusal that needs neither the graph nor a scored row, so that the command
+    makes them before it loads the model: the output's format, the input's columns
+    against the answers', and an output that exists (kept unless `overwrite`; a
+    resumed run replaces nothing either, as its output is only written at its end)."""
+    out_format = format_of(output)
+    if source.columns is None and out_format in ("csv", "tsv"):
+        raise ScoreError(
+            f"{output}: JSONL objects have no fixed columns to write as {out_format}; "
+            "write .jsonl or .parquet"
+        )
+    clash = sorted(set(answer_columns(tasks)) & set(source.columns or ()))
+    if clash:
+        raise ScoreError(f"{source.path}: the input already has the answer column {clash[0]!r}")
+    if output.resolve() == source.path.resolve():
+        raise ScoreError(f"{output}: the output would overwrite the input")
+    if output.is_dir():
+        raise ScoreError(f"{output}: is a directory (without --ray the output is one file)")
+    if output.exists() and not overwrite:
+        raise ScoreError(f"{output}: already exists; pass --overwrite to replace it")
+
+
 def score_file(
     engine: Engine,
     tasks: list[TaskEntry],
@@ -117,21 +141,17 @@ def score_file(
     options: Options = Options(),
     resume: bool = False,
     on_chunk: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
+    on_rows: Callable[[int], None] | None = None,
 ) -> Summary:
-    """Score every row of `source` for `tasks` into `output`. `on_chunk(index, rows)` is
-    called after each chunk is safely written (progress, or a test's interruption)."""
+    """Score every row of `source` for `tasks` into `output` (refused if it exists,
+    unless `overwrite`). `on_chunk(index, rows)` is called after each chunk is safely
+    written (a test's interruption); `on_rows(rows)` as rows are done: each scored
+    batch, each chunk's skipped rows, and at the start a resumed run's finished rows
+    (progress)."""
+    check_run(tasks, source, output, overwrite)
     out_format = format_of(output)
     columns = answer_columns(tasks)
-    if source.columns is None and out_format in ("csv", "tsv"):
-        raise ScoreError(
-            f"{output}: JSONL objects have no fixed columns to write as {out_format}; "
-            "write .jsonl or .parquet"
-        )
-    clash = sorted(set(columns) & set(source.columns or ()))
-    if clash:
-        raise ScoreError(f"{source.path}: the input already has the answer column {clash[0]!r}")
-    if output.resolve() == source.path.resolve():
-        raise ScoreError(f"{output}: the output would overwrite the input")
     output.parent.mkdir(parents=True, exist_ok=True)
     directory = work_dir(output)
     state = fingerprint(engine, tasks, source, output, options)
@@ -143,10 +163,20 @@ def score_file(
         summary.skipped += [tuple(s) for s in meta["skipped"]]
     if on_chunk is not None and done:
         on_chunk(done - 1, summary.rows + len(summary.skipped))
+    if on_rows is not None and done:
+        on_rows(summary.rows + len(summary.skipped))
     for chunk in source.chunks(options.chunk_rows, options.skip_bad_rows, start_chunk=done):
         answers = score_texts(
-            engine, tasks, chunk.texts_a, chunk.texts_b, options.batch_size, options.batch_tokens
+            engine,
+            tasks,
+            chunk.texts_a,
+            chunk.texts_b,
+            options.batch_size,
+            options.batch_tokens,
+            on_batch=on_rows,
         )
+        if on_rows is not None and chunk.skipped:
+            on_rows(len(chunk.skipped))
         part = _part(directory, chunk.index, out_format)
         if len(chunk):
             staging = part.with_name(part.name + ".tmp")

@@ -116,7 +116,9 @@ async def test_every_kind_answers_as_the_service_row_by_row(engine, store, tmp_p
         approx = (lambda v: v) if exact else (lambda v: pytest.approx(v, abs=1e-6))
         out = tmp_path / f"text-{exact}.csv"
         source = InputFile(text_file, "sentence", None)
-        score_file(engine, resolve_tasks(engine, ["sentiment"], False), source, out, options)
+        score_file(
+            engine, resolve_tasks(engine.manifest, ["sentiment"], False), source, out, options
+        )
         rows = _read_rows(out)
         assert [r["sentence"] for r in rows] == texts  # input order, input columns kept
         assert [r["id"] for r in rows] == [str(i) for i in range(len(texts))]
@@ -128,7 +130,7 @@ async def test_every_kind_answers_as_the_service_row_by_row(engine, store, tmp_p
         assert any(_as_json(r["truncated"]) for r in rows)
 
         out = tmp_path / f"pairs-{exact}.tsv"
-        tasks = resolve_tasks(engine, ["paraphrase", "similarity"], True)
+        tasks = resolve_tasks(engine.manifest, ["paraphrase", "similarity"], True)
         score_file(engine, tasks, InputFile(pair_file, "q1", "q2"), out, options)
         rows = _read_rows(out)
         assert [(r["q1"], r["q2"]) for r in rows] == pairs
@@ -152,7 +154,7 @@ async def test_embeddings_score_as_the_service_answers(embedding_repository, tmp
     want = await _service_answers(engine, embedding_repository, "embedding", texts)
     source = _write_csv(tmp_path / "in.csv", ["text"], [[t] for t in texts])
     out = tmp_path / "out.jsonl"
-    tasks = resolve_tasks(engine, ["embedding", "sentiment"], False)
+    tasks = resolve_tasks(engine.manifest, ["embedding", "sentiment"], False)
     score_file(engine, tasks, InputFile(source, "text", None), out, Options(batch_size=1))
     rows = _read_rows(out)
     assert [r["text"] for r in rows] == texts
@@ -177,10 +179,10 @@ def test_the_scorers_engine_answers_as_the_services(engine, store) -> None:
         texts_b = list(reversed(texts)) if pair else None
         for batch_size in (1, 3, 7, 32):
             want = score_texts(
-                engine, resolve_tasks(engine, tasks, pair), texts, texts_b, batch_size
+                engine, resolve_tasks(engine.manifest, tasks, pair), texts, texts_b, batch_size
             )
             got = score_texts(
-                scorer, resolve_tasks(scorer, tasks, pair), texts, texts_b, batch_size
+                scorer, resolve_tasks(scorer.manifest, tasks, pair), texts, texts_b, batch_size
             )
             assert got == want
 
@@ -213,7 +215,7 @@ def test_an_interrupted_run_resumes_to_the_same_file(engine, tmp_path, fmt) -> N
     """Stopped after 2 chunks of 5 rows, then resumed: the output is byte for byte the
     uninterrupted run's, and only the missing chunks were scored again."""
     source = InputFile(_input(tmp_path, fmt), "sentence", None)
-    tasks = resolve_tasks(engine, ["sentiment", "sentiment"], False)
+    tasks = resolve_tasks(engine.manifest, ["sentiment", "sentiment"], False)
     options = Options(chunk_rows=5)
     whole = tmp_path / f"whole.{fmt}"
     score_file(engine, tasks, source, whole, options)
@@ -255,7 +257,7 @@ def test_an_interrupted_run_resumes_to_the_same_file(engine, tmp_path, fmt) -> N
 
 def test_resume_refuses_a_changed_run(engine, tmp_path) -> None:
     source = InputFile(_input(tmp_path, "csv"), "sentence", None)
-    tasks = resolve_tasks(engine, ["sentiment"], False)
+    tasks = resolve_tasks(engine.manifest, ["sentiment"], False)
     out = tmp_path / "out.csv"
 
     def stop(index: int, rows: int) -> None:
@@ -271,7 +273,7 @@ def test_bad_rows_stop_with_their_line_or_are_skipped_and_counted(engine, tmp_pa
     path = tmp_path / "in.tsv"
     path.write_text("a\tb\nfine\tgood\n\tno first\nx\ty\nonly one field\nlast\t  \n")
     source = InputFile(path, "a", "b")
-    tasks = resolve_tasks(engine, ["similarity"], True)
+    tasks = resolve_tasks(engine.manifest, ["similarity"], True)
     with pytest.raises(DataError) as err:
         score_file(engine, tasks, source, tmp_path / "out.jsonl")
     assert str(err.value) == f"{path}:3: empty text in column 'a'"
@@ -292,7 +294,7 @@ def test_broken_quoting_stops_the_scorer_as_it_stops_training(engine, tmp_path) 
     path.write_text('sentence\tlabel\nOk.\t1\n"never closed\t1\nMore.\t0\n')
     with pytest.raises(DataError) as training:
         read_examples(path, Columns("sentence", None, "label"), binary_label())
-    tasks = resolve_tasks(engine, ["sentiment"], False)
+    tasks = resolve_tasks(engine.manifest, ["sentiment"], False)
     for skip in (False, True):
         with pytest.raises(DataError) as scoring:
             options = Options(skip_bad_rows=skip)

@@ -225,7 +225,13 @@ def _iter_delimited(
 
 def json_objects(lines: Iterable[str]) -> Iterator[tuple[int, dict | BadRow]]:
     """``(line, object or bad row)`` for each non-blank line of a JSONL file: the
-    object a line holds, or why it holds none (shared with the offline scorer)."""
+    object a line holds, or why it holds none (shared with the offline scorer).
+
+    Two lines that ``json.loads`` accepts or trips on are bad rows too, not crashes:
+    nesting deeper than Python's recursion limit (RecursionError), and a string with
+    an unpaired UTF-16 surrogate escape such as ``"\\ud800"`` (valid JSON syntax, but
+    no Unicode text: the tokenizer rejects it with a TypeError, and no UTF-8 file can
+    hold it)."""
     for lineno, text in enumerate(lines, start=1):
         if not text.strip():
             continue
@@ -234,10 +240,30 @@ def json_objects(lines: Iterable[str]) -> Iterator[tuple[int, dict | BadRow]]:
         except json.JSONDecodeError as err:
             yield lineno, BadRow(f"not valid JSON: {err.msg} (column {err.colno})")
             continue
+        except RecursionError:
+            yield lineno, BadRow("JSON nested too deeply to read (beyond Python's recursion limit)")
+            continue
         if not isinstance(obj, dict):
             yield lineno, BadRow(f"expected a JSON object, got {type(obj).__name__}")
             continue
+        surrogate = _lone_surrogate(text, obj)
+        if surrogate is not None:
+            yield lineno, BadRow(f"not valid Unicode: {surrogate} is an unpaired surrogate escape")
+            continue
         yield lineno, obj
+
+
+def _lone_surrogate(text: str, obj: dict) -> str | None:
+    """The first unpaired surrogate in the decoded line, as its escape, or None. Only a
+    ``\\u`` escape can produce one (the line itself was decoded from UTF-8), so lines
+    without an escape are not re-encoded."""
+    if "\\u" not in text:
+        return None
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"\\u{ord(err.object[err.start]):04x}"
+    return None
 
 
 def _iter_jsonl(
