@@ -45,7 +45,8 @@ def adapt(block: str, repository: Path, port: int, work: Path, base: Path) -> st
     lines = []
     for line in script.splitlines():
         if "bert-mts-train" in line:
-            line += f" --out {work / 'branches'} --base-model {base} --max-seq-len 32 --epochs 1 --quiet"
+            line += f" --out {work / 'branches'} --base-model {base}"
+            line += " --max-seq-len 32 --epochs 1 --quiet"
         if "bert-mts-store publish" in line:
             line += f" --base-model {base}"
         lines.append(line)
