@@ -343,7 +343,8 @@ def test_every_sh_block_names_commands_options_and_files_that_exist() -> None:
 def adapt(block: Block, work: Path, port: int, base: Path) -> str:
     """The block with the walk's substitutions, one line per command."""
     lines = []
-    for line in block.text.replace("\\\n", " ").splitlines():
+    for printed in block.text.replace("\\\n", " ").splitlines():
+        line, _, comment = printed.partition("  #")  # options go before a trailing comment
         line = line.replace("localhost:8000", f"127.0.0.1:{port}")
         line = line.replace("/tmp/", f"{work}/tmp/")
         if re.match(r"make serve\s*(#.*)?$", line):  # what `make serve` ends in, in the background
@@ -361,7 +362,7 @@ def adapt(block: Block, work: Path, port: int, base: Path) -> str:
             line += f" --base-model {base} --max-seq-len 32 --epochs 1 --quiet"
         if re.search(r"bert-mts-(store publish|merge|evaluate) ", line):  # the tiny base
             line += f" --base-model {base}"
-        lines.append(line)
+        lines.append(f"{line}  #{comment}" if comment else line)
     return "\n".join(lines) + "\n"
 
 
