@@ -1,10 +1,12 @@
-"""The README's "Add your own task" block, run as printed: serve with a token, train a
+"""docs/training.md's "Add your own task" block, run as printed: serve with a token, train a
 task, publish it, reload, query it, remove it, reload, prune, stop. The block is read
-from README.md itself, so a command that drifts from what works fails here. Only what
+from docs/training.md itself, so a command that drifts from what works fails here. Only what
 must differ on a test machine is substituted: the environment (`.venv/bin/`: the
 directory of this interpreter, whose console scripts run this checkout's code), the
 store (a tiny repository the test builds), the port (a free one), the training file
-(written here) and the base (the tiny one), and training runs one epoch."""
+(written here), the branch folder (training's default, `models/branches`, relative to
+the working directory: here one in a temporary directory) and the base (the tiny one),
+and training runs one epoch."""
 
 from __future__ import annotations
 
@@ -19,11 +21,12 @@ from tests.support.commands import ROOT
 from tests.support.servers import free_port
 from tests.support.tiny_store import TinyBranches
 
-SECTION = "### Add your own task"
+PAGE = ROOT / "docs" / "training.md"
+SECTION = "## Add your own task"
 
 
 def readme_block() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = PAGE.read_text(encoding="utf-8")
     section = text[text.index(SECTION) :]
     return re.search(r"```sh\n(.*?)```", section, re.S).group(1)
 
@@ -34,7 +37,7 @@ def adapt(block: str, repository: Path, port: int, work: Path, base: Path) -> st
     script = script.replace("models/default", str(repository))
     script = script.replace("localhost:8000", f"127.0.0.1:{port}")
     script = script.replace("topics.csv", str(work / "topics.csv"))
-    script = script.replace("runs/branches", str(work / "branches"))
+    script = script.replace("models/branches", str(work / "branches"))
     script = script.replace(
         f"bert-mts-serve --model-dir {repository}",
         f"bert-mts-serve --model-dir {repository} --port {port} --provider cpu",
@@ -42,7 +45,8 @@ def adapt(block: str, repository: Path, port: int, work: Path, base: Path) -> st
     lines = []
     for line in script.splitlines():
         if "bert-mts-train" in line:
-            line += f" --base-model {base} --max-seq-len 32 --epochs 1 --quiet"
+            line += f" --out {work / 'branches'} --base-model {base}"
+            line += " --max-seq-len 32 --epochs 1 --quiet"
         if "bert-mts-store publish" in line:
             line += f" --base-model {base}"
         lines.append(line)
