@@ -98,6 +98,31 @@ def _published_branches(repository: Path) -> set[tuple[str, str]]:
     }
 
 
+def remove_unused_branches(repository: Path, keep: Sequence[Path] = ()) -> list[Path]:
+    """Remove the kept branch copies no version was merged from (but `keep`): what a
+    publish killed after copying its branch left behind, and the branches of pruned
+    versions (a publish re-merges only the current version's). Call it under the
+    repository's writer lock: a publish running beside it would still need its copy."""
+    root = repository / BRANCHES_DIR
+    if not root.is_dir():
+        return []
+    try:
+        used = _published_branches(repository)
+    except UsageError:  # a version whose tasks cannot be read: what it uses is unknown
+        return []
+    spared = {path.resolve() for path in keep}
+    removed = []
+    for task in sorted(p for p in root.iterdir() if p.is_dir()):
+        for copy in sorted(p for p in task.iterdir() if p.is_dir()):
+            if (task.name, copy.name) in used or copy.resolve() in spared:
+                continue
+            shutil.rmtree(copy, ignore_errors=True)
+            removed.append(copy)
+        with contextlib.suppress(OSError):
+            task.rmdir()  # only once no copy of the task is left
+    return removed
+
+
 def forget_branches(copies: Sequence[Path]) -> None:
     """Remove branch copies a refused publish made (and their task directory, if
     emptied), so a corrected republish of the same branch version starts from its own

@@ -23,6 +23,7 @@ from model_store.manifest import MANIFEST_FILE, Manifest, StoreError, load_manif
 from model_store.quoting import quoted
 
 CURRENT_FILE = "CURRENT"
+NAME_MAX = 255  # the longest file name (and so version id) a file system takes
 VERSIONS_DIR = "versions"
 BRANCHES_DIR = "branches"
 
@@ -40,7 +41,7 @@ def resolve_store(path: str | Path) -> Path:
     if not current.is_file():
         raise StoreError(f"{path} is a model repository without a {CURRENT_FILE} version")
     version = read_current(current)
-    if not version or "/" in version or version.startswith("."):
+    if not version or "/" in version or version.startswith(".") or len(version) > NAME_MAX:
         raise StoreError(f"{current} does not name a version: {quoted(version)}")
     store = path / VERSIONS_DIR / version
     if not store.is_dir():

@@ -196,3 +196,11 @@ def test_sighup_during_start_up_is_ignored_with_a_log_line(repository) -> None:
         _, stderr = process.communicate(timeout=30)
     assert "SIGHUP during start-up ignored" in stderr
     assert "Traceback" not in stderr
+
+
+def test_a_huge_current_file_is_quoted_cut_in_its_one_line(repository: Path) -> None:
+    """A 10 MB CURRENT (no such version) is named, not echoed: the line stays short."""
+    (repository / CURRENT_FILE).write_text("v" * 10_000_000 + "\n", encoding="utf-8")
+    result = run("-m", "service", "--model-dir", str(repository), "--provider", "cpu")
+    assert_one_line_error(result, "does not name a version", "(10000000 characters)")
+    assert len(result.stderr) < 1000

@@ -5,6 +5,7 @@ running service serves (its lease), so that service can go on and roll back."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 import time
@@ -12,7 +13,13 @@ from pathlib import Path
 
 from model_store.leases import LEASES_DIR, leased_versions
 from model_store.manifest import load_manifest
-from model_store.repository import VERSIONS_DIR, list_versions, resolve_store, set_current
+from model_store.repository import (
+    BRANCHES_DIR,
+    VERSIONS_DIR,
+    list_versions,
+    resolve_store,
+    set_current,
+)
 from service.client import Client
 from tests.support.commands import run
 from tests.support.live_repository import probe, reload
@@ -118,3 +125,26 @@ def test_a_prune_during_a_publish_waits_for_it(
     assert published and versions(repository) == published
     assert resolve_store(repository).name == published[0]
     load_manifest(resolve_store(repository))  # whole: every hash verified
+
+
+def test_the_next_publish_removes_what_a_killed_publish_left(
+    tiny: TinyBranches, repository: Path, tmp_path: Path
+) -> None:
+    """A publish killed after copying its branch into `branches/` (SIGKILL: no cleanup)
+    leaves a copy no version uses; the next publish, of another task, removes it, and
+    the branches of versions pruned since, but keeps every branch a version uses."""
+    killed = tiny.make("sentiment", 41)
+    orphan = repository / BRANCHES_DIR / "sentiment" / killed.name
+    shutil.copytree(killed, orphan)  # what keep_branch had copied when the kill came
+    used_before = {
+        (t.name, t.branch_version) for t in load_manifest(resolve_store(repository)).tasks
+    }
+    tiny.publish(repository, tiny.make("paraphrase", 42))
+    assert not orphan.exists()
+    kept = {
+        (task.name, version.name)
+        for task in (repository / BRANCHES_DIR).iterdir()
+        for version in task.iterdir()
+    }
+    current = {(t.name, t.branch_version) for t in load_manifest(resolve_store(repository)).tasks}
+    assert current <= kept and used_before <= kept  # the previous version still uses its own

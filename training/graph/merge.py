@@ -12,6 +12,7 @@ depend only on the branches.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -343,6 +344,15 @@ def write_graphs(
     return fusion, layout, f"graphs built in full ({plan})"
 
 
+def _out_of_space(err: BaseException) -> bool:
+    """A full disk or an exhausted quota, anywhere in the chain of causes."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def publish_store(
     base: BaseModel,
     branches: Sequence[LoadedBranch],
@@ -417,8 +427,8 @@ def publish_store(
         try:
             manifest = stage(plan)
         except Exception as err:  # a splice's flaw, whatever it raises: build in full
-            if not isinstance(plan, SplicePlan):
-                raise
+            if not isinstance(plan, SplicePlan) or _out_of_space(err):
+                raise  # a full build needs more room than the splice that ran out of it
             log.warning("splicing into %s failed (%s): building in full", previous.name, err)
             manifest = stage(f"splicing into {previous.name}'s graphs failed: {err}")
         manifest.extra[VARIANT_METRICS_KEY] = (metrics or measurer())(manifest)

@@ -36,6 +36,7 @@ from model_store.operations import (
     check_publish_target,
     forget_branches,
     next_branches,
+    remove_unused_branches,
 )
 from model_store.repository import (
     BRANCHES_DIR,
@@ -178,6 +179,8 @@ def publish(
             new.append(read_branch_info(path))
             merge.check_compatible(new)
         (repository / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
+        # What a killed publish left (no version uses it), unless it is given now.
+        remove_unused_branches(repository, keep=[info.path for info in new])
         kept = [repository / BRANCHES_DIR / info.task / info.version for info in new]
         fresh = [path for path in kept if not path.exists()]
         try:
