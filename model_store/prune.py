@@ -3,10 +3,11 @@
 Kept, whatever `keep` says: the version CURRENT names, and every version a running
 service holds a lease on (model_store/leases.py). Of the rest, the newest `keep`
 (by version id, which sorts by publication time) are kept too, so that a rollback has
-somewhere to go. Kept branches (`branches/`) are left to the next publish, which removes
-those no remaining version was merged from (`operations.remove_unused_branches`). A version is removed by renaming it aside first (one atomic step, so a
-reader never sees half a version), then deleting it. Torch-free: it runs in the
-serving image.
+somewhere to go. Kept branches (`branches/`) are left to the next publish, which
+removes those no remaining version was merged from
+(`operations.remove_unused_branches`). A version is removed by renaming it aside first
+(one atomic step, so a reader never sees half a version), then deleting it.
+Torch-free: it runs in the serving image.
 
 Concurrency (`model_store.locking`): a prune holds the repository's writer lock, so it
 never runs beside a publish (which hard-links the new version's unchanged files to an
