@@ -11,7 +11,9 @@
 (`python training/finetune_top_layers.py` is the same command, by path, for torchrun.)
 The embeddings and layers [0, L-K) stay frozen (and their outputs are cached, so each
 epoch runs only the top K layers); the best epoch on a seeded validation split carved
-from the train file is saved under `<out>/<task>/<version>/`.
+from the train file is saved under `<out>/<task>/<version>/`. How that epoch is chosen,
+and how many epochs a file of a given size gets without --epochs, is decided in
+training/fit/trainer.py (`Selection`, `epochs_for`).
 """
 
 from __future__ import annotations
@@ -51,7 +53,13 @@ from training.fit.distill import (
 from training.fit.objectives import task_spec
 from training.fit.run import DataPlan, load_task_data, train_task
 from training.fit.task_model import POOLINGS
-from training.fit.trainer import PAIR_ORDERS, TrainConfig
+from training.fit.trainer import (
+    MAX_EPOCHS,
+    MIN_EPOCHS,
+    MIN_UPDATES,
+    PAIR_ORDERS,
+    TrainConfig,
+)
 from training.fit.trunk_cache import CACHE_DTYPES
 
 PROG = "finetune_top_layers"
@@ -117,7 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on this file instead of the task's file in --data-dir",
     )
     parser.add_argument("--out", type=Path, default=branches_dir())
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        metavar="N",
+        help=f"default: {MIN_EPOCHS}, or more on a small file: enough for {MIN_UPDATES} "
+        f"optimizer steps (at most {MAX_EPOCHS})",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4, help="learning rate of the tuned layers")
     parser.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head")
