@@ -14,7 +14,7 @@ except ModuleNotFoundError as err:
     if err.name not in ("training", "model_store"):
         raise
     print(
-        "finetune_top_layers: error: the project is not installed: run `make install` "
+        "bert-mts-train: error: the project is not installed: run `make install` "
         "(or pip install -e '.[train]') first",
         file=sys.stderr,
     )

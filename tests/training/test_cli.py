@@ -3,7 +3,10 @@ code 2, never a traceback; correct use writes branches that evaluate to JSON."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -207,3 +210,24 @@ def test_a_user_task_trains_from_names_or_indices_and_evaluates_on_its_own_data(
     assert evaluated.returncode == 0, evaluated.stderr
     report = json.loads(evaluated.stdout)
     assert report["task"] == "topic" and report["examples"] == 3  # 10% of 30
+
+
+def _console_scripts() -> dict[str, str]:
+    """[project.scripts] of pyproject.toml: each command's name and entry point."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    with open(ROOT / "pyproject.toml", "rb") as file:
+        return tomllib.load(file)["project"]["scripts"]
+
+
+@pytest.mark.parametrize("script", sorted(_console_scripts()))
+def test_each_command_names_itself_by_its_console_script_in_an_error(
+    script: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module, function = _console_scripts()[script].split(":")
+    entry = getattr(importlib.import_module(module), function)
+    monkeypatch.setattr(sys, "argv", [script, "--no-such-option"])
+    monkeypatch.setattr(signal, "signal", lambda *_args: None)  # leave pytest's handlers
+    with pytest.raises(SystemExit) as stopped:
+        entry()
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"{script}: error: ")

@@ -30,7 +30,7 @@ from model_store.repository import CURRENT_FILE
 from training.commands.cli import OneLineArgumentParser, UsageError, run_cli
 from training.errors import ChecksumError
 
-PROG = "default_model"
+PROG = "bert-mts-default-model"
 PROG_SCRIPT = "bert-mts-default-model"
 
 

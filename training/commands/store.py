@@ -33,7 +33,7 @@ from model_store.manifest import GRAPH_FILES
 from model_store.tasks import NAME_PATTERN
 from training.commands.cli import run_cli
 
-PROG = "store"
+PROG = "bert-mts-store"
 KEEP_ENV = "BERT_MTS_KEEP_VERSIONS"
 
 

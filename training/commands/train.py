@@ -62,7 +62,7 @@ from training.fit.trainer import (
 )
 from training.fit.trunk_cache import CACHE_DTYPES
 
-PROG = "finetune_top_layers"
+PROG = "bert-mts-train"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,7 +54,6 @@ from training.graph.embedding import (
     EMBEDDING_TASK,
     temporary_embedding_branch,
 )
-from training.graph.merge import PROG as MERGE_LOG
 from training.graph.merge import read_branches
 
 # A new repository's graphs besides fp32: int8 is what `--graph auto` serves on a CPU.
@@ -182,7 +181,7 @@ def publish(
             version = new_version_id()
             previous = previous_manifest(repository)
             measure = incremental_measurer(previous, data_dir)
-            with quiet_log(MERGE_LOG):  # its raw parity line is explained by publish_report
+            with quiet_log(merge.log.name):  # its raw parity line is explained by publish_report
                 manifest = merge.publish_store(
                     base,
                     merge.load_branches(infos, base),
