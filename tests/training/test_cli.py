@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.commands import ROOT, assert_one_line_error, run
+from tests.support.tiny_store import tiny_base_dir
 
 FINETUNE = str(ROOT / "training" / "finetune_top_layers.py")
 
@@ -26,6 +27,13 @@ def test_too_many_layers_names_the_depth_and_the_way_out(data_dir: Path) -> None
         "deeper --base-model",
         "all-mpnet-base-v2 (12 layers, installed on first use",
     )
+
+
+def test_too_many_layers_of_a_12_layer_base_suggests_no_base_as_deep(tmp_path: Path) -> None:
+    base = tiny_base_dir(tmp_path / "bert-12", layers=12)
+    result = run(FINETUNE, "--task", "sentiment", "--layers", "20", "--base-model", str(base))
+    assert_one_line_error(result, "--layers 20", "has 12 layers", "1..12")
+    assert "deeper" not in result.stderr and "all-mpnet-base-v2" not in result.stderr
 
 
 MISUSE = [

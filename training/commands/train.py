@@ -23,7 +23,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from model_store.hints import script_command
 from model_store.locations import branches_dir, model_repository
 from model_store.tasks import INPUTS, TRAINED_KINDS, TaskDefinition
 from model_store.tokenizer import DEFAULT_MAX_SEQ_LEN, PairTokenizer
@@ -38,6 +37,7 @@ from training.commands.cli import (
 from training.data.examples import CUSTOM_COLUMNS
 from training.data.presets import PRESETS
 from training.data.source import DataSource
+from training.encoders import bases
 from training.encoders.base_model import (
     BaseModelSpec,
     load_base_model,
@@ -226,11 +226,13 @@ def check_arguments(
     depth = base.num_layers
     if not 1 <= args.layers <= depth:
         hint = ""
-        if args.layers > depth:
-            ahead = script_command("bert-mts-bases", "install", "all-mpnet-base-v2")
+        deeper = bases.deeper_than(depth) if args.layers > depth else []
+        if deeper:  # only a base deeper than this one is a way out
+            other = deeper[0]
             hint = (
-                "; for more layers use a deeper --base-model, e.g. all-mpnet-base-v2 "
-                f"(12 layers, installed on first use; ahead of time: {ahead})"
+                f"; for more layers use a deeper --base-model, e.g. {other.name} "
+                f"({other.layers} layers, installed on first use; ahead of time: "
+                f"{bases.install_hint(other.name)})"
             )
             if store is not None:
                 hint += f" with --no-store (it is the base of {store.store})"
