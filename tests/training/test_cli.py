@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -239,3 +241,23 @@ def test_each_command_names_itself_by_its_console_script_in_an_error(
         entry()
     assert stopped.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].startswith(f"{script}: error: ")
+
+
+def test_a_python_without_the_project_is_told_to_use_the_environment(tmp_path: Path) -> None:
+    """The script run by a Python that lacks the project (`-S`: no site-packages, as a
+    system python3): with the checkout's .venv, the hint is to use it, else to make it."""
+    (tmp_path / "training").mkdir()
+    shutil.copy(FINETUNE, tmp_path / "training")
+
+    def without_project() -> subprocess.CompletedProcess[str]:
+        script = ["training/finetune_top_layers.py", "--layers", "1"]
+        return subprocess.run(
+            [sys.executable, "-I", "-S", *script], cwd=tmp_path, capture_output=True, text=True
+        )
+
+    assert_one_line_error(without_project(), "bert-mts-train: error:", "make install")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").touch()
+    result = without_project()
+    assert_one_line_error(result, ".venv/bin/python training/finetune_top_layers.py", "activate")
+    assert "make install" not in result.stderr
