@@ -19,6 +19,7 @@ training/fit/trainer.py (`Selection`, `epochs_for`).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +27,12 @@ from pathlib import Path
 from model_store.locations import branches_dir, model_repository
 from model_store.tasks import INPUTS, TRAINED_KINDS, TaskDefinition
 from model_store.tokenizer import DEFAULT_MAX_SEQ_LEN, PairTokenizer
-from training.commands.base_choice import StoreBase, choose_base, read_store_base
+from training.commands.base_choice import (
+    StoreBase,
+    choose_base,
+    describe_choice,
+    read_store_base,
+)
 from training.commands.cli import (
     OneLineArgumentParser,
     UsageError,
@@ -63,6 +69,7 @@ from training.fit.trainer import (
 from training.fit.trunk_cache import CACHE_DTYPES
 
 PROG = "bert-mts-train"
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -374,11 +381,13 @@ def data_source(args: argparse.Namespace, definition: TaskDefinition) -> DataSou
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    wanted_store = None if args.no_store else args.store or model_repository()
     store = (
         None
-        if args.no_store
-        else read_store_base(args.store or model_repository(), explicit=args.store is not None)
+        if wanted_store is None
+        else read_store_base(wanted_store, explicit=args.store is not None)
     )
+    given_base = args.base_model
     args.base_model, base_spec = choose_base(args.base_model, store)
     if args.max_seq_len is None:
         args.max_seq_len = store.max_seq_len if store else DEFAULT_MAX_SEQ_LEN
@@ -412,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if distill
         else None
     )
+    # Every check has passed, every file is read: training starts, and says on what.
+    log.info("%s", describe_choice(given_base, base_spec, store, wanted_store))
     for spec in tasks:
         out = train_task(
             spec,

@@ -20,7 +20,7 @@ from training.data.split import split_train_val
 from training.encoders.base_model import BaseModel
 from training.errors import UsageError
 from training.fit import distributed
-from training.fit.branch import save_branch
+from training.fit.branch import branch_megabytes, save_branch
 from training.fit.distill import Distillation
 from training.fit.objectives import TaskSpec
 from training.fit.trainer import (
@@ -32,7 +32,7 @@ from training.fit.trainer import (
     training_examples,
 )
 
-log = logging.getLogger("finetune_top_layers")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -149,10 +149,11 @@ def train_task(
     path = save_branch(result.model, base, tokenizer, out, validation, training_args)
     if checkpoint is not None:
         checkpoint.path.unlink(missing_ok=True)  # the branch is written: nothing to resume
-    chosen = ", the lowest validation loss" if result.selection == Selection.LOSS else ""
+    chosen = " by validation loss" if result.selection == Selection.LOSS else ""
     summary = (
         f"{spec.name}: validation {spec.metric_name} {result.best.val_metric:.4f} "
-        f"(epoch {result.best_epoch}/{config.epochs}{chosen}, {result.seconds:.1f}s) -> {path}"
+        f"(epoch {result.best_epoch}/{config.epochs}{chosen}, {result.seconds:.1f}s) -> {path} "
+        f"({branch_megabytes(path):.1f} MB)"
     )
     return Trained(path, summary)
 
