@@ -216,7 +216,7 @@ def test_a_user_task_trains_from_names_or_indices_and_evaluates_on_its_own_data(
     assert meta["definition"]["labels"] == ["sports", "politics", "science"]
     # Where the branch went, and what it takes on disk.
     size = sum(file.stat().st_size for file in version.iterdir()) / 1e6
-    assert result.stdout.strip().endswith(f"-> {version} ({size:.1f} MB)"), result.stdout
+    assert result.stdout.strip().endswith(f"), {size:.1f} MB -> {version}"), result.stdout
     assert result.stderr.startswith("base model: "), result.stderr
     assert meta["training_args"]["data"]["columns"]["label"] == "topic"
     # Without --data, evaluation reads the recorded file and columns: its validation split.

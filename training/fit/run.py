@@ -152,8 +152,8 @@ def train_task(
     chosen = " by validation loss" if result.selection == Selection.LOSS else ""
     summary = (
         f"{spec.name}: validation {spec.metric_name} {result.best.val_metric:.4f} "
-        f"(epoch {result.best_epoch}/{config.epochs}{chosen}, {result.seconds:.1f}s) -> {path} "
-        f"({branch_megabytes(path):.1f} MB)"
+        f"(epoch {result.best_epoch}/{config.epochs}{chosen}, {result.seconds:.1f}s), "
+        f"{branch_megabytes(path):.1f} MB -> {path}"  # the path last: scripts take it
     )
     return Trained(path, summary)
 
