@@ -19,7 +19,7 @@ from model_store.cli import OneLineArgumentParser, run_cli
 from model_store.operations import describe_versions, rollback
 from model_store.prune import prune
 
-PROG = "store"
+PROG = "bert-mts-repository"
 
 
 def _list(args: argparse.Namespace) -> int:

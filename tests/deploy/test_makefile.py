@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,9 +47,10 @@ def test_serve_builds_the_model_if_missing_then_serves_its_repository(model: str
     assert serve.startswith("exec ") and lines[-1] == serve
     assert f'--model-dir "$(.venv/bin/python {DIR} --model {name} )"' in serve
     assert lines.index(build) < lines.index(serve)
-    # The command the recipe asks for the directory answers the model's repository.
+    # The command the recipe asks for the directory answers the model's repository (run
+    # by this interpreter: .venv's under `make test`, and a checkout may have none).
     answer = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "python"), *DIR.split(), "--model", name],
+        [sys.executable, *DIR.split(), "--model", name],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -61,3 +64,21 @@ def test_model_builds_only_and_model_dir_overrides_the_repository() -> None:
     assert not any("-m service" in line for line in lines)
     (build,) = [line for line in lines if BUILD in line]
     assert "--model small --out /srv/models/small --if-missing" in build
+
+
+@pytest.mark.skipif(MAKE is None, reason="make is not installed")
+def test_a_first_serve_says_what_each_step_does_before_it_starts(tmp_path: Path) -> None:
+    """On a fresh machine (no environment yet) every long step, the installs and the
+    build, is announced with what it is and how big, and pip shows its own progress:
+    the first `make serve` was silent for 4.5 minutes under `pip install --quiet`."""
+    lines = [line for line in dry_run("serve", f"VENV={tmp_path / 'venv'}") if line.strip()]
+    commands = [line for line in lines if not line.startswith("#")]
+    steps = [i for i, line in enumerate(commands) if " -m pip install " in line]
+    steps.append(next(i for i, line in enumerate(commands) if BUILD in line))
+    assert len(steps) == 3, commands  # torch, the project, the model's build
+    for step in steps:
+        announced = commands[step - 1]
+        assert announced.startswith('echo "==> '), (announced, commands[step])
+    for step in steps[:2]:
+        assert "--quiet" not in commands[step] and " -q" not in commands[step], commands[step]
+        assert " MB" in commands[step - 1] or " GB" in commands[step - 1], commands[step - 1]

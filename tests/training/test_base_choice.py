@@ -14,7 +14,7 @@ import pytest
 from model_store.manifest import sha256_of
 from tests.support.commands import ROOT, assert_one_line_error
 from tests.support.tiny_mpnet import tiny_mpnet_dir
-from training.commands.base_choice import StoreBase, choose_base
+from training.commands.base_choice import StoreBase, choose_base, describe_choice
 from training.encoders.base_model import read_base_model_spec
 from training.errors import UsageError
 
@@ -59,6 +59,10 @@ def test_the_briefs_command_trains_every_preset_on_the_12_layer_base(
         meta = json.loads((version / "branch.json").read_text())
         assert meta["layers"] == 8 and meta["base_model"]["name"] == "all-mpnet-base-v2"
         assert meta["base_model"]["num_layers"] == 12
+    # The run said first which base it took, why, and that it followed no repository.
+    start = result.stderr.splitlines()[0]
+    assert start.startswith("base model: all-mpnet-base-v2, 12 layers, at "), start
+    assert "(the default); following no repository (none at " in start, start
 
 
 def test_an_explicit_store_that_is_no_repository_is_one_line(tmp_path: Path) -> None:
@@ -90,3 +94,16 @@ def test_the_store_decides_the_base_when_none_is_named(tmp_path: Path) -> None:
         choose_base(None, _store_of(stranger))
     with pytest.raises(UsageError, match="is not the base of"):
         choose_base(stranger, _store_of(None))
+
+
+def test_the_first_line_names_the_base_and_the_repository_it_follows(tmp_path: Path) -> None:
+    store = _store_of(None)
+    _, spec = choose_base(None, store)
+    line = describe_choice(None, spec, store, store.store)
+    assert line.startswith(f"base model: {spec.name}, 6 layers, at {spec.path} ")
+    assert line.endswith(f"(the base of {store.store}, whose branches these are)")
+    mine = tiny_mpnet_dir(tmp_path / "mine", layers=2)
+    line = describe_choice(mine, read_base_model_spec(mine), None, None)
+    assert "2 layers" in line and line.endswith(
+        "(--base-model); following no repository (--no-store)"
+    )

@@ -3,12 +3,18 @@ code 2, never a traceback; correct use writes branches that evaluate to JSON."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support.commands import ROOT, assert_one_line_error, run
+from tests.support.tiny_store import tiny_base_dir
 
 FINETUNE = str(ROOT / "training" / "finetune_top_layers.py")
 
@@ -23,6 +29,13 @@ def test_too_many_layers_names_the_depth_and_the_way_out(data_dir: Path) -> None
         "deeper --base-model",
         "all-mpnet-base-v2 (12 layers, installed on first use",
     )
+
+
+def test_too_many_layers_of_a_12_layer_base_suggests_no_base_as_deep(tmp_path: Path) -> None:
+    base = tiny_base_dir(tmp_path / "bert-12", layers=12)
+    result = run(FINETUNE, "--task", "sentiment", "--layers", "20", "--base-model", str(base))
+    assert_one_line_error(result, "--layers 20", "has 12 layers", "1..12")
+    assert "deeper" not in result.stderr and "all-mpnet-base-v2" not in result.stderr
 
 
 MISUSE = [
@@ -201,9 +214,54 @@ def test_a_user_task_trains_from_names_or_indices_and_evaluates_on_its_own_data(
     (version,) = (out / "topic").iterdir()
     meta = json.loads((version / "branch.json").read_text())
     assert meta["definition"]["labels"] == ["sports", "politics", "science"]
+    # Where the branch went, and what it takes on disk.
+    size = sum(file.stat().st_size for file in version.iterdir()) / 1e6
+    assert result.stdout.strip().endswith(f"), {size:.1f} MB -> {version}"), result.stdout
+    assert result.stderr.startswith("base model: "), result.stderr
     assert meta["training_args"]["data"]["columns"]["label"] == "topic"
     # Without --data, evaluation reads the recorded file and columns: its validation split.
     evaluated = run("-m", "training.commands.evaluate", "--branch", str(version))
     assert evaluated.returncode == 0, evaluated.stderr
     report = json.loads(evaluated.stdout)
     assert report["task"] == "topic" and report["examples"] == 3  # 10% of 30
+
+
+def _console_scripts() -> dict[str, str]:
+    """[project.scripts] of pyproject.toml: each command's name and entry point."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    with open(ROOT / "pyproject.toml", "rb") as file:
+        return tomllib.load(file)["project"]["scripts"]
+
+
+@pytest.mark.parametrize("script", sorted(_console_scripts()))
+def test_each_command_names_itself_by_its_console_script_in_an_error(
+    script: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module, function = _console_scripts()[script].split(":")
+    entry = getattr(importlib.import_module(module), function)
+    monkeypatch.setattr(sys, "argv", [script, "--no-such-option"])
+    monkeypatch.setattr(signal, "signal", lambda *_args: None)  # leave pytest's handlers
+    with pytest.raises(SystemExit) as stopped:
+        entry()
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"{script}: error: ")
+
+
+def test_a_python_without_the_project_is_told_to_use_the_environment(tmp_path: Path) -> None:
+    """The script run by a Python that lacks the project (`-S`: no site-packages, as a
+    system python3): with the checkout's .venv, the hint is to use it, else to make it."""
+    (tmp_path / "training").mkdir()
+    shutil.copy(FINETUNE, tmp_path / "training")
+
+    def without_project() -> subprocess.CompletedProcess[str]:
+        script = ["training/finetune_top_layers.py", "--layers", "1"]
+        return subprocess.run(
+            [sys.executable, "-I", "-S", *script], cwd=tmp_path, capture_output=True, text=True
+        )
+
+    assert_one_line_error(without_project(), "bert-mts-train: error:", "make install")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").touch()
+    result = without_project()
+    assert_one_line_error(result, ".venv/bin/python training/finetune_top_layers.py", "activate")
+    assert "make install" not in result.stderr

@@ -11,24 +11,15 @@ and training runs one epoch."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 from model_store.repository import list_versions
 from tests.support.commands import ROOT
+from tests.support.readme import ADD_YOUR_OWN_TASK, shell_block
 from tests.support.servers import free_port
 from tests.support.tiny_store import TinyBranches
-
-PAGE = ROOT / "docs" / "training.md"
-SECTION = "## Add your own task"
-
-
-def readme_block() -> str:
-    text = PAGE.read_text(encoding="utf-8")
-    section = text[text.index(SECTION) :]
-    return re.search(r"```sh\n(.*?)```", section, re.S).group(1)
 
 
 def adapt(block: str, repository: Path, port: int, work: Path, base: Path) -> str:
@@ -68,7 +59,7 @@ def write_topics(path: Path) -> None:
 def test_the_add_your_own_task_block_runs_as_printed(
     tiny: TinyBranches, repository: Path, tmp_path: Path
 ) -> None:
-    block = readme_block()
+    block = shell_block(ADD_YOUR_OWN_TASK)
     steps = ("token_urlsafe(32)", "bert-mts-serve", "bert-mts-train", "publish", "--remove")
     for step in (*steps, "prune"):
         assert step in block, step

@@ -118,3 +118,26 @@ def test_pack_ships_a_branch_only_into_the_model_of_its_base(tiny, tmp_path: Pat
     listed = run(*COMMAND, "list", "--shipped", str(shipped)).stdout
     assert "tiny: base " in listed and "sentiment K=1" in listed
     assert "small (default): base all-minilm-l6-v2; no branches" in listed
+
+
+def test_build_says_what_it_builds_before_and_its_size_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first `make serve` builds for minutes: the line before names the model, its
+    tasks, its base and the graphs; the line after, the repository and its size."""
+    from training.commands import default_model
+    from training.graph import default_model as graphs
+
+    def build(shipped, out, *_args):  # what a build leaves: a repository of 3 MB
+        (out / "versions").mkdir(parents=True)
+        (out / "versions" / "graph.onnx").write_bytes(b"0" * 3_000_000)
+        return out, {}
+
+    monkeypatch.setattr(graphs, "build", build)
+    out = tmp_path / "small"
+    assert default_model.main(["build", "--model", "small", "--out", str(out)]) == 0
+    before, after = capsys.readouterr().out.splitlines()
+    small = load_catalogue(SHIPPED).resolve("small")
+    assert before.startswith("building small (") and f"on base {small.base_model}" in before
+    assert f"{', '.join(small.variants)} ONNX graphs" in before and str(out) in before
+    assert after == f"built and verified {out} (3 MB)"

@@ -20,8 +20,15 @@ from training.fit.branch import BRANCH_META, BRANCH_WEIGHTS, BranchError, load_b
 from training.fit.objectives import preset_spec
 from training.fit.task_model import TaskModel
 from training.fit.trainer import (
+    MAX_EPOCHS,
+    MIN_EPOCHS,
+    MIN_UPDATES,
+    SMALL_VALIDATION,
+    EpochStats,
+    Selection,
     TrainConfig,
     encode_examples,
+    epochs_for,
     labels_of,
     order_pairs,
     predict,
@@ -330,3 +337,36 @@ def test_trunk_states_on_disk_equal_those_in_memory(base, tokenizer, tmp_path) -
     for indices in ([0, 1, 2], [5, 17, 29], list(range(30))):
         a, b = memory.batch(indices), split.batch(indices)
         assert torch.equal(a.hidden, b.hidden) and torch.equal(a.attention_mask, b.attention_mask)
+
+
+def _epoch(epoch: int, val_metric: float, val_loss: float) -> EpochStats:
+    return EpochStats(epoch, train_loss=1.0, val_loss=val_loss, val_metric=val_metric, seconds=1)
+
+
+def test_of_epochs_tied_on_the_metric_the_lower_validation_loss_is_kept() -> None:
+    underfit, fitted = _epoch(1, 1.0, 0.62), _epoch(10, 1.0, 0.002)
+    rule = Selection.for_split(SMALL_VALIDATION)
+    assert rule == Selection.METRIC
+    assert Selection.improves(fitted, underfit, rule)
+    assert not Selection.improves(underfit, fitted, rule)
+    assert Selection.improves(_epoch(2, 0.9, 0.9), _epoch(1, 0.8, 0.1), rule)  # metric first
+    assert not Selection.improves(_epoch(2, 1.0, 0.62), underfit, rule)  # a full tie: earlier
+    assert Selection.improves(underfit, None, rule)
+
+
+def test_a_small_validation_split_chooses_by_its_loss() -> None:
+    rule = Selection.for_split(SMALL_VALIDATION - 1)
+    assert rule == Selection.LOSS
+    # One example of 15 is 7 points of accuracy: the loss, not that point, decides.
+    assert Selection.improves(_epoch(10, 14 / 15, 0.01), _epoch(2, 1.0, 0.3), rule)
+
+
+def test_the_default_epochs_give_a_small_file_enough_steps() -> None:
+    steps = -(-135 // 32)
+    assert epochs_for(135, 32) == -(-MIN_UPDATES // steps)  # 150 rows less validation
+    assert epochs_for(8000, 32) == MIN_EPOCHS  # a preset's thousands of rows
+    assert epochs_for(1, 32) == MAX_EPOCHS
+    config = TrainConfig(layers=1)
+    assert config.resolved(135).epochs == epochs_for(135, 32)
+    assert TrainConfig(layers=1, epochs=2).resolved(135).epochs == 2  # asked for: kept
+    assert config.resolved(135).resolved(8000).epochs == epochs_for(135, 32)

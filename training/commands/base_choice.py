@@ -88,3 +88,25 @@ def choose_base(
     except BaseModelError as err:
         raise UsageError(str(err)) from err
     return chosen, read_base_model_spec(chosen)
+
+
+def describe_choice(
+    given: Path | None, spec: BaseModelSpec, store: StoreBase | None, default_store: Path | None
+) -> str:
+    """The line a run starts with: which base it trains, why, and which repository it
+    follows (`default_store`: the repository looked for, None with --no-store)."""
+    if store is not None:
+        why = f"the base of {store.store}, whose branches these are"
+    elif given is not None:
+        why = "--base-model"
+    elif os.environ.get(BASE_ENV):
+        why = f"${BASE_ENV}"
+    else:
+        why = "the default"
+    if store is not None:
+        following = ""
+    elif default_store is None:
+        following = "; following no repository (--no-store)"
+    else:
+        following = f"; following no repository (none at {default_store})"
+    return f"base model: {spec.name}, {spec.num_layers} layers, at {spec.path} ({why}){following}"

@@ -23,7 +23,7 @@ from training.encoders.bases import (
     installed_dir,
 )
 
-PROG = "bases"
+PROG = "bert-mts-bases"
 
 
 def build_parser() -> argparse.ArgumentParser:

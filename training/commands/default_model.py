@@ -30,7 +30,7 @@ from model_store.repository import CURRENT_FILE
 from training.commands.cli import OneLineArgumentParser, UsageError, run_cli
 from training.errors import ChecksumError
 
-PROG = "default_model"
+PROG = "bert-mts-default-model"
 PROG_SCRIPT = "bert-mts-default-model"
 
 
@@ -56,8 +56,7 @@ def shipped_tasks(model: ShippedModel) -> list[tuple[str, int]]:
 
 def shipped_megabytes(model: ShippedModel) -> float:
     """The bytes the model takes in git, in MB (10^6)."""
-    files = model.branches.rglob("*") if model.branches.is_dir() else []
-    return sum(path.stat().st_size for path in files if path.is_file()) / 1e6
+    return megabytes(model.branches) if model.branches.is_dir() else 0.0
 
 
 def list_models(catalogue: Catalogue, shipped: Path) -> list[str]:
@@ -105,13 +104,35 @@ def _build(args, model: ShippedModel) -> int:
     if args.if_missing and not args.record and (out / CURRENT_FILE).is_file():
         print(f"{out} is built already (remove it to rebuild)")
         return 0
+    from training.encoders import bases
     from training.graph.default_model import build
 
+    tasks = ", ".join(f"{task} K={k}" for task, k in shipped_tasks(model))
+    download = (
+        " (not installed yet: downloaded first, with a progress bar)"
+        if model.base_model in bases.BASES and bases.installed_dir(model.base_model) is None
+        else ""
+    )
+    if args.record or not out.exists():  # (an existing `out` is refused by build)
+        print(  # the build is quiet for minutes on a 12-layer base: say first what it does
+            f"{'recording' if args.record else 'building'} {model.name} ({tasks}) on base "
+            f"{model.base_model}{download}: {', '.join(model.variants)} ONNX graphs, checked "
+            "against PyTorch" + ("" if args.record else f", into {out}"),
+            flush=True,
+        )
     path, _ = build(
         model.branches, out, args.record, args.data_dir, model.base_model, model.variants
     )
-    print(f"{'recorded' if args.record else 'built and verified'} {path}")
+    if args.record:
+        print(f"recorded {path}")
+    else:
+        print(f"built and verified {path} ({megabytes(path):.0f} MB)")
     return 0
+
+
+def megabytes(directory: Path) -> float:
+    """What `directory` takes on disk, in MB (10^6)."""
+    return sum(file.stat().st_size for file in directory.rglob("*") if file.is_file()) / 1e6
 
 
 def _install_base(model: ShippedModel) -> int:

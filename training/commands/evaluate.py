@@ -29,7 +29,7 @@ from training.encoders.base_model import load_base_model
 from training.evaluate.branch import recorded_source, score_branch, validation_split
 from training.fit.branch import load_branch, read_branch_info, resolve_branch_dir
 
-PROG = "evaluate"
+PROG = "bert-mts-evaluate"
 
 
 def build_parser() -> argparse.ArgumentParser:

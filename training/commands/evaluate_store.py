@@ -17,7 +17,7 @@ from model_store.repository import resolve_store
 from training.commands.cli import OneLineArgumentParser, UsageError, run_cli
 from training.evaluate.store import evaluate_store
 
-PROG = "evaluate_store"
+PROG = "bert-mts-evaluate-store"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

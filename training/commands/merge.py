@@ -28,7 +28,7 @@ from training.fit.branch import read_branch_info
 from training.graph.embedding import DEFAULT_MAX_SEQ_LEN, temporary_embedding_branch
 from training.graph.merge import check_compatible, load_branches, publish_store, read_branches
 
-PROG = "merge"
+PROG = "bert-mts-merge"
 
 
 def build_parser() -> argparse.ArgumentParser:

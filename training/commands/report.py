@@ -21,7 +21,7 @@ from model_store.locations import default_store, model_repository, shipped_dir
 from training.commands.cli import OneLineArgumentParser, UsageError, run_cli
 from training.report.page import ModelSource, write_report
 
-PROG = "report"
+PROG = "bert-mts-report"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

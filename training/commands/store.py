@@ -34,7 +34,7 @@ from model_store.tasks import NAME_PATTERN
 from training.commands.cli import run_cli
 from training.graph.graph_policy import CHOICES
 
-PROG = "store"
+PROG = "bert-mts-store"
 KEEP_ENV = "BERT_MTS_KEEP_VERSIONS"
 
 

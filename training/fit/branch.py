@@ -71,6 +71,12 @@ class BranchInfo:
         return locate_recorded_base(self.meta["base_model"], str(self.path))
 
 
+def branch_megabytes(path: Path) -> float:
+    """What a saved branch takes on disk, in MB (10^6): its K layers in float32 (a K=8
+    branch of the 12-layer base is over 200 MB), so a run says it."""
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) / 1e6
+
+
 def _timestamp(now: datetime) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ")
 

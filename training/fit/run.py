@@ -20,12 +20,19 @@ from training.data.split import split_train_val
 from training.encoders.base_model import BaseModel
 from training.errors import UsageError
 from training.fit import distributed
-from training.fit.branch import save_branch
+from training.fit.branch import branch_megabytes, save_branch
 from training.fit.distill import Distillation
 from training.fit.objectives import TaskSpec
-from training.fit.trainer import Checkpoint, CheckpointMismatchError, TrainConfig, train_branch
+from training.fit.trainer import (
+    Checkpoint,
+    CheckpointMismatchError,
+    Selection,
+    TrainConfig,
+    train_branch,
+    training_examples,
+)
 
-log = logging.getLogger("finetune_top_layers")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,8 @@ def train_task(
     torchrun: every rank holds the same branch; rank 0 writes it).
 
     Every completed epoch is checkpointed under `out/.checkpoints/` (see
-    `run_checkpoint`); with `resume`, a checkpoint of this very run is continued."""
+    `run_checkpoint`); with `resume`, a checkpoint of this very run is continued.
+    A config without an epoch count gets the one the data's size calls for (recorded)."""
     log.info(
         "%s: %d train / %d validation examples from %s",
         spec.name,
@@ -94,6 +102,17 @@ def train_task(
         len(data.val),
         data.source.path,
     )
+    if config.epochs is None:
+        rows = len(training_examples(spec, data.train, config.pair_order))
+        config = config.resolved(rows)
+        log.info(
+            "%s: %d epochs of %d rows in batches of %d (the default for this size; "
+            "--epochs N to choose)",
+            spec.name,
+            config.epochs,
+            rows,
+            config.batch_size,
+        )
     training_args = {
         **asdict(config),
         "max_seq_len": tokenizer.max_seq_len,
@@ -130,9 +149,11 @@ def train_task(
     path = save_branch(result.model, base, tokenizer, out, validation, training_args)
     if checkpoint is not None:
         checkpoint.path.unlink(missing_ok=True)  # the branch is written: nothing to resume
+    chosen = " by validation loss" if result.selection == Selection.LOSS else ""
     summary = (
         f"{spec.name}: validation {spec.metric_name} {result.best.val_metric:.4f} "
-        f"(epoch {result.best_epoch}/{config.epochs}, {result.seconds:.1f}s) -> {path}"
+        f"(epoch {result.best_epoch}/{config.epochs}{chosen}, {result.seconds:.1f}s), "
+        f"{branch_megabytes(path):.1f} MB -> {path}"  # the path last: scripts take it
     )
     return Trained(path, summary)
 

@@ -59,8 +59,7 @@ from training.graph.splice import (
     splice_graphs,
 )
 
-PROG = "merge"
-log = logging.getLogger(PROG)
+log = logging.getLogger(__name__)
 # Stated tolerances of the publish-time check against the merged PyTorch model.
 FP32_TOLERANCE = 1e-4
 FP16_TOLERANCE = 5e-2

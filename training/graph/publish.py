@@ -57,7 +57,6 @@ from training.graph.embedding import (
     temporary_embedding_branch,
 )
 from training.graph.graph_policy import decide_served_graphs
-from training.graph.merge import PROG as MERGE_LOG
 from training.graph.merge import read_branches
 
 # A new repository's graphs besides fp32: int8 is what `--graph auto` serves on a CPU.
@@ -195,7 +194,7 @@ def publish(
             previous = previous_manifest(repository)
             measure = incremental_measurer(previous, data_dir)
             served = decide_served_graphs(previous, given, graph_choice, tolerance)
-            with quiet_log(MERGE_LOG):  # its raw parity line is explained by publish_report
+            with quiet_log(merge.log.name):  # its raw parity line is explained by publish_report
                 manifest = merge.publish_store(
                     base,
                     merge.load_branches(infos, base),

@@ -38,7 +38,6 @@ from training.report import plots as report_plots
 from training.report.depth_rule import KEEP, base_recipe, choose_depths, sweep_points
 from training.report.sweep_log import FULL, SweepRecord, load_sweep
 
-PROG = "report"
 INDEX = "index.html"
 SWEEP_COPY = "k_sweep.json"
 
