@@ -6,7 +6,7 @@ hashes prove the graph is the one published, and the probes prove each task answ
 as its branch did, but neither proves the manifest's K and fork depth describe that
 graph: a manifest rewritten (and re-signed) to claim other depths would pass both. So
 at load the graph itself is read: in the tree-shaped graph each task's rows leave the
-trunk through one row selection (a `Compress` of a hidden state by the task's rows), so
+trunk through one row selection (a `Compress` of the hidden state by the task's rows), so
 the attention blocks upstream of that fork are the task's shared layers and those
 between it and the task's output are its own. An attention block is a fused attention
 node, or the Softmax of an unfused one (MPNet graphs, int8 graphs alike).
@@ -29,8 +29,6 @@ class _Graph:
         import onnx  # the serving extras carry it for this check alone: loaded late
 
         graph = onnx.load(str(path), load_external_data=False).graph
-        self.inputs = {value.name for value in graph.input}
-        self.initializers = {tensor.name for tensor in graph.initializer}
         self.nodes = [(node.op_type, tuple(node.input), tuple(node.output)) for node in graph.node]
         del graph
         self.producer = {
@@ -52,21 +50,14 @@ class _Graph:
     def attention_blocks(self, nodes: set[int]) -> int:
         return sum(1 for index in nodes if self.nodes[index][0] in ATTENTION_OPS)
 
-    def is_hidden_state(self, tensor: str) -> bool:
-        """Not one of the graph's inputs or weights: a computed activation."""
-        return tensor not in self.inputs and tensor not in self.initializers
-
     def depths(self, output: str) -> tuple[int, int] | None:
         """(shared layers, own layers) of the task answering `output`, or None when the
         graph shows no fork for it."""
         upstream = self.ancestors(output)
-        forks = [
-            index
-            for index in upstream
-            if self.nodes[index][0] == "Compress" and self.is_hidden_state(self.nodes[index][1][0])
-        ]
+        forks = [index for index in upstream if self.nodes[index][0] == "Compress"]
         # The fork of this task's rows: the selection with the most layers before it
-        # (the trunk's inputs are selected too, before any layer, for the batch's rows).
+        # (the inputs are selected too, before any layer: the batch's rows for the
+        # trunk, and the task's own rows for a task that forks at layer 0).
         best = None
         for index in forks:
             shared = self.attention_blocks(self.ancestors(self.nodes[index][1][0]))

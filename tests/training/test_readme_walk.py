@@ -65,6 +65,9 @@ def test_the_add_your_own_task_block_runs_as_printed(
         assert step in block, step
     write_topics(tmp_path / "topics.csv")
     script = adapt(block, repository, free_port(), tmp_path, tiny.base_dir)
+    # A command that fails ends the block before its `kill %1`: the service would keep
+    # the output pipes open, and the run would wait for them until its timeout.
+    script = "trap 'kill $(jobs -p) 2>/dev/null' EXIT\n" + script
     env = {k: v for k, v in os.environ.items() if k != "BERT_MTS_ADMIN_TOKEN"}
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
