@@ -147,16 +147,6 @@ class Engine:
         if config.graph == "auto":
             choice = choose_graph(manifest, CUDA in providers, config.graph_tolerance_points)
         variant = choice.variant
-        if variant not in manifest.graphs:
-            raise StoreError(
-                f"{store} has no {variant} graph (it has {', '.join(manifest.graphs)})"
-            )
-        try:
-            check_task_depths(manifest, variant)
-        except StoreError:
-            raise
-        except Exception as err:  # onnx raises several types: all mean an unreadable graph
-            raise StoreError(f"{store}: cannot read its {variant} graph: {err}") from err
         session = MultiTaskSession(
             manifest,
             variant,
