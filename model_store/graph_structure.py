@@ -74,6 +74,8 @@ def check_task_depths(manifest: Manifest, variant: str) -> None:
     graph = _Graph(manifest.directory / manifest.graphs[variant])
     where = manifest.directory / MANIFEST_FILE
     for task in manifest.tasks:
+        if task.output not in graph.producer:
+            raise StoreError(f"{where}: the {variant} graph has no output {task.output}")
         found = graph.depths(task.output)
         if found is None:
             raise StoreError(f"{where}: the {variant} graph shows no fork for task {task.name}")

@@ -156,18 +156,18 @@ class Engine:
             spin_wait=config.spin_wait,
             memory_pattern=config.memory_pattern,
         )
-        try:
-            check_task_depths(manifest, variant)
-        except StoreError:
-            raise
-        except Exception as err:  # onnx raises several types: all mean an unreadable graph
-            raise StoreError(f"{store}: cannot read its {variant} graph: {err}") from err
         if config.provider == "cuda" and session.providers[0] != CUDA:
             raise EngineError("provider 'cuda' requested, but ONNX Runtime could not use the GPU")
         if config.provider == "auto" and CUDA in providers and session.providers[0] != CUDA:
             log.warning("CUDA provider unavailable at run time: serving on the CPU")
         engine = cls(manifest, session, choice.reason)
         engine.check_outputs()
+        try:
+            check_task_depths(manifest, variant)
+        except StoreError:
+            raise
+        except Exception as err:  # onnx raises several types: all mean an unreadable graph
+            raise StoreError(f"{store}: cannot read its {variant} graph: {err}") from err
         try:
             engine.smoke_test()
             engine.probe_drift = probes.check(
