@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.commands import ROOT
+from tests.support.samples import write_topics
 from tests.support.servers import free_port
 
 PAGES = (
@@ -382,18 +383,6 @@ def clone(work: Path, repository: Path, data: Path) -> Path:
     shutil.copytree(data, work / "shared" / "data")
     (work / "tmp").mkdir()
     return root
-
-
-def write_topics(path: Path) -> None:
-    texts = {
-        "sports": "the striker scored a late goal",
-        "politics": "the senate passed the bill",
-        "science": "the cells divided under the microscope",
-    }
-    rows = ["text,topic"] + [
-        f"{text} {i},{name}" for i in range(10) for name, text in texts.items()
-    ]
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
 def test_the_pages_blocks_run_in_sequence(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 _GOOD = ["a wonderful film", "a moving story", "brilliant acting", "a joyful ride", "superb work"]
 _BAD = ["a dull mess", "tedious and flat", "an awful script", "boring scenes", "a painful bore"]
@@ -167,3 +168,17 @@ def topic_rows(count: int, seed: int = 0) -> list[tuple[str, str]]:
         sentence = f"{rng.choice(subjects)} {rng.choice(events)} {rng.choice(settings)}"
         rows.append((sentence, topic))
     return rows
+
+
+def write_topics(path: Path) -> None:
+    """A 30-row, three-topic CSV (text,topic) for walking the "Add your own task" block:
+    enough to train one epoch on, not to learn from (``topic_rows`` is for that)."""
+    texts = {
+        "sports": "the striker scored a late goal",
+        "politics": "the senate passed the bill",
+        "science": "the cells divided under the microscope",
+    }
+    rows = ["text,topic"] + [
+        f"{text} {i},{name}" for i in range(10) for name, text in texts.items()
+    ]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")

@@ -18,6 +18,7 @@ from pathlib import Path
 from model_store.repository import list_versions
 from tests.support.commands import ROOT
 from tests.support.readme import ADD_YOUR_OWN_TASK, shell_block
+from tests.support.samples import write_topics
 from tests.support.servers import free_port
 from tests.support.tiny_store import TinyBranches
 
@@ -42,18 +43,6 @@ def adapt(block: str, repository: Path, port: int, work: Path, base: Path) -> st
             line += f" --base-model {base}"
         lines.append(line)
     return "\n".join(lines) + "\n"
-
-
-def write_topics(path: Path) -> None:
-    texts = {
-        "sports": "the striker scored a late goal",
-        "politics": "the senate passed the bill",
-        "science": "the cells divided under the microscope",
-    }
-    rows = ["text,topic"] + [
-        f"{text} {i},{name}" for i in range(10) for name, text in texts.items()
-    ]
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
 def test_the_add_your_own_task_block_runs_as_printed(
