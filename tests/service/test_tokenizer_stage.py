@@ -93,13 +93,21 @@ def test_the_tokenizer_stage_sheds_when_full() -> None:
     assert infer.tokenizing == (0, 0)
 
 
-def test_the_tokenizer_stage_counts_towards_the_request_timeout() -> None:
+@pytest.mark.parametrize(
+    "request_of",
+    [
+        lambda infer: infer._run(Inputs(["a text"]), _resolve),
+        lambda infer: infer.tokenize(["a text"]),
+    ],
+    ids=["inference", "tokenize"],
+)
+def test_the_tokenizer_stage_counts_towards_the_request_timeout(request_of) -> None:
     engine = _BlockingEngine()
     infer = _infer(engine, timeout=0.3)
 
     async def scenario():
         with pytest.raises(ServiceError) as late:
-            await infer._run(Inputs(["a text"]), _resolve)
+            await request_of(infer)
         return late.value
 
     try:
@@ -175,20 +183,3 @@ def test_tokenize_shares_the_tokenizer_stage_and_its_bounds(holder: str) -> None
         assert shed.status == 429 and "tokenizer stage full" in shed.detail
         assert shed.headers == {"Retry-After": "1"}
     assert infer.tokenizing == (0, 0)
-
-
-def test_tokenize_counts_towards_the_request_timeout() -> None:
-    engine = _BlockingEngine()
-    infer = _infer(engine, timeout=0.3)
-
-    async def scenario():
-        with pytest.raises(ServiceError) as late:
-            await infer.tokenize(["a text"])
-        return late.value
-
-    try:
-        late = asyncio.run(scenario())
-    finally:
-        engine.release.set()
-        infer.close()
-    assert late.status == 503 and "no answer within 0.3 s" in late.detail
