@@ -21,7 +21,6 @@ from service.engine import Engine
 from service.settings import Settings
 from tests.support.commands import ROOT, assert_one_line_error, run
 from tests.support.samples import pair_rows, sentiment_rows
-from tests.support.tiny_store import build_tiny_store
 from training.data.examples import Columns, DataError
 from training.data.labels import binary_label
 from training.data.readers import read_examples
@@ -30,8 +29,9 @@ LONG_TEXT = " ".join(["word"] * 60)  # beyond the tiny store's 32 tokens
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_tiny_store(tmp_path_factory.mktemp("scoring"))
+def store(tiny_store: Path) -> Path:
+    """The session's tiny fp32 store (tests/conftest.py), built once for every module."""
+    return tiny_store
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,14 @@ from service.engine import Engine
 from service.settings import Settings
 from tests.support.commands import assert_one_line_error, run
 from tests.support.samples import sentiment_rows
-from tests.support.tiny_store import build_tiny_store
 
 GOOD = [text for text, _ in sentiment_rows(6)]
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_tiny_store(tmp_path_factory.mktemp("command"))
+def store(tiny_store: Path) -> Path:
+    """The session's tiny fp32 store (tests/conftest.py), built once for every module."""
+    return tiny_store
 
 
 @pytest.fixture(scope="module")

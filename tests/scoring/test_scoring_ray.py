@@ -24,7 +24,6 @@ from scoring.local import Options, score_file  # noqa: E402
 from scoring.ray_job import RayJob, run_ray  # noqa: E402
 from service.engine import Engine, EngineConfig  # noqa: E402
 from tests.support.samples import pair_rows  # noqa: E402
-from tests.support.tiny_store import build_tiny_store  # noqa: E402
 
 ROWS = 40  # a few dozen: the cluster's start dominates
 TASKS = ("paraphrase", "similarity")
@@ -43,8 +42,9 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return build_tiny_store(tmp_path_factory.mktemp("ray"))
+def store(tiny_store: Path) -> Path:
+    """The session's tiny fp32 store (tests/conftest.py), built once for every module."""
+    return tiny_store
 
 
 def _rows() -> list[dict]:
