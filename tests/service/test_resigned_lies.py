@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from model_store.manifest import StoreError, load_manifest, sha256_of
-from model_store.metric_consistency import mcnemar_exact
 from model_store.repository import VERSIONS_DIR, resolve_store, set_current
 from service.client import Client
 from service.engine import Engine, EngineConfig
+from tests.model_store.test_graph_choice import mcnemar
 from tests.support.commands import assert_one_line_error, run
 from tests.support.live_repository import probe, reload
 from tests.support.manifests import rewrite_manifest
@@ -44,19 +44,7 @@ def figures(int8: float, only_fp32: int, only_int8: int) -> dict:
     return {
         "source": "test",
         "tasks": {"sentiment": {"metric": "accuracy", "examples": rows, "fp32": 0.5, "int8": int8}},
-        "comparisons": {
-            "sentiment": {
-                "int8": {
-                    "test": "mcnemar_exact",
-                    "rows": rows,
-                    "right_in_fp32_only": only_fp32,
-                    "right_in_variant_only": only_int8,
-                    "p_value": mcnemar_exact(only_fp32, only_int8),
-                    "loss_points": 100.0 * (only_fp32 - only_int8) / rows,
-                    "disagreement": (only_fp32 + only_int8) / rows,
-                }
-            }
-        },
+        "comparisons": {"sentiment": {"int8": mcnemar(only_fp32, only_int8, rows)}},
     }
 
 
