@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterable
 
 from model_store.graph_choice import (
     RECORDED,
-    SERVED_KEY,
     GraphChoice,
     choose_graph,
     measured_choice,
@@ -60,17 +59,17 @@ def decide_served_graphs(
     def decide(manifest: Manifest) -> dict:
         unchanged = [t.name for t in manifest.tasks if t.name not in changed]
         if previous is None or not unchanged:
-            return _record(manifest, tolerance_points, lambda cuda: None)
+            return _record(
+                tolerance_points, lambda cuda: measured_choice(manifest, cuda, tolerance_points)
+            )
         missing = recorded_metrics(manifest).get("unavailable")
 
-        def kept_or_refused(cuda: bool) -> GraphChoice | None:
+        def kept_or_refused(cuda: bool) -> GraphChoice:
             served = choose_graph(previous, cuda, tolerance_points)  # recorded, or measured
             before = measured_choice(previous, cuda, tolerance_points)
             after = measured_choice(manifest, cuda, tolerance_points)
-            if choice == "update":
-                return None
-            if after.variant == served.variant:
-                return None  # the new figures choose what serves: their reason
+            if choice == "update" or after.variant == served.variant:
+                return after  # the new figures choose what serves: their reason
             if after.variant == before.variant and served.variant in manifest.graphs:
                 # The figures' verdict did not move: what serves stays, for its reason.
                 return GraphChoice(served.variant, served.reason.removeprefix(RECORDED))
@@ -96,25 +95,19 @@ def decide_served_graphs(
                 f"--graph-choice update to serve {after.variant} for every task"
             )
 
-        return _record(manifest, tolerance_points, kept_or_refused)
+        return _record(tolerance_points, kept_or_refused)
 
     return decide
 
 
-def _record(
-    manifest: Manifest,
-    tolerance_points: float,
-    override: Callable[[bool], GraphChoice | None],
-) -> dict:
+def _record(tolerance_points: float, decide: Callable[[bool], GraphChoice]) -> dict:
+    """The record of `decide`'s choice for a CPU and for CUDA."""
     record = {}
     for cuda in (False, True):
-        decided = override(cuda) or measured_choice(manifest, cuda, tolerance_points)
+        decided = decide(cuda)
         record[provider_key(cuda)] = {
             "variant": decided.variant,
             "reason": decided.reason,
             "tolerance_points": tolerance_points,
         }
     return record
-
-
-__all__ = ["CHOICES", "SERVED_KEY", "decide_served_graphs"]
