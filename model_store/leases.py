@@ -8,9 +8,9 @@ A service serving a repository claims the version CURRENT names before it loads 
 before the read), keeps its lease on what it serves while a reload loads the next
 version (`versions` then lists both), and narrows the lease to the version it serves
 once the load succeeded or failed. Leases are written atomically (temporary file, then
-rename) and removed when the service stops. Pruning
-never removes a leased version, so a process can keep serving, and rolling back to,
-what it has loaded even after CURRENT moved on. A lease of a process on this host that
+rename) and removed when the service stops. Pruning never removes a leased version, so a
+process can keep serving, and rolling back to, what it has loaded even after CURRENT
+moved on. A lease of a process on this host that
 is no longer alive (killed outright) is stale and ignored; one from another host (a
 shared volume) cannot be checked from here and is honoured until that host's service
 replaces or removes it (delete the file by hand for a host that is gone).
