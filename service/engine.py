@@ -146,6 +146,49 @@ class Engine:
         choice = GraphChoice(config.graph, f"--graph {config.graph} requested")
         if config.graph == "auto":
             choice = choose_graph(manifest, CUDA in providers, config.graph_tolerance_points)
+        try:
+            return cls._open(manifest, choice, providers, config)
+        except probes.QuantizationDrift as drift:
+            return cls._fall_back(manifest, choice, providers, config, drift)
+
+    @classmethod
+    def _fall_back(
+        cls,
+        manifest: Manifest,
+        choice: GraphChoice,
+        providers: list[str],
+        config: EngineConfig,
+        drift: probes.QuantizationDrift,
+    ) -> Engine:
+        """The quantized graph's answers moved on this CPU: if fp32 reproduces them, the
+        cause is the quantized arithmetic here (not the store's wiring), and `auto`
+        serves fp32 rather than answers no paired test measured; an explicit variant is
+        refused, saying why. If fp32 misses too, its error (the wiring) is raised."""
+        reason = (
+            f"{drift.variant} refused on this CPU: quantization moved task {drift.task}'s "
+            f"probe answers by {drift.difference:.3g} (bound {drift.bound:.3g})"
+        )
+        fallback = GraphChoice("fp32", f"{reason}; serving fp32")
+        engine = cls._open(manifest, fallback, providers, config)
+        if config.graph != "auto":
+            raise StoreError(
+                f"{drift} — the fp32 graph reproduces them, so this CPU computes the "
+                f"{drift.variant} graph differently from the one that published it; serve "
+                "--graph fp32 (or --graph auto, which falls back to fp32)"
+            )
+        log.warning("%s: %s (was: %s)", manifest.directory, fallback.reason, choice.reason)
+        return engine
+
+    @classmethod
+    def _open(
+        cls,
+        manifest: Manifest,
+        choice: GraphChoice,
+        providers: list[str],
+        config: EngineConfig,
+    ) -> Engine:
+        """Open one graph variant and run every load-time check on it."""
+        store = manifest.directory
         variant = choice.variant
         session = MultiTaskSession(
             manifest,
@@ -170,8 +213,8 @@ class Engine:
             raise StoreError(f"{store}: cannot read its {variant} graph: {err}") from err
         try:
             engine.smoke_test()
-            engine.probe_drift = probes.check(
-                manifest, engine.tokenizer, engine.session.run, variant
+            engine.probe_drift = probes.worst(
+                probes.check(manifest, engine.tokenizer, engine.session.run, variant)
             )
         except StoreError:
             raise

@@ -207,12 +207,19 @@ def verify_graph(
     return worst
 
 
-def check_probes(manifest: Manifest, tokenizer: PairTokenizer, variant: str) -> float:
+def check_probes(manifest: Manifest, tokenizer: PairTokenizer, variant: str) -> dict[str, float]:
     """The load-time probe check, at publish: a store that would be refused at start-up
-    is never published."""
+    is never published. Per task, the difference from the recorded answers (a quantized
+    variant's becomes its bound's measure on every later load). Run fp32 first: a
+    quantized variant's miss then means quantization moved the answers, not the wiring."""
     session = MultiTaskSession(manifest, variant, providers=[CPU])
     try:
         return probes.check(manifest, tokenizer, session.run, variant)
+    except probes.QuantizationDrift as err:
+        raise MergeError(
+            f"{err}, more than this variant may drift (the fp32 graph reproduces them): "
+            f"publish without the {variant} variant, or quantize otherwise"
+        ) from err
     except StoreError as err:
         raise MergeError(str(err)) from err
 
@@ -414,13 +421,20 @@ def publish_store(
             manifest = load_manifest(staging)
             parity = {v: verify_graph(manifest, v, expected, batch, mask) for v in variants}
             manifest.extra["parity"] = {v: f"{d:.3g}" for v, d in parity.items()}
-            drift = {v: check_probes(manifest, tokenizer, v) for v in variants}
+            ordered = sorted(variants, key=lambda v: v != "fp32")
+            drift = {v: check_probes(manifest, tokenizer, v) for v in ordered}
             for variant in variants:  # the load-time check of K and fork depths, at publish
                 try:
                     check_task_depths(manifest, variant)
                 except StoreError as err:
                     raise MergeError(str(err)) from err
-            manifest.extra[probes.PROBES_KEY]["drift"] = {v: f"{d:.3g}" for v, d in drift.items()}
+            recorded = manifest.extra[probes.PROBES_KEY]
+            recorded["drift"] = {v: f"{probes.worst(d):.3g}" for v, d in drift.items()}
+            recorded[probes.MEASURED_KEY] = {
+                v: {task: float(f"{value:.4g}") for task, value in d.items()}
+                for v, d in drift.items()
+                if v != "fp32"
+            }
             return manifest
 
         try:
