@@ -5,13 +5,18 @@
         --task similarity --data-dir ../shared/data    # the shipped models (built first)
     python -m benchmarks.base_serve_bench --store models/default \\
         --store runs/mpnet-store --task similarity --data-dir ../shared/data
+    python -m benchmarks.base_serve_bench --model base --graph fp32 --graph auto \\
+        --task sentiment --data-dir ../shared/data --concurrency 1 16 64
 
 Why: a 12-layer, 768-wide base (all-mpnet-base-v2) buys accuracy with compute at serving
 time, and the trade-off needs both numbers. For each store, with the same method as
 benchmarks/serve_bench.py: the offline ONNX Runtime ceiling for the task's validation
 inputs (length-sorted batches of 32, fp32 graph, no HTTP), then the service on loopback
 under wrk at each concurrency (single-item requests of that task, dynamic batching on),
-serving the graph `--graph auto` picks (int8 on a CPU where the graph rule allows).
+serving the graph `--graph auto` picks (int8 on a CPU where the graph rule allows), or
+each graph given with `--graph` in turn (the service's BERT_MTS_GRAPH), each beside the
+offline ceiling of the variant it served: the served figures as a share of the ceiling,
+and each graph's req/s as a ratio to the fp32 row at the same concurrency (same run).
 `--model NAME` is a shipped model of models/shipped/catalogue.json, from its built
 repository (`make model MODEL=NAME`).
 """
@@ -32,11 +37,14 @@ from model_store.manifest import load_manifest
 from model_store.repository import resolve_store
 from model_store.runtime import CPU, MultiTaskSession
 from model_store.tokenizer import PairTokenizer
+from service.client import Client
 
 
-def offline_items_per_s(store: Path, task: str, items, repeats: int = 3) -> float:
+def offline_items_per_s(
+    store: Path, task: str, items, variant: str = "fp32", repeats: int = 3
+) -> float:
     manifest = load_manifest(store)
-    session = MultiTaskSession(manifest, "fp32", providers=[CPU])
+    session = MultiTaskSession(manifest, variant, providers=[CPU])
     tokenizer = PairTokenizer.from_file(manifest.tokenizer_path, manifest.max_seq_len)
     pair = manifest.task(task).pair
 
@@ -82,7 +90,14 @@ def main() -> None:
     parser.add_argument("--per-task", type=int, default=400)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    parser.add_argument(
+        "--graph",
+        action="append",
+        choices=["auto", "fp32", "int8", "fp16"],
+        help="serve this graph (repeat to compare; default: auto)",
+    )
     args = parser.parse_args()
+    args.graph = args.graph or ["auto"]
     stores = [(name, model_repository(name)) for name in args.model]
     stores += [(str(store), store) for store in args.store]
     if not stores:
@@ -92,42 +107,58 @@ def main() -> None:
             parser.error(f"{store} ({name}) does not exist: make model MODEL=NAME builds it")
 
     items = validation_texts(args.data_dir, args.per_task)[args.task]
-    rows = []
+    measured = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, given in stores:
             store = resolve_store(given)  # a store, or a repository's current version
-            base, layers, k, metric = describe(store, args.task)
-            ceiling = offline_items_per_s(store, args.task, items)
-            server = Server(given, {})
-            try:
-                for connections in args.concurrency:
-                    result = run_wrk(
-                        server.url,
-                        request_lines(args.task, items),
-                        connections,
-                        args.seconds,
-                        Path(tmp),
-                        server.process.pid,
-                    )
-                    rows.append(
-                        (
-                            label,
-                            base,
-                            layers,
-                            k,
-                            metric,
-                            f"{ceiling:.1f}",
+            ceilings: dict[str, float] = {}
+            for graph in args.graph:
+                server = Server(given, {"BERT_MTS_GRAPH": graph})
+                try:
+                    with Client(server.url) as client:
+                        variant = client.info().graph
+                    if variant not in ceilings:
+                        ceilings[variant] = offline_items_per_s(store, args.task, items, variant)
+                    for connections in args.concurrency:
+                        result = run_wrk(
+                            server.url,
+                            request_lines(args.task, items),
                             connections,
-                            f"{result['rps']:.1f}",
-                            f"{result['p50_us'] / 1e3:.1f}",
-                            f"{result['p99_us'] / 1e3:.1f}",
-                            f"{result['max_us'] / 1e3:.1f}",
-                            result["status_errors"] + result["other_errors"],
-                            f"{result['rows_per_batch']:.1f}",
+                            args.seconds,
+                            Path(tmp),
+                            server.process.pid,
                         )
-                    )
-            finally:
-                server.stop()
+                        measured.append((label, store, graph, variant, connections, result))
+                finally:
+                    server.stop()
+            for row in measured:
+                if row[0] == label and row[3] in ceilings:
+                    row[5]["ceiling"] = ceilings[row[3]]
+    fp32 = {(m[0], m[4]): m[5]["rps"] for m in measured if m[3] == "fp32"}
+    rows = []
+    for label, store, graph, variant, connections, result in measured:
+        base, layers, k, metric = describe(store, args.task)
+        against_fp32 = fp32.get((label, connections))
+        rows.append(
+            (
+                label,
+                base,
+                layers,
+                k,
+                metric,
+                f"{graph} -> {variant}",
+                f"{result['ceiling']:.1f}",
+                connections,
+                f"{result['rps']:.1f}",
+                f"{result['rps'] / result['ceiling']:.2f}",
+                f"{result['rps'] / against_fp32:.2f}" if against_fp32 else "-",
+                f"{result['p50_us'] / 1e3:.1f}",
+                f"{result['p99_us'] / 1e3:.1f}",
+                f"{result['max_us'] / 1e3:.1f}",
+                result["status_errors"] + result["other_errors"],
+                f"{result['rows_per_batch']:.1f}",
+            )
+        )
     print(f"## Serving {args.task} from each store ({args.seconds} s per row)\n")
     print(f"{provenance()}\n")
     print(
@@ -138,9 +169,12 @@ def main() -> None:
                 "base layers",
                 "K",
                 "validation metric",
-                "offline items/s",
+                "--graph -> served",
+                "offline items/s (that graph)",
                 "concurrency",
                 "req/s",
+                "share of offline",
+                "x fp32",
                 "p50 ms",
                 "p99 ms",
                 "max ms",

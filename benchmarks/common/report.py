@@ -9,6 +9,23 @@ import shlex
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from pathlib import Path
+
+
+def cpu_description() -> str:
+    """The CPU's model and the instruction sets int8 speed and accuracy depend on (from
+    /proc/cpuinfo, as lscpu reads it): without VNNI, u8 x s8 products saturate."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line and line.strip())
+    model = " ".join(fields.get("model name\t", fields.get("model name", "unknown")).split())
+    flags = set(fields.get("flags\t\t", fields.get("flags\t", "")).split())
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    present = [flag for flag in wanted if flag in flags]
+    vnni = "yes" if {"avx512_vnni", "avx_vnni"} & flags else "no"
+    return f"{model}; flags {' '.join(present) or 'none of ' + '/'.join(wanted)}; VNNI {vnni}"
 
 
 def provenance() -> str:
@@ -16,7 +33,10 @@ def provenance() -> str:
     # `python -m benchmarks.NAME`, as the benchmarks are run; else the script's path.
     program = ["-m", spec.name] if spec is not None else [os.path.relpath(sys.argv[0])]
     command = shlex.join([*program, *sys.argv[1:]])
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} CPUs ({cpu_description()}), "
+        f"Python {platform.python_version()}"
+    )
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     return f"command: python {command}\nmachine: {machine}\ndate: {date}"
 

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -187,6 +188,8 @@ def run_wrk(
     think_ms: float = 0,
 ) -> dict:
     """Run wrk; with `think_ms` each connection pauses that long between requests."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
     script, requests = workdir / "load.lua", workdir / "requests.tsv"
     script.write_text(WRK_SCRIPT)
     requests.write_text("\n".join(lines) + "\n")
