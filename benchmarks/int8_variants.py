@@ -3,9 +3,11 @@
     python -m benchmarks.int8_variants --store models/default --data-dir ../shared/data
 
 Quantizes the store's fp32 graph with ONNX Runtime's `quantize_dynamic` (QInt8,
-per-channel weight scales) three ways: as shipped (`training.graph.onnx_export.quantize_int8`:
-MatMul only, the embeddings stay fp32), MatMul and the embedding Gather (ONNX Runtime's
-default, shipped before), and with each branch's last layer left in fp32; runs every
+per-channel weight scales) several ways: as shipped (`training.graph.int8`: 7-bit
+weights, the feed-forward outputs of the encoder's upper half left fp32), every MatMul
+with 8-bit weights (shipped before, saturates on CPUs without VNNI) and with 7-bit
+ones; with `--only`, also MatMul and the embedding Gather, or each branch's last layer
+left in fp32; runs every
 task's validation rows through fp32 and each int8 graph and prints the metric, the loss
 and the paired test against fp32
 (`training.evaluate.paired_test`). The accuracy figures are deterministic. With
@@ -13,6 +15,15 @@ and the paired test against fp32
 validation rows in length-sorted batches of 32 (as the serving benchmark's ceiling),
 one pass per graph per round, the graphs interleaved round by round so that they share
 the machine's state; items/s is given as median, min and max over the rounds.
+
+    python -m benchmarks.int8_variants --store models/default --data-dir ../shared/data \\
+        --sweep [--reduce-range]
+
+`--sweep` finds where int8's loss comes from: it quantizes one group of MatMuls at a
+time (by kind: Q/K/V, attention output, feed-forward in, feed-forward out; by depth:
+the frozen layers in thirds; each task's branch), everything else left in fp32, and runs
+the same paired tests per task; fp32 is scored once. With `--reduce-range`, every
+quantization uses 7-bit weights (what cannot saturate on a CPU without VNNI).
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ from training.evaluate.store import (
     task_outputs,
     validation_examples,
 )
+from training.graph.int8 import LayerDepths, quantize_int8
 
 
 def last_layer_nodes(manifest, graph: Path) -> list[str]:
@@ -48,6 +60,133 @@ def last_layer_nodes(manifest, graph: Path) -> list[str]:
     names = [node.name for node in onnx.load(str(graph), load_external_data=False).graph.node]
     prefixes = [f"/{task.name}/layers.{task.layers - 1}/" for task in manifest.tasks]
     return [name for name in names if name.startswith(tuple(prefixes))]
+
+
+MATMUL_KINDS = {
+    "Q/K/V": ("/attn/q/", "/attn/k/", "/attn/v/", "/attention/self/query/",
+              "/attention/self/key/", "/attention/self/value/"),
+    "attention output": ("/attn/o/", "/attention/output/dense/"),
+    "feed-forward in": ("/intermediate/dense/",),
+    "feed-forward out": ("/output/dense/",),
+}  # fmt: skip
+
+
+def _matmul_kind(name: str) -> str | None:
+    for kind, markers in MATMUL_KINDS.items():
+        # "/attention/output/dense/" also contains "/output/dense/": test it first.
+        if any(marker in name for marker in markers):
+            return kind
+    return None
+
+
+def weight_matmuls(graph: Path) -> list[str]:
+    return [
+        node.name
+        for node in onnx.load(str(graph), load_external_data=False).graph.node
+        if node.op_type == "MatMul" and _matmul_kind(node.name)
+    ]
+
+
+def layer_groups(graph: Path, kind: str) -> list[tuple[str, list[str]]]:
+    """(layer, its MatMuls of `kind`) for every layer instance of the graph."""
+    groups: dict[str, list[str]] = {}
+    for name in weight_matmuls(graph):
+        if _matmul_kind(name) == kind:
+            layer = name.split("/attention/")[0].split("/intermediate/")[0].split("/output/")[0]
+            groups.setdefault(f"{kind}: {layer.strip('/')}", []).append(name)
+    return list(groups.items())
+
+
+def sweep_groups(manifest, graph: Path) -> list[tuple[str, list[str]]]:
+    """(label, MatMul node names) per group: every weight MatMul, then by kind, by third
+    of the frozen layers, and by task branch; each later quantized alone."""
+    names = weight_matmuls(graph)
+    groups = [("all weight MatMuls (as shipped)", names)]
+    groups += [
+        (f"{kind}, every layer", [n for n in names if _matmul_kind(n) == kind])
+        for kind in MATMUL_KINDS
+    ]
+    frozen = manifest.frozen_layers
+    thirds = [range(i * frozen // 3, (i + 1) * frozen // 3) for i in range(3)]
+    for layers in thirds:
+        prefixes = tuple(f"/frozen.{i}/" for i in layers)
+        groups.append(
+            (
+                f"frozen layers {layers[0]}-{layers[-1]}",
+                [n for n in names if n.startswith(prefixes)],
+            )
+        )
+    for task in manifest.tasks:
+        if task.layers:
+            groups.append(
+                (
+                    f"{task.name}'s branch ({task.layers} layers)",
+                    [n for n in names if n.startswith(f"/{task.name}/")],
+                )
+            )
+    return [(label, members) for label, members in groups if members]
+
+
+def sweep(args, source: Path, manifest, fp32: Path) -> None:
+    """Each group quantized alone against fp32, paired tests per task (see the module
+    docstring); prints the table and the command."""
+    from dataclasses import replace
+
+    from training.evaluate.store import TaskResult, validation_examples
+
+    labelled = [t for t in manifest.tasks if t.kind != "embedding"]
+    tokenizer = PairTokenizer.from_file(manifest.tokenizer_path, manifest.max_seq_len)
+    examples = {
+        t.name: validation_examples(t, t.validation.get("split") or {}, args.data_dir)
+        for t in labelled
+    }
+    labels = {
+        n: np.array([e.label for e in rows], dtype=np.float32) for n, rows in examples.items()
+    }
+
+    def outputs(graph_manifest, variant: str) -> dict[str, np.ndarray]:
+        session = MultiTaskSession(graph_manifest, variant, providers=[CPU])
+        return {t.name: task_outputs(session, tokenizer, t, examples[t.name]) for t in labelled}
+
+    reference = outputs(manifest, "fp32")
+    rows = []
+    logging.disable(logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / GRAPH_FILES["int8"]
+        groups = (
+            layer_groups(fp32, args.by_layer) if args.by_layer else sweep_groups(manifest, fp32)
+        )
+        for label, members in groups:
+            quantize_dynamic(
+                str(fp32),
+                str(target),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                reduce_range=args.reduce_range,
+                nodes_to_quantize=members,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+            graphs = {**manifest.graphs, "int8": target.name}
+            quantized = outputs(replace(manifest, directory=Path(tmp), graphs=graphs), "int8")
+            results = [
+                TaskResult(
+                    t, labels[t.name], {"fp32": reference[t.name], "int8": quantized[t.name]}
+                )
+                for t in labelled
+            ]
+            tests = paired_comparisons(results)
+            rows.append((label, len(members), *(figures(tests[t.name]["int8"]) for t in labelled)))
+            print(f"  {label}: done", flush=True)
+    weights = "7-bit weights (reduce_range)" if args.reduce_range else "8-bit weights"
+    print(f"## Where int8 loses accuracy: one group quantized at a time ({weights})\n")
+    print(f"{provenance()}\n")
+    headers = ["quantized group", "MatMuls", *(f"{t.name} loss (points)" for t in labelled)]
+    print(markdown_table(headers, rows))
+
+
+def manifest_depths(manifest) -> LayerDepths:
+    """Where the store's layers sit in its base, from its manifest."""
+    return LayerDepths(manifest.num_layers, {t.name: t.fork_depth for t in manifest.tasks})
 
 
 def figures(test: dict) -> str:
@@ -88,26 +227,40 @@ def main() -> None:
     parser.add_argument("--speed-rounds", type=int, default=0, metavar="N")
     parser.add_argument(
         "--only",
-        choices=("shipped", "gather", "last-layer-fp32"),
+        choices=("shipped", "8-bit", "7-bit", "gather", "last-layer-fp32"),
         action="append",
-        help="measure only these quantizations (repeat; default: all three)",
+        help="measure only these quantizations (repeat; default: shipped, 8-bit, 7-bit)",
+    )
+    parser.add_argument("--sweep", action="store_true", help="one group of MatMuls at a time")
+    parser.add_argument("--reduce-range", action="store_true", help="7-bit weights")
+    parser.add_argument(
+        "--by-layer",
+        choices=list(MATMUL_KINDS),
+        help="with --sweep: this kind's MatMuls quantized one layer at a time",
     )
     args = parser.parse_args()
     source = resolve_store(args.store)
     manifest = load_manifest(source)
     fp32 = source / manifest.graphs["fp32"]
+    if args.sweep:
+        sweep(args, source, manifest, fp32)
+        return
     # An embedding task has no labels to test on (publish holds it to PyTorch by cosine).
     labelled = [t for t in manifest.tasks if t.kind != "embedding"]
+    eight_bit = {"op_types_to_quantize": ["MatMul"]}
     options = {
-        # What `training.graph.onnx_export.quantize_int8` ships: MatMul only.
-        "shipped": ("shipped: MatMul only (embeddings fp32)", {"op_types_to_quantize": ["MatMul"]}),
-        "gather": ("MatMul and the embedding Gather (shipped until 2026-12-02)", {}),
+        # What publishing ships: `training.graph.int8.quantize_int8`.
+        "shipped": ("shipped: 7-bit weights, upper-half feed-forward outputs fp32", None),
+        "8-bit": ("8-bit weights, every MatMul (shipped until 2026-12-08)", eight_bit),
+        "7-bit": ("7-bit weights, every MatMul", {**eight_bit, "reduce_range": True}),
+        "gather": ("8-bit, MatMul and the embedding Gather (shipped until 2026-12-02)", {}),
         "last-layer-fp32": (
-            "each branch's last layer fp32",
-            {"nodes_to_exclude": last_layer_nodes(manifest, fp32)},
+            "8-bit, each branch's last layer fp32",
+            {**eight_bit, "nodes_to_exclude": last_layer_nodes(manifest, fp32)},
         ),
     }
-    chosen = [options[key] for key in options if not args.only or key in args.only]
+    default = ("shipped", "8-bit", "7-bit")
+    chosen = [options[key] for key in options if key in (args.only or default)]
     rows = []
     graphs = {"fp32": (manifest, "fp32")}
     logging.disable(logging.WARNING)
@@ -116,14 +269,17 @@ def main() -> None:
             work = Path(tmp) / str(len(rows))
             shutil.copytree(source, work)
             target = work / GRAPH_FILES["int8"]
-            quantize_dynamic(
-                str(fp32),
-                str(target),
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-                **extra,
-            )
+            if extra is None:
+                quantize_int8(fp32, target, manifest_depths(manifest))
+            else:
+                quantize_dynamic(
+                    str(fp32),
+                    str(target),
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                    **extra,
+                )
             if "int8" not in manifest.graphs:  # a store built without one (the 12-layer model)
                 raw = json.loads((work / MANIFEST_FILE).read_text())
                 raw["graphs"]["int8"] = target.name

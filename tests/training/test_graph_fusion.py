@@ -26,8 +26,9 @@ from training.graph.fusion import (
     fusable,
     operator_counts,
 )
+from training.graph.int8 import LayerDepths, quantize_int8
 from training.graph.merged_model import MergedModel
-from training.graph.onnx_export import convert_fp16, quantize_int8
+from training.graph.onnx_export import convert_fp16
 
 # Stated tolerances against PyTorch: fp32 (the issue's), fp16 (as at publish).
 FP32_TOLERANCE = 1e-4
@@ -123,7 +124,8 @@ def test_int8_and_fp16_of_the_fused_graph_answer_batches_with_empty_paths(
     """The int8 variant must not die on a path without rows (ONNX Runtime's QAttention
     does: the reason the attention is fused as MultiHeadAttention)."""
     merged, path, _ = fused
-    quantize_int8(path, tmp_path / "int8.onnx")
+    forks = dict(zip(merged.task_names, merged.fork_depths, strict=True))
+    quantize_int8(path, tmp_path / "int8.onnx", LayerDepths(merged.num_layers, forks))
     convert_fp16(path, tmp_path / "fp16.onnx")
     for variant in ("int8", "fp16"):
         session = ort.InferenceSession(

@@ -49,8 +49,9 @@ from training.fit.branch import (
 )
 from training.fit.task_model import TaskModel
 from training.graph.fusion import FusionReport, expected_operators, export_graph, operator_counts
+from training.graph.int8 import LayerDepths, quantize_int8
 from training.graph.merged_model import INPUT_NAMES, MergedModel, output_name
-from training.graph.onnx_export import OPSET, convert_fp16, quantize_int8
+from training.graph.onnx_export import OPSET, convert_fp16
 from training.graph.splice import (
     LAYOUT_KEY,
     SplicePlan,
@@ -343,7 +344,10 @@ def write_graphs(
         return fusion, layout, f"graphs {plan.describe()}"
     fusion = export_graph(merged, staging / GRAPH_FILES["fp32"], fuse)
     if "int8" in variants:
-        quantize_int8(staging / GRAPH_FILES["fp32"], staging / GRAPH_FILES["int8"])
+        depths = LayerDepths(
+            merged.num_layers, dict(zip(merged.task_names, merged.fork_depths, strict=True))
+        )
+        quantize_int8(staging / GRAPH_FILES["fp32"], staging / GRAPH_FILES["int8"], depths)
     if "fp16" in variants:
         convert_fp16(staging / GRAPH_FILES["fp32"], staging / GRAPH_FILES["fp16"])
     layout = full_layout(merged) if fusion.fused else None

@@ -3,14 +3,13 @@
 The fp32 graph is traced from `MergedModel` with dynamic batch and sequence axes and a
 dynamic row count per task output; the
 `task_mask` input is [batch, tasks] bool. int8 is ONNX Runtime's dynamic quantization
-(weights int8, activations quantized on the fly): smaller and faster on CPUs. fp16
+(`training.graph.int8`): smaller and faster on CPUs. fp16
 converts weights and compute to half precision, keeping int64 inputs and fp32 outputs,
 for GPUs; CPUs run it too, slowly, which is enough to check its numbers.
 """
 
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 
@@ -82,30 +81,6 @@ def _keep_all_inputs(path: Path) -> None:
             onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, ["batch", "sequence"]),
         )
     onnx.save(model, str(path))
-
-
-def quantize_int8(source: Path, target: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # A fused graph's contrib operators have no ONNX shape inference; their outputs are
-    # float, which is what DefaultTensorType tells the quantizer.
-    logging.disable(logging.WARNING)
-    try:
-        # MatMul only: the embedding tables stay fp32. Quantizing their Gather too cost
-        # the shipped model 1.05 points of sentiment (over the 1-point tolerance) and
-        # bought no speed: 652 against 675 items/s for MatMul only, same run
-        # (docs/results.md, benchmarks/int8_variants.py).
-        quantize_dynamic(
-            str(source),
-            str(target),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul"],
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
-    finally:
-        logging.disable(logging.NOTSET)
-    onnx.checker.check_model(str(target))
 
 
 def convert_fp16(source: Path, target: Path, keep_io_types: bool | list[str] = True) -> None:

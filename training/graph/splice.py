@@ -41,8 +41,9 @@ from onnx import numpy_helper
 
 from model_store.manifest import GRAPH_FILES, Manifest
 from training.graph.fusion import attention_shape, fusable, optimize_bert
+from training.graph.int8 import LayerDepths, quantize_int8
 from training.graph.merged_model import MergedModel, output_name
-from training.graph.onnx_export import OPSET, convert_fp16, quantize_int8
+from training.graph.onnx_export import OPSET, convert_fp16
 from training.graph.piece import PIECE_HANDOVER, TaskPiece, export_piece
 
 LAYOUT_KEY = "graph_layout"
@@ -558,7 +559,8 @@ def piece_graphs(
     paths = {"fp32": fused}
     if "int8" in variants:
         paths["int8"] = scratch / f"{insert.task}.int8.onnx"
-        quantize_int8(fused, paths["int8"])
+        depths = LayerDepths(merged.num_layers, {"branch": piece.fork})  # piece's names
+        quantize_int8(fused, paths["int8"], depths)
     if "fp16" in variants:
         paths["fp16"] = scratch / f"{insert.task}.fp16.onnx"
         convert_fp16(fused, paths["fp16"], keep_io_types=[output_name(insert.task)])
