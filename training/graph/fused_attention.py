@@ -88,7 +88,7 @@ class _MultiHeadAttention(torch.autograd.Function):
     def symbolic(
         g, query, key, value, bias, key_padding_mask, attention_bias, num_heads, head_size
     ):
-        return g.op(
+        context = g.op(
             "com.microsoft::MultiHeadAttention",
             query,
             key,
@@ -98,6 +98,11 @@ class _MultiHeadAttention(torch.autograd.Function):
             attention_bias,
             num_heads_i=num_heads,
         )
+        # Its type, with no sizes: the exporter has no shape inference for the node
+        # (and warns of it for every layer), and sizes taken from the query would tie
+        # the row counts of different paths together.
+        context.setType(query.type().with_sizes([None, None, None]))
+        return context
 
 
 class _Projection(nn.Module):
