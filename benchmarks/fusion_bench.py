@@ -5,6 +5,14 @@
     python -m benchmarks.fusion_bench --store fused=/tmp/fused --store unfused=/tmp/unfused \\
         --data-dir ../shared/data
 
+The 12-layer default (`base`, MPNet): `make model` builds it fused; a checkout from
+before MPNet was fused (or `--no-fuse`) gives the unfused one. Its fp16 runs slowly on
+a CPU, so name the variants to measure:
+
+    python -m benchmarks.fusion_bench --store fused=models/default \\
+        --store unfused=/path/to/unfused/models/default --variants fp32 \\
+        --data-dir ../shared/data
+
 No HTTP: ONNX Runtime on the CPU, tokenizing included, on the sentiment validation
 texts (batches of 32 length-sorted, as the service's batcher forms them; batch 1 one
 text at a time), for each variant each store holds. The stores are built beforehand,
@@ -30,6 +38,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--per-task", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--variants", nargs="+", choices=("fp32", "int8", "fp16"), help="default: all a store has"
+    )
     args = parser.parse_args()
     texts = validation_texts(args.data_dir, args.per_task)
     rows = []
@@ -37,6 +48,8 @@ def main() -> None:
         label, directory = item.split("=", 1)
         store = resolve_store(Path(directory))
         for variant in load_manifest(store).graphs:
+            if args.variants and variant not in args.variants:
+                continue
             result = offline(store, texts, 32, variant, args.repeats)
             rows.append(
                 (

@@ -9,7 +9,8 @@ at load the graph itself is read: in the tree-shaped graph each task's rows leav
 trunk through one row selection (a `Compress` of the hidden state by the task's rows), so
 the attention blocks upstream of that fork are the task's shared layers and those
 between it and the task's output are its own. An attention block is a fused attention
-node, or the Softmax of an unfused one (MPNet graphs, int8 graphs alike).
+node (BERT's and MPNet's alike), or the Softmax of an unfused one (`--no-fuse`); int8
+graphs keep theirs.
 """
 
 from __future__ import annotations

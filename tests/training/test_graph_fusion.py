@@ -1,7 +1,9 @@
 """The fused merged graph: every layer of every path fused, numbers unchanged.
 
 Branches here are the base's own layers under fresh random heads, at two fork shapes:
-the first shipped model's (one task forking at 0, two at 2) and three distinct forks above 0.
+the first shipped model's (one task forking at 0, two at 2) and three distinct forks above 0,
+on the 6-layer BERT base and on a tiny random 6-layer MPNet (whose attention the export
+fuses itself, the relative position bias going in as the node's attention bias).
 Their quality does not matter; the fused graph must compute what PyTorch computes, for
 batches that use every path and for batches that leave paths without rows.
 """
@@ -11,12 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
 
 from model_store.runtime import task_mask
+from model_store.tokenizer import PairTokenizer
 from tests.support.samples import pair_rows, sentiment_rows
+from tests.support.tiny_mpnet import tiny_mpnet_dir
+from training.encoders.base_model import load_base_model
 from training.fit.objectives import preset_spec
 from training.fit.task_model import TaskModel
 from training.graph.fusion import (
@@ -24,6 +30,7 @@ from training.graph.fusion import (
     expected_operators,
     export_graph,
     fusable,
+    fuses,
     operator_counts,
 )
 from training.graph.int8 import LayerDepths, quantize_int8
@@ -47,12 +54,27 @@ def merged_model(base, depths: dict[str, int]) -> MergedModel:
     return MergedModel(base.encoder, models)
 
 
+@pytest.fixture(scope="module")
+def tiny_mpnet(tmp_path_factory):
+    directory = tiny_mpnet_dir(tmp_path_factory.mktemp("mpnet") / "tiny-mpnet", layers=6)
+    return load_base_model(directory), PairTokenizer.from_dir(directory, max_seq_len=32)
+
+
+@pytest.fixture(scope="module", params=["bert", "mpnet"])
+def family(request):
+    """(base, tokenizer) of one encoder family, both 6 layers."""
+    if request.param == "bert":
+        return request.getfixturevalue("base"), request.getfixturevalue("tokenizer")
+    return request.getfixturevalue("tiny_mpnet")
+
+
 @pytest.fixture(scope="module", params=list(SHAPES))
-def fused(request, base, tmp_path_factory) -> tuple[MergedModel, Path, object]:
+def fused(request, family, tmp_path_factory) -> tuple[MergedModel, Path, object, PairTokenizer]:
+    base, tokenizer = family
     merged = merged_model(base, SHAPES[request.param])
     path = tmp_path_factory.mktemp("fused") / "model.onnx"
     report = export_graph(merged, path)
-    return merged, path, report
+    return merged, path, report, tokenizer
 
 
 def batch(tokenizer, task_sets: list[list[int]]) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -92,7 +114,7 @@ TASK_SETS = {
 
 
 def test_every_layer_of_every_path_is_fused(fused) -> None:
-    merged, path, report = fused
+    merged, path, report, _ = fused
     assert report.fused and report.complete, report.to_json()
     counts = operator_counts(path)
     expected = expected_operators(merged)
@@ -100,16 +122,41 @@ def test_every_layer_of_every_path_is_fused(fused) -> None:
     assert expected["MultiHeadAttention"] == layers
     assert expected["SkipLayerNormalization"] == 2 * layers
     assert expected["BiasGelu"] == layers
-    assert expected["EmbedLayerNormalization"] == int(merged.frozen_depth > 0) + (
-        merged.fork_depths.count(0)
-    )
+    # BERT's embeddings fuse; MPNet's keep their LayerNorm, one per path from depth 0
+    embedding = "EmbedLayerNormalization" if merged.model_type == "bert" else "LayerNormalization"
+    assert expected[embedding] == int(merged.frozen_depth > 0) + merged.fork_depths.count(0)
     assert {op: counts.get(op, 0) for op in expected} == expected
-    assert not {op: counts[op] for op in UNFUSED_OPERATORS if op in counts}
+    assert not {
+        op: counts[op] for op in UNFUSED_OPERATORS if counts.get(op, 0) > expected.get(op, 0)
+    }
+
+
+def test_mpnet_attention_takes_the_one_position_bias_and_keeps_its_projections(
+    fused,
+) -> None:
+    """Every MultiHeadAttention node reads the same attention bias (input 5), computed
+    once per batch; its Q, K, V projections are MatMuls named as in the unfused export
+    (what int8 quantizes, and what a choice of MatMuls by name finds)."""
+    merged, path, _, _ = fused
+    if merged.model_type != "mpnet":
+        pytest.skip("BERT's attention has no position bias")
+    graph = onnx.load(str(path)).graph
+    attention = [node for node in graph.node if node.op_type == "MultiHeadAttention"]
+    assert len({node.input[5] for node in attention}) == 1
+    producer = {out: node for node in graph.node for out in node.output}
+    for node in attention:
+        scope = node.name.rsplit("/", 1)[0]
+        projections = [producer[name] for name in node.input[:3]]
+        assert [(p.op_type, p.name) for p in projections] == [
+            ("MatMul", f"{scope}/{part}/MatMul") for part in "qkv"
+        ]
+        assert producer[node.input[4]].op_type == "Cast"  # the path's (B, T) mask, int32
+    assert sum(node.op_type == "Log" for node in graph.node) == 1  # the buckets, once
 
 
 @pytest.mark.parametrize("rows", list(TASK_SETS))
-def test_fused_fp32_matches_pytorch(fused, tokenizer, rows: str) -> None:
-    merged, path, _ = fused
+def test_fused_fp32_matches_pytorch(fused, rows: str) -> None:
+    merged, path, _, tokenizer = fused
     feeds, _ = batch(tokenizer, TASK_SETS[rows])
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for expected, actual in zip(pytorch(merged, feeds), session.run(None, feeds), strict=True):
@@ -119,11 +166,11 @@ def test_fused_fp32_matches_pytorch(fused, tokenizer, rows: str) -> None:
 
 
 def test_int8_and_fp16_of_the_fused_graph_answer_batches_with_empty_paths(
-    fused, tokenizer, tmp_path: Path
+    fused, tmp_path: Path
 ) -> None:
     """The int8 variant must not die on a path without rows (ONNX Runtime's QAttention
     does: the reason the attention is fused as MultiHeadAttention)."""
-    merged, path, _ = fused
+    merged, path, _, tokenizer = fused
     forks = dict(zip(merged.task_names, merged.fork_depths, strict=True))
     quantize_int8(path, tmp_path / "int8.onnx", LayerDepths(merged.num_layers, forks))
     convert_fp16(path, tmp_path / "fp16.onnx")
@@ -140,9 +187,12 @@ def test_int8_and_fp16_of_the_fused_graph_answer_batches_with_empty_paths(
                     assert np.abs(actual - expected).max() <= FP16_TOLERANCE
 
 
-def test_only_bert_is_fused(base) -> None:
-    """(tests/training/test_mpnet.py checks that an MPNet store publishes, unfused.)"""
+def test_bert_and_mpnet_are_fused_and_only_bert_by_the_optimizer(base) -> None:
+    """(tests/training/test_mpnet.py checks that an MPNet store publishes fused.) Splicing
+    knows the optimizer's BERT graphs only."""
     merged = merged_model(base, SHAPES["one at 0, two at 2"])
-    assert fusable(merged)
+    assert fusable(merged) and fuses(merged)
     merged.model_type = "mpnet"
-    assert not fusable(merged)
+    assert not fusable(merged) and fuses(merged)
+    merged.model_type = "roberta"
+    assert not fuses(merged)

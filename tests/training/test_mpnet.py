@@ -158,8 +158,10 @@ def test_onnx_and_int8_graphs_match_pytorch(mpnet, mpnet_tokenizer, mpnet_branch
     assert manifest.base_model["model_type"] == "mpnet"
     assert manifest.base_model["token_types"] is False
     assert set(manifest.extra["parity"]) == {"fp32", "int8", "fp16"}
-    # ONNX Runtime's transformer fusions know BERT's layers only: MPNet publishes unfused.
-    assert manifest.extra["fusion"]["fused"] is False
+    # The export fuses MPNet's attention with its position bias (training.graph.fusion).
+    fusion = manifest.extra["fusion"]
+    assert fusion["fused"] and fusion["complete"], fusion
+    assert fusion["operators"]["MultiHeadAttention"] == 3 + 1 + 2 + 3  # frozen, then K
     assert manifest.input_names[:3] == ("input_ids", "attention_mask", "token_type_ids")
     merged = MergedModel(mpnet.encoder, [b.model for b in mpnet_branches])
     batch, task_ids = mixed_batch(mpnet_tokenizer, [2, 0, 1, 0, 2, 1, 1])

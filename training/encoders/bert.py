@@ -222,17 +222,20 @@ def run_layers(
     layers: nn.ModuleList | list[nn.Module],
     hidden: torch.Tensor,
     attention_mask: torch.Tensor,
-    position_bias: nn.Module | None = None,
+    position_bias: nn.Module | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run `hidden` through `layers` in order; shared by the trunk and every branch.
 
-    `position_bias` is the base's relative position bias (MPNet; None for BERT): it is
-    computed here once for the batch and added, with the padding mask, to the scores
+    `position_bias` is the base's relative position bias (MPNet; None for BERT), as its
+    module or as the [1, heads, seq, seq] tensor a caller computed already (the merged
+    model, once for all its paths): it is added, with the padding mask, to the scores
     of every layer.
     """
     score_bias = attention_mask_bias(attention_mask, hidden.dtype)
     if position_bias is not None and len(layers):
-        score_bias = score_bias + position_bias(hidden)
+        if isinstance(position_bias, nn.Module):
+            position_bias = position_bias(hidden)
+        score_bias = score_bias + position_bias.to(hidden.dtype)
     for layer in layers:
         hidden = layer(hidden, score_bias)
     return hidden

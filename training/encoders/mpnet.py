@@ -127,8 +127,13 @@ class RelativeAttentionBias(nn.Module):
         self.weight = nn.Parameter(torch.zeros(num_buckets, num_heads))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        buckets = relative_buckets(hidden.shape[1], hidden.device)
-        return F.embedding(buckets, self.weight).permute(2, 0, 1).unsqueeze(0).to(hidden.dtype)
+        return self.for_length(hidden.shape[1], hidden.dtype)
+
+    def for_length(self, seq_len: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The [1, heads, seq, seq] bias of any batch `seq_len` tokens long: it depends on
+        the length alone, so a tree of paths computes it once for all of them."""
+        buckets = relative_buckets(seq_len, self.weight.device)
+        return F.embedding(buckets, self.weight).permute(2, 0, 1).unsqueeze(0).to(dtype)
 
 
 class MPNetEmbeddings(nn.Module):

@@ -20,9 +20,16 @@ and publishing records the counts next to it, so a pattern that stops matching (
 change of the export, of torch, of onnxruntime) shows as a shortfall, and a test holds
 the shipped shape to it.
 
-Only BERT graphs are fused: the optimizer's model types know BERT's layers, not MPNet's
-(whose attention scores add a relative position bias the Attention pattern does not
-take); an MPNet store is published unfused, as before, and says so in its manifest.
+MPNet graphs are fused too, in two steps: the optimizer's attention pattern is BERT's
+(MPNet adds a relative position bias to the scores, which it does not take), so the
+export writes each layer's `MultiHeadAttention` itself, the position bias computed once
+per batch as its `attention_bias` input (`training.graph.fused_attention`); then the
+optimizer's pattern fusions, attention and embeddings off, make the residual
+LayerNorms `SkipLayerNormalization` and the feed-forward bias and activation
+`BiasGelu`, as for BERT. MPNet's embeddings (positions counted over the real tokens,
+no segments) are not the `EmbedLayerNormalization` pattern: each path starting at
+depth 0 keeps its Add + `LayerNormalization`, and the complete fusion counts them.
+Splicing (`training.graph.splice`) knows the optimizer's BERT graphs only (`fusable`).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from typing import Any
 
 import onnx
 
+from training.graph.fused_attention import fused_attention
 from training.graph.merged_model import MergedModel
 
 log = logging.getLogger(__name__)
@@ -43,6 +51,8 @@ log = logging.getLogger(__name__)
 # feed-forward activation with its bias.
 LAYER_OPERATORS = {"MultiHeadAttention": 1, "SkipLayerNormalization": 2, "BiasGelu": 1}
 EMBEDDING_OPERATOR = "EmbedLayerNormalization"
+# MPNet's embeddings stay unfused (see the module docstring): one LayerNorm per path.
+MPNET_EMBEDDING_OPERATOR = "LayerNormalization"
 # What must be gone from a fully fused graph.
 UNFUSED_OPERATORS = ("LayerNormalization", "Softmax", "Erf")
 
@@ -73,27 +83,39 @@ class FusionReport:
 
 
 def fusable(model: MergedModel) -> bool:
-    """Whether the optimizer knows this encoder family's layers (BERT only)."""
+    """Whether the optimizer fuses this encoder family's graph whole, attention included
+    (BERT): the graphs, and their pieces, that splicing knows."""
     return model.model_type == "bert"
+
+
+def fuses(model: MergedModel) -> bool:
+    """Whether a published graph of this encoder family is fused (BERT and MPNet)."""
+    return model.model_type in ("bert", "mpnet")
+
+
+def _paths_from_embeddings(model: MergedModel) -> int:
+    """Paths that start at depth 0: the frozen path, if any task forks above 0, and
+    each task that forks at 0."""
+    return int(model.frozen_depth > 0) + model.fork_depths.count(0)
 
 
 def expected_operators(model: MergedModel) -> dict[str, int]:
     """Fused nodes a complete fusion has: per layer of every path (the frozen layers
-    once, each task's K), and one embedding node per path that starts at depth 0 (the
-    frozen path, if any task forks above 0, and each task that forks at 0)."""
+    once, each task's K), and per path that starts at depth 0, BERT's fused embedding
+    node, or MPNet's embedding LayerNorm (left as it is)."""
     layers = len(model.frozen) + sum(len(branch.layers) for branch in model.branches.values())
-    paths_from_embeddings = int(model.frozen_depth > 0) + model.fork_depths.count(0)
+    embedding = EMBEDDING_OPERATOR if fusable(model) else MPNET_EMBEDDING_OPERATOR
     return {
         **{op: count * layers for op, count in LAYER_OPERATORS.items()},
-        EMBEDDING_OPERATOR: paths_from_embeddings,
+        embedding: _paths_from_embeddings(model),
     }
 
 
 def attention_shape(model: MergedModel) -> tuple[int, int]:
-    """(heads, hidden size) of the model's BERT layers, as the optimizer needs them."""
+    """(heads, hidden size) of the model's layers, as the optimizer needs them."""
     tuned = (layer for branch in model.branches.values() for layer in branch.layers)
     layer = next(iter([*model.frozen, *tuned]))
-    attention = layer.attention.self
+    attention = getattr(layer.attention, "self", None) or layer.attention.attn
     return attention.num_heads, attention.num_heads * attention.head_size
 
 
@@ -102,14 +124,21 @@ def operator_counts(path: Path) -> dict[str, int]:
     return dict(Counter(node.op_type for node in onnx.load(str(path)).graph.node))
 
 
-def optimize_bert(source: Path, target: Path, heads: int, hidden: int) -> None:
+def optimize_bert(
+    source: Path, target: Path, heads: int, hidden: int, attention: bool = True
+) -> None:
     """Run the transformer optimizer's BERT fusions on `source` into `target` (the whole
-    merged graph, or one task's piece of it: `training.graph.piece`)."""
+    merged graph, or one task's piece of it: `training.graph.piece`). Without
+    `attention`, only the pattern fusions that know no model type run (LayerNorm, Gelu,
+    SkipLayerNormalization, BiasGelu): for a graph whose attention nodes are there."""
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
 
     options = FusionOptions("bert")
     options.use_multi_head_attention = True  # see the module docstring
+    if not attention:
+        options.enable_attention = False
+        options.enable_embed_layer_norm = False
     # opt_level 0: only the Python fusions; ONNX Runtime applies its own graph
     # optimizations when it loads the graph, for the hardware it runs on.
     logging.disable(logging.WARNING)  # the optimizer logs every pattern it did not find
@@ -128,19 +157,31 @@ def optimize_bert(source: Path, target: Path, heads: int, hidden: int) -> None:
     onnx.checker.check_model(str(target))
 
 
-def fuse_graph(model: MergedModel, source: Path, target: Path) -> FusionReport:
-    """Write the fused graph of `source` (exported from `model`) to `target`; an
-    encoder the optimizer does not know is copied unfused."""
-    if not fusable(model):
-        target.write_bytes(source.read_bytes())
-        return FusionReport(
-            False, {}, {}, "ONNX Runtime's transformer optimizer fuses BERT layers only"
-        )
-    optimize_bert(source, target, *attention_shape(model))
+def _export_fused(model: MergedModel, unfused: Path, target: Path) -> None:
+    """`model`'s fused fp32 graph at `target`, through `unfused` (scratch)."""
+    from training.graph.onnx_export import export_fp32, keep_all_inputs
+
+    if fusable(model):
+        export_fp32(model, unfused)
+        optimize_bert(unfused, target, *attention_shape(model))
+        return
+    with fused_attention(model):
+        export_fp32(model, unfused)
+    optimize_bert(unfused, target, *attention_shape(model), attention=False)
+    keep_all_inputs(target)  # the optimizer prunes token_type_ids, which MPNet ignores
+
+
+def fusion_report(model: MergedModel, path: Path) -> FusionReport:
+    """The fused graph at `path` against a complete fusion of `model`; a shortfall or
+    an unfused leftover is logged."""
     expected = expected_operators(model)
-    counts = operator_counts(target)
+    counts = operator_counts(path)
     report = FusionReport(True, {op: counts.get(op, 0) for op in expected}, expected)
-    leftovers = {op: counts[op] for op in UNFUSED_OPERATORS if counts.get(op)}
+    leftovers = {
+        op: counts[op] - expected.get(op, 0)
+        for op in UNFUSED_OPERATORS
+        if counts.get(op, 0) > expected.get(op, 0)
+    }
     if not report.complete or leftovers:
         log.warning(
             "fusion incomplete: %s (expected %s; left unfused: %s)",
@@ -152,15 +193,17 @@ def fuse_graph(model: MergedModel, source: Path, target: Path) -> FusionReport:
 
 
 def export_graph(model: MergedModel, path: Path, fuse: bool = True) -> FusionReport:
-    """The fp32 graph of `model` at `path`, fused unless `fuse` is false."""
+    """The fp32 graph of `model` at `path`, fused unless `fuse` is false (or the
+    encoder family is one this module does not fuse)."""
     from training.graph.onnx_export import export_fp32
 
-    if not fuse:
+    if not fuse or not fuses(model):
         export_fp32(model, path)
-        return FusionReport(False, {}, {}, "published unfused on request")
+        note = "published unfused on request" if not fuse else f"no fusion for {model.model_type}"
+        return FusionReport(False, {}, {}, note)
     unfused = path.with_name(f".unfused.{path.name}")
     try:
-        export_fp32(model, unfused)
-        return fuse_graph(model, unfused, path)
+        _export_fused(model, unfused, path)
     finally:
         unfused.unlink(missing_ok=True)
+    return fusion_report(model, path)

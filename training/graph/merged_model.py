@@ -37,6 +37,7 @@ from torch import nn
 from training.encoders.base_model import Encoder
 from training.encoders.bert import run_layers
 from training.fit.task_model import TaskHead, TaskModel, pool
+from training.graph.fused_attention import run_fused_layers
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "task_mask")
 
@@ -66,10 +67,25 @@ class TaskBranch(nn.Module):
         self,
         hidden: torch.Tensor,
         attention_mask: torch.Tensor,
-        position_bias: nn.Module | None = None,
+        position_bias: nn.Module | torch.Tensor | None = None,
+        fused_attention: bool = False,
     ) -> torch.Tensor:
-        hidden = run_layers(self.layers, hidden, attention_mask, position_bias)
+        hidden = run_path(self.layers, hidden, attention_mask, position_bias, fused_attention)
         return self.head(pool(hidden, attention_mask, self.pooling))
+
+
+def run_path(
+    layers: nn.ModuleList,
+    hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_bias: nn.Module | torch.Tensor | None,
+    fused_attention: bool,
+) -> torch.Tensor:
+    """One path's layers: as trained, or with the attention fused for an export
+    (`training.graph.fused_attention`, MPNet, where `position_bias` is the tensor)."""
+    if fused_attention and len(layers):
+        return run_fused_layers(layers, hidden, attention_mask, position_bias)
+    return run_layers(layers, hidden, attention_mask, position_bias)
 
 
 class MergedModel(nn.Module):
@@ -99,6 +115,8 @@ class MergedModel(nn.Module):
         # MPNet's relative position bias (None for BERT), shared by the frozen layers
         # and every branch.
         self.position_bias = copy.deepcopy(base.position_bias)
+        # Set only while an export writes the fused attention nodes itself.
+        self.fused_attention = False
         self.branches = nn.ModuleDict({b.spec.name: TaskBranch(b) for b in branches})
         self.register_buffer(
             "forks", torch.tensor(self.fork_depths, dtype=torch.long), persistent=False
@@ -120,6 +138,13 @@ class MergedModel(nn.Module):
         asks = task_mask.to(torch.bool)
         # The deepest fork any of a row's tasks needs (0 for a row asking nothing).
         need = (asks.to(torch.long) * self.forks).amax(dim=1)
+        # The relative position bias depends on the length alone: one tensor for the
+        # batch, shared by every layer of every path.
+        position = (
+            self.position_bias.for_length(input_ids.shape[1])
+            if self.position_bias is not None
+            else None
+        )
         at_fork: dict[int, _Rows] = {}
         deeper = sorted({fork for fork in self.fork_depths if fork > 0})
         if deeper:
@@ -132,8 +157,12 @@ class MergedModel(nn.Module):
             for fork in deeper:
                 if depth:
                     rows = rows.select(rows.need >= fork)
-                hidden = run_layers(
-                    self.frozen[depth:fork], rows.hidden, rows.attention_mask, self.position_bias
+                hidden = run_path(
+                    self.frozen[depth:fork],
+                    rows.hidden,
+                    rows.attention_mask,
+                    position,
+                    self.fused_attention,
                 )
                 at_fork[fork] = rows = rows._replace(hidden=hidden)
                 depth = fork
@@ -147,7 +176,9 @@ class MergedModel(nn.Module):
             else:
                 mine = at_fork[fork].select(at_fork[fork].asks[:, task_index])
             outputs.append(
-                self.branches[name](mine.hidden, mine.attention_mask, self.position_bias)
+                self.branches[name](
+                    mine.hidden, mine.attention_mask, position, self.fused_attention
+                )
             )
         return tuple(outputs)
 

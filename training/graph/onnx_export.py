@@ -16,6 +16,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from training.graph.fused_attention import CUSTOM_OPSETS
 from training.graph.merged_model import INPUT_NAMES, MergedModel, output_name
 
 OPSET = 17
@@ -56,12 +57,14 @@ def export_fp32(model: MergedModel, path: Path, opset: int = OPSET) -> None:
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
+            # MPNet's attention nodes, when the export writes them (`fused_attention`).
+            custom_opsets=CUSTOM_OPSETS if model.fused_attention else None,
         )
-    _keep_all_inputs(path)
+    keep_all_inputs(path)
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def _keep_all_inputs(path: Path) -> None:
+def keep_all_inputs(path: Path) -> None:
     """Put back graph inputs the exporter dropped because nothing reads them.
 
     An MPNet graph ignores token_type_ids (it has no segment embeddings), and the
