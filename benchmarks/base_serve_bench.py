@@ -120,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     args.graph = args.graph or ["auto"]
     stores = [(name, model_repository(name)) for name in args.model]
-    stores += [(str(store), store) for store in args.store]
+    stores += [(str(store), store.resolve()) for store in args.store]  # served from any root
     if not stores:
         parser.error("give --model NAME or --store DIR (at least one)")
     for name, store in stores:
@@ -205,8 +205,9 @@ def main() -> None:
                 f"{result['rows_per_batch']:.1f}",
             )
         )
-    print(f"## Serving {args.task} from each store ({args.seconds} s per row)\n")
     print(f"{provenance()}\n")
+    if rows:
+        print(f"## Serving {args.task} from each store ({args.seconds} s per row)\n")
     print(
         markdown_table(
             [
@@ -229,6 +230,8 @@ def main() -> None:
             ],
             rows,
         )
+        if rows
+        else ""
     )
     if batched:
         print(f"\n## 32-text requests, closed loop ({args.batch_seconds:g} s per row)\n")
