@@ -7,6 +7,9 @@
         --store runs/mpnet-store --task similarity --data-dir ../shared/data
     python -m benchmarks.base_serve_bench --model base --graph fp32 --graph auto \\
         --task sentiment --data-dir ../shared/data --concurrency 1 16 64
+    python -m benchmarks.base_serve_bench --model base --graph fp32 --task sentiment \\
+        --concurrency --batch-concurrency 1 4 --batch-seconds 60 \\
+        --compare before=/path/to/checkout-before   # 32-text requests, before/after
 
 Why: a 12-layer, 768-wide base (all-mpnet-base-v2) buys accuracy with compute at serving
 time, and the trade-off needs both numbers. For each store, with the same method as
@@ -19,6 +22,15 @@ offline ceiling of the variant it served: the served figures as a share of the c
 and each graph's req/s as a ratio to the fp32 row at the same concurrency (same run).
 `--model NAME` is a shipped model of models/shipped/catalogue.json, from its built
 repository (`make model MODEL=NAME`).
+
+`--batch-concurrency` adds rows of 32-text requests (the task's validation texts, 32 a
+request) from closed-loop clients: items/s over the run (every request started within
+`--batch-seconds` is awaited; items answered / time to the last answer), items/s as a
+fixed window counts them (wrk's way: answers in flight at the end are lost, up to one
+request per connection), p50, p99, max and the first answer's time. `--compare
+LABEL=ROOT` serves the same store with another checkout's code too (before and after a
+change, in one run). Before every row the server is left to finish what the previous
+row's abandoned requests queued, so no row is charged for another's work.
 """
 
 from __future__ import annotations
@@ -31,7 +43,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common.report import markdown_table, provenance
-from benchmarks.common.serving import Server, run_wrk, validation_texts
+from benchmarks.common.serving import Server, closed_loop, run_wrk, validation_texts, wait_idle
 from model_store.locations import model_repository
 from model_store.manifest import load_manifest
 from model_store.repository import resolve_store
@@ -89,7 +101,16 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--per-task", type=int, default=400)
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 32])
+    parser.add_argument("--batch-concurrency", type=int, nargs="*", default=[])
+    parser.add_argument("--batch-seconds", type=float, default=60)
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="LABEL=ROOT",
+        help="also serve with the code of the checkout at ROOT (repeatable)",
+    )
     parser.add_argument(
         "--graph",
         action="append",
@@ -99,41 +120,66 @@ def main() -> None:
     args = parser.parse_args()
     args.graph = args.graph or ["auto"]
     stores = [(name, model_repository(name)) for name in args.model]
-    stores += [(str(store), store) for store in args.store]
+    stores += [(str(store), store.resolve()) for store in args.store]  # served from any root
     if not stores:
         parser.error("give --model NAME or --store DIR (at least one)")
     for name, store in stores:
         if not store.exists():
             parser.error(f"{store} ({name}) does not exist: make model MODEL=NAME builds it")
 
+    codes: list[tuple[str, Path | None]] = [("this checkout", None)]
+    for given in args.compare:
+        name, _, root = given.partition("=")
+        if not root or not Path(root).is_dir():
+            parser.error(f"--compare {given}: give LABEL=ROOT, ROOT a checkout's directory")
+        codes.append((name, Path(root)))
     items = validation_texts(args.data_dir, args.per_task)[args.task]
-    measured = []
+    bodies = [
+        {"texts": [item[0] for item in items[i : i + 32]]} for i in range(0, len(items) - 31, 32)
+    ]
+    if args.batch_concurrency and (len(items[0]) != 1 or not bodies):
+        parser.error(f"--batch-concurrency needs a single-text task with 32+ texts: {args.task}")
+    measured, batched = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for label, given in stores:
             store = resolve_store(given)  # a store, or a repository's current version
             ceilings: dict[str, float] = {}
-            for graph in args.graph:
-                server = Server(given, {"BERT_MTS_GRAPH": graph})
-                try:
-                    with Client(server.url) as client:
-                        variant = client.info().graph
-                    if variant not in ceilings:
-                        ceilings[variant] = offline_items_per_s(store, args.task, items, variant)
-                    for connections in args.concurrency:
-                        result = run_wrk(
-                            server.url,
-                            request_lines(args.task, items),
-                            connections,
-                            args.seconds,
-                            Path(tmp),
-                            server.process.pid,
-                        )
-                        measured.append((label, store, graph, variant, connections, result))
-                finally:
-                    server.stop()
+            for code, root in codes:
+                row_label = label if len(codes) == 1 else f"{label} ({code})"
+                for graph in args.graph:
+                    server = Server(given, {"BERT_MTS_GRAPH": graph}, root)
+                    try:
+                        with Client(server.url) as client:
+                            variant = client.info().graph
+                        if variant not in ceilings:
+                            ceilings[variant] = offline_items_per_s(
+                                store, args.task, items, variant
+                            )
+                        for connections in args.concurrency:
+                            wait_idle(server.url)
+                            result = run_wrk(
+                                server.url,
+                                request_lines(args.task, items),
+                                connections,
+                                args.seconds,
+                                Path(tmp),
+                                server.process.pid,
+                            )
+                            measured.append((row_label, store, graph, variant, connections, result))
+                        for connections in args.batch_concurrency:
+                            wait_idle(server.url)
+                            result = closed_loop(
+                                server.url, f"/{args.task}", bodies, connections, args.batch_seconds
+                            )
+                            batched.append((row_label, variant, connections, result))
+                    finally:
+                        server.stop()
             for row in measured:
-                if row[0] == label and row[3] in ceilings:
+                if row[0].startswith(label) and row[3] in ceilings:
                     row[5]["ceiling"] = ceilings[row[3]]
+            for row in batched:
+                if row[0].startswith(label) and row[1] in ceilings:
+                    row[3]["ceiling"] = ceilings[row[1]]
     fp32 = {(m[0], m[4]): m[5]["rps"] for m in measured if m[3] == "fp32"}
     rows = []
     for label, store, graph, variant, connections, result in measured:
@@ -159,8 +205,9 @@ def main() -> None:
                 f"{result['rows_per_batch']:.1f}",
             )
         )
-    print(f"## Serving {args.task} from each store ({args.seconds} s per row)\n")
     print(f"{provenance()}\n")
+    if rows:
+        print(f"## Serving {args.task} from each store ({args.seconds} s per row)\n")
     print(
         markdown_table(
             [
@@ -183,7 +230,46 @@ def main() -> None:
             ],
             rows,
         )
+        if rows
+        else ""
     )
+    if batched:
+        print(f"\n## 32-text requests, closed loop ({args.batch_seconds:g} s per row)\n")
+        print(
+            markdown_table(
+                [
+                    "model (code)",
+                    "served",
+                    "concurrency",
+                    "items/s over the run",
+                    "items/s in a fixed window",
+                    "share of offline",
+                    "requests",
+                    "first answer s",
+                    "p50 s",
+                    "p99 s",
+                    "max s",
+                    "errors",
+                ],
+                [
+                    (
+                        label,
+                        variant,
+                        connections,
+                        f"{r['items_per_s']:.1f}",
+                        f"{r['items_per_s_in_window']:.1f}",
+                        f"{r['items_per_s'] / r['ceiling']:.2f}",
+                        r["requests"],
+                        f"{r['first_answer_s']:.2f}",
+                        f"{r['p50_s']:.2f}",
+                        f"{r['p99_s']:.2f}",
+                        f"{r['max_s']:.2f}",
+                        r["errors"],
+                    )
+                    for label, variant, connections, r in batched
+                ],
+            )
+        )
 
 
 if __name__ == "__main__":

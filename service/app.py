@@ -23,6 +23,7 @@ from service.inference import Infer
 from service.metrics import ServiceMetrics
 from service.middleware import (
     BodyLimitMiddleware,
+    CancelOnDisconnectMiddleware,
     LoadShedMiddleware,
     RequestMetricsMiddleware,
     route_of,
@@ -88,6 +89,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.models = models
     app.state.infer = infer
+    # Innermost: the body is already bounded and read when it watches for a hang-up.
+    app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
     )

@@ -268,10 +268,12 @@ class Infer:
             raise ServiceError(422, str(err)) from err
         except ShuttingDown as err:
             raise ServiceError(503, str(err), retry=True) from err
+        gathered = asyncio.gather(*futures)
+        # A timeout or a hang-up (the handler cancelled) cancels the rows, and the gather
+        # then ends with CancelledError that no one awaits: mark it read, not logged.
+        gathered.add_done_callback(lambda done: done.cancelled() or done.exception())
         try:
-            predictions = await asyncio.wait_for(
-                asyncio.gather(*futures), max(0.0, deadline - loop.time())
-            )
+            predictions = await asyncio.wait_for(gathered, max(0.0, deadline - loop.time()))
         except asyncio.TimeoutError:
             raise self._late() from None
         tracing.record_batches(submitted, [task.name for task in tasks], predictions)

@@ -155,6 +155,72 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
+class CancelOnDisconnectMiddleware:
+    """Stop an inference request's work when its client hangs up before the answer.
+
+    uvicorn does not cancel a handler whose client has gone: its rows would stay queued
+    and run, and a client that gave up (a timeout, a load generator ending its run)
+    still cost the engine its whole request, delaying everyone queued behind it. Here
+    the body is read first (the app gets it replayed), then the connection is watched
+    while the handler runs; on `http.disconnect` the handler is cancelled, which cancels
+    its rows' futures, and the batcher drops rows whose future is cancelled before they
+    cost compute (rows already in a running batch finish: there is no preempting a run).
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or not runs_inference(scope["path"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        messages = []
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        if messages[-1]["type"] == "http.disconnect":
+            return  # gone before its body arrived: nothing to answer
+
+        async def replay():
+            if messages:
+                return messages.pop(0)
+            return await receive()
+
+        answered = False
+
+        async def watch_send(message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True  # uvicorn reports a disconnect after this too: not a hang-up
+            await send(message)
+
+        handler = asyncio.ensure_future(self.app(scope, replay, watch_send))
+        watcher = asyncio.ensure_future(_disconnect(receive))
+        try:
+            await asyncio.wait({handler, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if not handler.done() and not answered:
+            handler.cancel()
+            try:
+                await handler
+            except asyncio.CancelledError:
+                return  # the client is gone: nothing to send
+        await handler
+
+
+async def _disconnect(receive) -> None:
+    """Return once the connection reports `http.disconnect` (the body is already read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 class LoadShedMiddleware:
     """Refuse task requests at once (429) while the queue is full, before reading the body.
 

@@ -256,3 +256,79 @@ def offline(
         "batch1_items_per_s": len(latencies) / sum(latencies),
         "batch1_p50_ms": statistics.median(latencies) * 1e3,
     }
+
+
+def wait_idle(url: str, quiet_s: float = 1.0, timeout_s: float = 120.0) -> None:
+    """Wait until the server has no rows queued and has run no batch for `quiet_s`: the
+    work a previous row left behind (requests its load generator abandoned at the end)
+    must not be charged to the next row."""
+    deadline = time.monotonic() + timeout_s
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        with Client(url) as client:
+            lines = client.metrics().splitlines()
+        values = dict(line.rsplit(" ", 1) for line in lines if line and not line.startswith("#"))
+        state = (
+            values.get("bert_mts_queue_depth_rows"),
+            values.get("bert_mts_batch_size_rows_count"),
+        )
+        if state != last:
+            last, since = state, time.monotonic()
+        elif float(state[0] or 0) == 0 and time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.1)
+
+
+def closed_loop(url: str, path: str, bodies: list[dict], connections: int, seconds: float) -> dict:
+    """`connections` clients, each sending its next request as soon as the last is
+    answered, for `seconds`; every request started in that time is awaited. Items/s over
+    the run is the items answered divided by the time to the last answer (what the
+    engine delivered); "in window" counts only answers within `seconds`, as wrk does,
+    which loses up to every connection's request in flight at the end."""
+    import threading
+
+    import httpx
+
+    answered: list[tuple[float, float, int]] = []  # (started, ended, items) since t0
+    errors = [0]
+    lock = threading.Lock()
+    counter = [0]
+    t0 = time.perf_counter()
+
+    def client() -> None:
+        with httpx.Client(timeout=300) as http:
+            while (started := time.perf_counter() - t0) < seconds:
+                with lock:
+                    counter[0] += 1
+                    body = bodies[counter[0] % len(bodies)]
+                response = http.post(f"{url}{path}", json=body)
+                ended = time.perf_counter() - t0
+                with lock:
+                    if response.status_code == 200:
+                        answered.append((started, ended, len(body["texts"])))
+                    else:
+                        errors[0] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    latencies = sorted(ended - started for started, ended, _ in answered)
+    last = max((ended for _, ended, _ in answered), default=seconds)
+    items = sum(n for _, _, n in answered)
+    in_window = sum(n for _, ended, n in answered if ended <= seconds)
+
+    def percentile(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0.0
+
+    return {
+        "requests": len(answered),
+        "errors": errors[0],
+        "items_per_s": items / last,
+        "items_per_s_in_window": in_window / seconds,
+        "p50_s": percentile(0.5),
+        "p99_s": percentile(0.99),
+        "max_s": latencies[-1] if latencies else 0.0,
+        "first_answer_s": min((ended for _, ended, _ in answered), default=0.0),
+    }
