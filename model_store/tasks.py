@@ -37,7 +37,7 @@ class Kind:
     trained: bool  # False: the base's own pooled output (K = 0)
     labelled: bool  # has label names (else a value range or dimensions)
     head_per_label: bool = False  # one output per label (else one output)
-    ranks_pairs: bool = False  # its one output orders pairs (TEI /rerank)
+    ranks_pairs: bool = False  # its one output orders pairs: TEI's /rerank may use it
 
 
 KIND_TABLE: dict[str, Kind] = {

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from model_store.tasks import KINDS
+
 # Non-empty after stripping; whitespace-only text carries nothing to classify.
 # (pydantic refuses strings holding lone surrogates, e.g. "\ud800", as invalid.)
 # The pattern says the same in the OpenAPI schema, so a schema-valid body is never a
@@ -139,7 +141,7 @@ class TaskBatchResponse(BaseModel):
 
 class TaskDescription(BaseModel):
     name: str
-    kind: Literal["classification", "binary", "multilabel", "regression", "embedding"]
+    kind: Literal[KINDS]  # type: ignore[valid-type]
     input: Literal["text", "pair"]
     labels: list[str] | None = Field(
         None, description="classification, binary and multilabel tasks"

@@ -56,8 +56,6 @@ from service.schemas import Text, TextAsSent
 
 EMBED, PREDICT, RERANK, TOKENIZE = "/embed", "/predict", "/rerank", "/tokenize"
 _LABELLED = ("classification", "binary", "regression")
-# Kinds whose one output orders pairs: a score, or the probability of the positive label.
-_RANKING = ("regression", "binary")
 RERANK_SETTING = "BERT_MTS_TEI_RERANK_TASK"
 
 
@@ -287,7 +285,7 @@ def rerank_setting_problem(configured: str | None, tasks: Sequence[TaskDefinitio
     if task is None:
         served = ", ".join(t.name for t in tasks) or "none"
         return f"{RERANK_SETTING} names {configured!r}, which the store lacks (it has {served})"
-    if not task.pair or task.kind not in _RANKING:
+    if not task.pair or not task.kind_of.ranks_pairs:
         return (
             f"{RERANK_SETTING} names {configured!r}, a {task.kind} task of {task.input}: "
             "/rerank needs a regression or binary task of pairs"
@@ -306,7 +304,7 @@ def _rerank_task(request: Request, infer: Infer) -> str:
         if problem:
             raise refuse(422, problem)
         return configured
-    ranking = [t.name for t in definitions if t.pair and t.kind in _RANKING]
+    ranking = [t.name for t in definitions if t.pair and t.kind_of.ranks_pairs]
     if "similarity" in ranking:
         return "similarity"
     if len(ranking) != 1:

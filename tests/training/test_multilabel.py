@@ -144,3 +144,10 @@ def test_the_loss_is_binary_cross_entropy_per_label() -> None:
     assert torch.isclose(loss, expected)
     assert spec.parse_label("sad") == 2.0
     assert spec.metric(outputs.numpy(), np.array([0b101], dtype=np.float32)) == 1.0
+
+
+def test_the_report_captions_a_multilabel_task() -> None:
+    pytest.importorskip("matplotlib")
+    from training.report import page
+
+    assert "3 labels" in page.caption(TAGS) and "every label" in page.caption(TAGS)
