@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -151,3 +152,18 @@ def test_the_report_captions_a_multilabel_task() -> None:
     from training.report import page
 
     assert "3 labels" in page.caption(TAGS) and "every label" in page.caption(TAGS)
+
+
+def test_a_variant_of_a_multilabel_task_gets_the_bootstrap() -> None:
+    from training.evaluate.paired_test import compare_with_reference
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(40, 3))
+
+    result = SimpleNamespace(  # what the paired test reads of a scored task
+        task=SimpleNamespace(definition=TAGS),
+        labels=rng.integers(0, 8, size=40).astype(np.float32),
+        outputs={"fp32": logits, "int8": logits + 0.01},
+    )
+    comparison = compare_with_reference(result, "int8")
+    assert comparison["test"] == "paired_bootstrap" and comparison["rows"] == 40
