@@ -4,6 +4,8 @@ A task is named, has a kind and an input shape, and either label names or a valu
 
     classification  one of N >= 2 labels          outputs: N logits -> softmax
     binary          a yes/no decision (2 labels)  outputs: 1 logit  -> sigmoid
+    multilabel      any subset of N >= 1 labels   outputs: N logits -> N sigmoids, each
+                                                  held to its label's threshold
     regression      a score within [low, high]    outputs: 1 value  -> clipped to the range
     embedding       the base's sentence embedding outputs: D values -> L2-normalised
                     (of one text; no tuned layers: it forks at the top of the frozen base)
@@ -23,19 +25,41 @@ from typing import Any
 
 from model_store.quoting import quoted
 
-KINDS = ("classification", "binary", "regression", "embedding")
+
+@dataclass(frozen=True)
+class Kind:
+    """What a kind fixes, whichever task has it: the one list of kinds (see
+    docs/kinds.md for the other two places a new kind touches: its head and loss in
+    training/fit/objectives.py, its answer in service/answers.py)."""
+
+    name: str
+    metric: str  # the validation metric recorded in every branch
+    trained: bool  # False: the base's own pooled output (K = 0)
+    labelled: bool  # has label names (else a value range or dimensions)
+    head_per_label: bool = False  # one output per label (else one output)
+    ranks_pairs: bool = False  # its one output orders pairs: TEI's /rerank may use it
+
+
+KIND_TABLE: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind("classification", "accuracy", True, True, head_per_label=True),
+        Kind("binary", "accuracy", True, True, ranks_pairs=True),
+        Kind("multilabel", "micro_f1", True, True, head_per_label=True),
+        Kind("regression", "pearson", True, False, ranks_pairs=True),
+        # An embedding has no labelled data; its graphs are held to PyTorch by cosine.
+        Kind("embedding", "cosine", False, False),
+    )
+}
+KINDS = tuple(KIND_TABLE)
 # Kinds a branch is trained for; an embedding is the base's own pooled output (K = 0).
-TRAINED_KINDS = ("classification", "binary", "regression")
+TRAINED_KINDS = tuple(name for name, kind in KIND_TABLE.items() if kind.trained)
 INPUTS = ("text", "pair")
 # Task names appear in URLs, graph output names and metric labels: keep them plain.
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,47}")
-_METRICS = {
-    "classification": "accuracy",
-    "binary": "accuracy",
-    "regression": "pearson",
-    # An embedding has no labelled data; its graphs are held to PyTorch by cosine.
-    "embedding": "cosine",
-}
+# A multilabel row's label set travels as a bitmask in one float32 label (exact to 2**24).
+MAX_MULTILABELS = 24
+DEFAULT_THRESHOLD = 0.5
 
 
 class TaskDefinitionError(ValueError):
@@ -52,6 +76,8 @@ class TaskDefinition:
     label_names: tuple[str, ...] = ()
     value_range: tuple[float, float] | None = None
     dimensions: int | None = None  # embedding: the vector's size (the base's hidden size)
+    # multilabel: each label's decision threshold, tuned on validation (empty: 0.5 each)
+    label_thresholds: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         problem = _problem_with(self)
@@ -64,14 +90,26 @@ class TaskDefinition:
         return self.input == "pair"
 
     @property
+    def kind_of(self) -> Kind:
+        """The kind's definition (metric, head width, what it can answer)."""
+        return KIND_TABLE[self.kind]
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        """multilabel: each label's threshold (0.5 where none was tuned); else ()."""
+        if self.kind != "multilabel":
+            return ()
+        return self.label_thresholds or (DEFAULT_THRESHOLD,) * len(self.label_names)
+
+    @property
     def num_outputs(self) -> int:
         if self.kind == "embedding":
             return int(self.dimensions or 0)
-        return len(self.label_names) if self.kind == "classification" else 1
+        return len(self.label_names) if self.kind_of.head_per_label else 1
 
     @property
     def metric_name(self) -> str:
-        return _METRICS[self.kind]
+        return self.kind_of.metric
 
     def describe(self) -> str:
         """One line for logs and listings: 'topic: classification of text (3 labels)'."""
@@ -90,13 +128,16 @@ class TaskDefinition:
             data["dimensions"] = self.dimensions
         else:
             data["labels"] = list(self.label_names)
+        if self.kind == "multilabel":
+            data["thresholds"] = list(self.thresholds)
         return data
 
     @classmethod
     def from_json(cls, raw: Any) -> TaskDefinition:
         if not isinstance(raw, dict):
             raise TaskDefinitionError(f"a task definition must be an object, got {raw!r:.60}")
-        unknown = sorted(set(raw) - {"name", "kind", "input", "labels", "range", "dimensions"})
+        known = {"name", "kind", "input", "labels", "range", "dimensions", "thresholds"}
+        unknown = sorted(set(raw) - known)
         if unknown:
             raise TaskDefinitionError(f"task definition has unknown keys {', '.join(unknown)}")
         value_range = raw.get("range")
@@ -107,6 +148,9 @@ class TaskDefinition:
         labels = raw.get("labels", [])
         if not isinstance(labels, list):
             raise TaskDefinitionError(f"labels must be a list, got {labels!r:.60}")
+        thresholds = raw.get("thresholds", [])
+        if not isinstance(thresholds, list):
+            raise TaskDefinitionError(f"thresholds must be a list, got {thresholds!r:.60}")
         return cls(
             name=raw.get("name"),
             kind=raw.get("kind"),
@@ -114,6 +158,7 @@ class TaskDefinition:
             label_names=tuple(labels),
             value_range=value_range,
             dimensions=raw.get("dimensions"),
+            label_thresholds=tuple(thresholds),
         )
 
 
@@ -129,6 +174,8 @@ def _problem_with(task: TaskDefinition) -> str | None:
     if task.input not in INPUTS:
         return f"input must be one of {', '.join(INPUTS)}, got {quoted(task.input)}"
     labels = task.label_names
+    if task.label_thresholds and task.kind != "multilabel":
+        return f"a {task.kind} task has no thresholds (they are a multilabel task's)"
     if task.kind == "embedding":
         if labels or task.value_range is not None:
             return "an embedding task has dimensions, not label names or a value range"
@@ -163,4 +210,21 @@ def _problem_with(task: TaskDefinition) -> str | None:
         return f"a binary task has exactly 2 labels (negative, positive), got {len(labels)}"
     if task.kind == "classification" and len(labels) < 2:
         return f"a classification task needs at least 2 labels, got {len(labels)}"
+    if task.kind == "multilabel":
+        return _threshold_problem(task)
+    return None
+
+
+def _threshold_problem(task: TaskDefinition) -> str | None:
+    labels, thresholds = task.label_names, task.label_thresholds
+    if not 1 <= len(labels) <= MAX_MULTILABELS:
+        return f"a multilabel task has 1 to {MAX_MULTILABELS} labels, got {len(labels)}"
+    if any("|" in label for label in labels):
+        return "multilabel label names cannot hold '|' (it separates them in data files)"
+    if thresholds and len(thresholds) != len(labels):
+        return f"a multilabel task has one threshold per label, got {len(thresholds)}"
+    for value in thresholds:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not 0.0 < value < 1.0:
+            return f"a threshold is a probability strictly between 0 and 1, got {quoted(value)}"
     return None

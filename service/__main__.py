@@ -51,6 +51,7 @@ from model_store.tokenizer import TokenizerError
 from service.app import create_app
 from service.engine import Engine, EngineError
 from service.http_limits import limited_protocol
+from service.protocols.tei import rerank_setting_problem
 from service.settings import Settings
 
 PROG = "bert-mts-serve"
@@ -129,6 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # any other way a store breaks loading: still the operator's
         lease.release()
         print(f"{PROG}: error: cannot serve {settings.model_dir}: {err!r:.500}", file=sys.stderr)
+        return 2
+    problem = rerank_setting_problem(
+        settings.tei_rerank_task, [task.definition for task in engine.manifest.tasks]
+    )
+    if problem:
+        lease.release()
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
     logging.getLogger(PROG).info(
         "serving %s (%s) on %s with the %s graph: %s",

@@ -17,6 +17,7 @@ from model_store.manifest import TaskEntry
 FIELDS: dict[str, tuple[str, ...]] = {
     "classification": ("label", "label_name", "probabilities"),
     "binary": ("decision", "label_name", "probability"),
+    "multilabel": ("label_names", "probabilities", "thresholds"),
     "regression": ("score",),
     "embedding": ("embedding",),
 }
@@ -36,6 +37,11 @@ def label_of(task: TaskEntry, values: np.ndarray) -> int:
     return int(values.argmax())
 
 
+def decisions(task: TaskEntry, values: np.ndarray) -> np.ndarray:
+    """Multilabel: for each label, whether its probability is at or over its threshold."""
+    return np.asarray(values) >= np.asarray(task.definition.thresholds)
+
+
 def answer(task: TaskEntry, values: np.ndarray) -> dict[str, object]:
     """The answer fields of one row (FIELDS[task.kind], in that order) from its values."""
     if task.kind == "classification":
@@ -51,6 +57,13 @@ def answer(task: TaskEntry, values: np.ndarray) -> dict[str, object]:
             "decision": bool(label),
             "label_name": task.label_names[label],
             "probability": float(values[0]),
+        }
+    if task.kind == "multilabel":
+        chosen = decisions(task, values)
+        return {
+            "label_names": [n for n, on in zip(task.label_names, chosen, strict=True) if on],
+            "probabilities": [float(p) for p in values],
+            "thresholds": list(task.definition.thresholds),
         }
     if task.kind == "embedding":
         return {"embedding": normalized(values).tolist()}

@@ -104,7 +104,7 @@ def postprocess(task: TaskEntry, raw: np.ndarray) -> np.ndarray:
         return raw
     if task.kind == "classification":
         return _softmax(raw.astype(np.float64))
-    if task.kind == "binary":
+    if task.kind in ("binary", "multilabel"):  # one independent sigmoid per output
         return 1.0 / (1.0 + np.exp(-raw.astype(np.float64)))
     low, high = task.definition.value_range or (-np.inf, np.inf)
     return np.clip(raw.astype(np.float64), low, high)

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from model_store.tasks import KINDS
+
 # Non-empty after stripping; whitespace-only text carries nothing to classify.
 # (pydantic refuses strings holding lone surrogates, e.g. "\ud800", as invalid.)
 # The pattern says the same in the OpenAPI schema, so a schema-valid body is never a
@@ -108,6 +110,13 @@ class BinaryResult(_TaskResult):
     probability: float = Field(ge=0, le=1, description="probability of the positive label")
 
 
+class MultilabelResult(_TaskResult):
+    kind: Literal["multilabel"] = "multilabel"
+    label_names: list[str] = Field(description="the labels at or over their thresholds")
+    probabilities: list[float] = Field(description="one per label, in label order (sigmoids)")
+    thresholds: list[float] = Field(description="one per label, tuned on validation")
+
+
 class RegressionResult(_TaskResult):
     kind: Literal["regression"] = "regression"
     score: float = Field(description="within the task's value range")
@@ -119,7 +128,7 @@ class EmbeddingResult(_TaskResult):
 
 
 TaskResult = Annotated[
-    ClassificationResult | BinaryResult | RegressionResult | EmbeddingResult,
+    ClassificationResult | BinaryResult | MultilabelResult | RegressionResult | EmbeddingResult,
     Field(discriminator="kind"),
 ]
 
@@ -132,9 +141,12 @@ class TaskBatchResponse(BaseModel):
 
 class TaskDescription(BaseModel):
     name: str
-    kind: Literal["classification", "binary", "regression", "embedding"]
+    kind: Literal[KINDS]  # type: ignore[valid-type]
     input: Literal["text", "pair"]
-    labels: list[str] | None = Field(None, description="classification and binary tasks")
+    labels: list[str] | None = Field(
+        None, description="classification, binary and multilabel tasks"
+    )
+    thresholds: list[float] | None = Field(None, description="multilabel tasks: one per label")
     range: list[float] | None = Field(None, description="regression tasks: [low, high]")
     dimensions: int | None = Field(None, description="embedding tasks: the vector's size")
     version: str = Field(description="version of the task branch")

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     # text-embeddings-inference's POST /predict: the task it answers (default: the only
     # served classification, binary or regression task taking the input's shape).
     tei_predict_task: str | None = None
+    # text-embeddings-inference's POST /rerank: the pair task that scores (query, text)
+    # (default: the served `similarity` task, else the only regression or binary pair
+    # task). Checked against the store at start-up.
+    tei_rerank_task: str | None = None
 
     # Client input limits.
     max_items_per_request: int = Field(256, ge=1)

@@ -6,6 +6,7 @@ the task's kind, as the service's own endpoints answer it:
 
     classification  probabilities FP64 [n, labels], label INT64 [n]
     binary          probability FP64 [n], decision BOOL [n]
+    multilabel      probabilities FP64 [n, labels], decisions BOOL [n, labels]
     regression      score FP64 [n]
     embedding       embedding FP32 [n, dimensions] (L2-normalised)
 
@@ -28,6 +29,7 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model_store.manifest import TaskEntry
+from service.answers import decisions
 from service.inference import Infer, Inputs, TaskResult
 from service.protocols.common import (
     ProtocolPath,
@@ -51,6 +53,8 @@ _INPUTS = {False: ("text",), True: ("text", "text_pair")}
 _OUTPUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "classification": (("probabilities", "FP64"), ("label", "INT64")),
     "binary": (("probability", "FP64"), ("decision", "BOOL")),
+    # one column per label, in the task's order: its probability, and whether it is on
+    "multilabel": (("probabilities", "FP64"), ("decisions", "BOOL")),
     "regression": (("score", "FP64"),),
     "embedding": (("embedding", "FP32"),),
 }
@@ -133,15 +137,12 @@ def _task(request: Request, name: str, version: str | None = None) -> TaskEntry:
 
 
 def _output_meta(task: TaskEntry) -> list[TensorMeta]:
-    width = {
-        "classification": task.definition.num_outputs,
-        "embedding": task.definition.num_outputs,
-    }
+    per_row = ("probabilities", "decisions", "embedding")
     return [
         TensorMeta(
             name=name,
             datatype=dtype,
-            shape=[-1, width[task.kind]] if name in ("probabilities", "embedding") else [-1],
+            shape=[-1, task.definition.num_outputs] if name in per_row else [-1],
         )
         for name, dtype in _OUTPUTS[task.kind]
     ]
@@ -320,6 +321,8 @@ def _values(task: TaskEntry, results: list[TaskResult], name: str) -> np.ndarray
         return np.array([r.score for r in results], dtype=np.float64)
     if name == "decision":
         return np.array([bool(r.label) for r in results], dtype=bool)
+    if name == "decisions":
+        return np.array([decisions(task, r.prediction.values) for r in results], dtype=bool)
     return np.stack([r.vector() for r in results]).astype(np.float32)
 
 

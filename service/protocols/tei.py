@@ -1,4 +1,5 @@
-"""text-embeddings-inference-compatible routes: `POST /embed`, `/predict`, `/tokenize`.
+"""text-embeddings-inference-compatible routes: `POST /embed`, `/predict`, `/rerank`,
+`/tokenize`.
 
 The request and response shapes of Hugging Face's text-embeddings-inference (TEI), so
 its clients work unchanged:
@@ -15,6 +16,13 @@ its clients work unchanged:
   (a binary task's two labels score 1 - p and p; a regression task's one label, its
   name, scores the value); `raw_scores` gives the logits (a binary task's as the
   two-class logits 0 and z, whose softmax is 1 - p, p).
+- `/rerank` `{"query", "texts": [...], "raw_scores": false, "return_text": false,
+  "truncate": false}` scores each (query, text) pair with a pair task and answers
+  `[{"index", "score"[, "text"]}]`, highest score first. The task is
+  `BERT_MTS_TEI_RERANK_TASK`, else the served `similarity` task, else the only served
+  regression or binary pair task; with none (or several), a 422 says what to set.
+  Scores are the task's score (regression) or probability (binary); `raw_scores` gives
+  the raw output (the logit of a binary task).
 - `/tokenize` `{"inputs": text | [texts], "add_special_tokens": true}` answers each
   text's tokens `{"id", "text", "special", "start", "stop"}`; `text[start:stop]` is a
   token's source in the text as sent (in characters; special tokens have none).
@@ -25,6 +33,7 @@ true, as TEI does. Refusals are TEI's `{"error", "error_type"}`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 import numpy as np
@@ -32,6 +41,7 @@ from fastapi import APIRouter, Body, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
+from model_store.tasks import TaskDefinition
 from service.inference import Infer, Inputs, TaskResult
 from service.protocols.common import (
     ProtocolPath,
@@ -44,8 +54,9 @@ from service.protocols.common import (
 )
 from service.schemas import Text, TextAsSent
 
-EMBED, PREDICT, TOKENIZE = "/embed", "/predict", "/tokenize"
+EMBED, PREDICT, RERANK, TOKENIZE = "/embed", "/predict", "/rerank", "/tokenize"
 _LABELLED = ("classification", "binary", "regression")
+RERANK_SETTING = "BERT_MTS_TEI_RERANK_TASK"
 
 
 def render(status: int, message: str, headers: dict[str, str] | None) -> Response:
@@ -77,6 +88,21 @@ class PredictRequest(_Strict):
     raw_scores: bool = False
     truncate: bool = False
     truncation_direction: str = Field("Right", pattern="^(Right|right)$")
+
+
+class RerankRequest(_Strict):
+    query: Text
+    texts: Annotated[list[Text], Field(min_length=1)]
+    raw_scores: bool = False
+    return_text: bool = False
+    truncate: bool = False
+    truncation_direction: str = Field("Right", pattern="^(Right|right)$")
+
+
+class Rank(BaseModel):
+    index: int
+    score: float
+    text: str | None = None
 
 
 class TokenizeRequest(_Strict):
@@ -250,6 +276,82 @@ async def predict(request: Request, body: PredictBody) -> Response:
     return _json(answers[0] if single else answers)
 
 
+def rerank_setting_problem(configured: str | None, tasks: Sequence[TaskDefinition]) -> str | None:
+    """Why `BERT_MTS_TEI_RERANK_TASK` cannot be served from these tasks, or None;
+    checked at start-up (one line, exit 2) and again per request after a reload."""
+    if not configured:
+        return None
+    task = next((t for t in tasks if t.name == configured), None)
+    if task is None:
+        served = ", ".join(t.name for t in tasks) or "none"
+        return f"{RERANK_SETTING} names {configured!r}, which the store lacks (it has {served})"
+    if not task.pair or not task.kind_of.ranks_pairs:
+        return (
+            f"{RERANK_SETTING} names {configured!r}, a {task.kind} task of {task.input}: "
+            "/rerank needs a regression or binary task of pairs"
+        )
+    return None
+
+
+def _rerank_task(request: Request, infer: Infer) -> str:
+    manifest = infer.served_manifest()
+    if manifest is None:
+        raise refuse(503, "model not loaded yet")
+    definitions = [t.definition for t in manifest.tasks]
+    configured = request.app.state.settings.tei_rerank_task
+    if configured:
+        problem = rerank_setting_problem(configured, definitions)
+        if problem:
+            raise refuse(422, problem)
+        return configured
+    ranking = [t.name for t in definitions if t.pair and t.kind_of.ranks_pairs]
+    if "similarity" in ranking:
+        return "similarity"
+    if len(ranking) != 1:
+        found = ", ".join(ranking) or "none"
+        raise refuse(
+            422,
+            "/rerank answers the served similarity task, else the only regression or "
+            f"binary task of pairs; the model serves {found}: set {RERANK_SETTING}",
+        )
+    return ranking[0]
+
+
+RerankBody = Annotated[
+    RerankRequest,
+    Body(
+        openapi_examples=examples(
+            ranked={
+                "query": "a gripping film",
+                "texts": ["a dull film", "a thrilling, gripping movie"],
+                "return_text": True,
+            },
+        )
+    ),
+]
+
+
+@router.post(RERANK, response_model=list[Rank], responses=ERROR_RESPONSES)
+async def rerank(request: Request, body: RerankBody) -> Response:
+    """The texts ordered by their relevance to the query, best first (TEI's /rerank)."""
+    infer = _infer(request)
+    task = _rerank_task(request, infer)
+    inputs = Inputs([body.query] * len(body.texts), list(body.texts))
+    results = await infer.predict(task, inputs)
+    manifest = infer.served_manifest()
+    _check_truncation(results, body.truncate, manifest.max_seq_len if manifest else 0)
+    scores = [
+        float(np.asarray(r.prediction.raw, dtype=np.float64)[0]) if body.raw_scores else r.score
+        for r in results
+    ]
+    order = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)
+    answer = [
+        {"index": i, "score": scores[i], **({"text": body.texts[i]} if body.return_text else {})}
+        for i in order
+    ]
+    return _json(answer)
+
+
 @router.post(TOKENIZE, response_model=list[list[SimpleToken]], responses=ERROR_RESPONSES)
 async def tokenize(request: Request, body: TokenizeBody) -> Response:
     """Each text's tokens as the model sees them (TEI's /tokenize)."""
@@ -275,6 +377,7 @@ async def tokenize(request: Request, body: TokenizeBody) -> Response:
 register(
     ProtocolPath(EMBED, True),
     ProtocolPath(PREDICT, True),
+    ProtocolPath(RERANK, True),
     ProtocolPath(TOKENIZE, False),
 )
-claim(render, EMBED, PREDICT, TOKENIZE)
+claim(render, EMBED, PREDICT, RERANK, TOKENIZE)

@@ -75,6 +75,7 @@ def task_result(result: TaskResult):
 _RESULT_BODIES = {
     "classification": schemas.ClassificationResult,
     "binary": schemas.BinaryResult,
+    "multilabel": schemas.MultilabelResult,
     "regression": schemas.RegressionResult,
     "embedding": schemas.EmbeddingResult,
 }
@@ -89,6 +90,7 @@ def describe(task, version: str) -> schemas.TaskDescription:
         labels=list(definition.label_names) if definition.label_names else None,
         range=list(definition.value_range) if definition.value_range else None,
         dimensions=definition.dimensions,
+        thresholds=list(definition.thresholds) or None,
         version=version,
         layers=task.layers,
         fork_depth=task.fork_depth,
@@ -142,7 +144,8 @@ async def predict_many(request: Request, body: schemas.MultiTaskRequest):
 async def predict_task(request: Request, body: schemas.TaskRequest, task: str = TaskName):
     """Any served task: `{"text"}` or `{"texts"}` for text tasks, `{"sentence1",
     "sentence2"}` or `{"pairs"}` for pair tasks. Answers by kind: classification gives
-    label, label_name and probabilities; binary the decision and its probability;
+    label, label_name and probabilities; binary the decision and its probability; multilabel
+    the label names at or over their thresholds, every probability and the thresholds;
     regression a score within the task's range."""
     inputs, single = inputs_of(body)
     results = await _infer(request).predict(task, inputs)

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.commands import ROOT
-from tests.support.samples import write_topics
+from tests.support.samples import write_tags, write_topics
 from tests.support.servers import free_port
 
 PAGES = (
@@ -390,6 +390,7 @@ def test_the_pages_blocks_run_in_sequence(
 ) -> None:
     root = clone(tmp_path, repository, data_dir)
     write_topics(root / "topics.csv")
+    write_tags(root / "tags.csv")
     env = {k: v for k, v in os.environ.items() if not k.startswith("BERT_MTS_")}
     env |= {"BERT_MTS_LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)}
     ran = []

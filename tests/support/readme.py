@@ -10,6 +10,7 @@ from tests.support.commands import ROOT
 
 TRAINING_PAGE = ROOT / "docs" / "training.md"
 ADD_YOUR_OWN_TASK = "## Add your own task"
+MULTILABEL_TASK = "A multilabel task gives each text"
 
 
 def shell_block(section: str, page: Path = TRAINING_PAGE) -> str:

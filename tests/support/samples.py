@@ -182,3 +182,15 @@ def write_topics(path: Path) -> None:
         f"{text} {i},{name}" for i in range(10) for name, text in texts.items()
     ]
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def write_tags(path: Path) -> None:
+    """A 30-row multilabel CSV (text,tags: names separated by '|', empty for none) for
+    walking the multilabel block of "Add your own task"."""
+    texts = {
+        "funny|long": "a very long and funny story with many jokes",
+        "sad": "the dog died",
+        "": "the train left at noon",
+    }
+    rows = ["text,tags"] + [f"{text} {i},{tags}" for i in range(10) for tags, text in texts.items()]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")

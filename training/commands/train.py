@@ -5,6 +5,8 @@
         --base-model /models/bert-base-uncased --epochs 5 --out models/branches
     python training/finetune_top_layers.py --task topic --kind classification \\
         --labels sports,politics,science --train-file topics.csv --layers 2
+    python training/finetune_top_layers.py --task tags --kind multilabel \\
+        --labels funny,sad,long --train-file tags.csv --layers 2  # label: "funny|long"
     python training/finetune_top_layers.py --task sentiment --layers 2 \\
         --teacher models/branches/sentiment/20261122T215734Z-6942583c  # distil
 
@@ -95,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels",
         metavar="A,B,...",
         help="label names, in index order (classification; binary: negative,positive); "
-        "the file may hold the names or 0-based indices",
+        "the file may hold the names or 0-based indices; multilabel: the names a row may "
+        "have, its label column listing them separated by '|' (or a JSON list)",
     )
     task.add_argument(
         "--range", nargs=2, type=float, metavar=("LO", "HI"), help="value range (regression)"
@@ -350,10 +353,15 @@ def task_definition(args: argparse.Namespace) -> TaskDefinition:
         raise UsageError(f"{name} is not a preset ({', '.join(PRESETS)}): define it with --kind")
     if args.kind == "binary" and not labels:
         labels = ("negative", "positive")
+    if args.kind == "multilabel" and not labels:
+        raise UsageError(
+            f"multilabel task {name} needs its label names: --labels a,b,c (a row's label "
+            "column lists the ones it has, separated by '|'; empty: none)"
+        )
     if args.kind != "regression" and args.range:
         raise UsageError(f"--range is for regression tasks, not {args.kind}")
     if args.kind == "regression" and args.labels:
-        raise UsageError("--labels is for classification and binary tasks, not regression")
+        raise UsageError("--labels is for tasks with label names, not regression")
     if args.kind == "regression" and value_range is None:
         raise UsageError(
             f"regression task {args.task} needs its value range: add --range LO HI "

@@ -91,6 +91,45 @@ class _BinaryLabel:
         return 1.0 if value == 1.0 else 0.0
 
 
+# Separates a multilabel row's names in a CSV/TSV cell ("sports|politics").
+LABEL_SEPARATOR = "|"
+
+
+@dataclass(frozen=True)
+class _LabelSet:
+    """Any subset of `names`, by name, as a bitmask (bit i: names[i]); empty: none.
+    One float carries it so that every kind shares `Example.label` (exact to 2**24:
+    model_store.tasks caps a multilabel task's labels)."""
+
+    names: tuple[str, ...]
+    allows_empty: bool = True
+
+    def __call__(self, raw: str) -> float:
+        mask = 0
+        for part in raw.split(LABEL_SEPARATOR):
+            name = part.strip()
+            if not name and not raw.strip():
+                continue
+            if name not in self.names:
+                shown = ", ".join(self.names[:10]) + (", ..." if len(self.names) > 10 else "")
+                raise ValueError(f"{_preview(name)} is not a label name ({shown})")
+            mask |= 1 << self.names.index(name)
+        return float(mask)
+
+
+def label_set(names: Sequence[str]) -> LabelParser:
+    """Parser for a multilabel row: label names separated by '|' (empty: no label);
+    an unknown or empty name is an error, never dropped."""
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"need distinct label names, got {list(names)!r}")
+    return _LabelSet(tuple(names))
+
+
+def label_mask(names: Sequence[str], value: float) -> tuple[str, ...]:
+    """The names a `label_set` bitmask holds, in the task's order (for reports, tests)."""
+    return tuple(name for i, name in enumerate(names) if int(value) >> i & 1)
+
+
 @dataclass(frozen=True)
 class _ScoreLabel:
     low: float

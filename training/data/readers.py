@@ -29,7 +29,7 @@ from pathlib import Path
 
 from training.data.examples import Columns, DataError, Example
 from training.data.examples import preview as _preview
-from training.data.labels import LabelParser
+from training.data.labels import LABEL_SEPARATOR, LabelParser
 
 logger = logging.getLogger(__name__)
 
@@ -137,11 +137,13 @@ def _clean_label(value: object, column: str, parse_label: LabelParser) -> float:
         raw = "true" if value else "false"
     elif isinstance(value, (str, int, float)):
         raw = str(value)
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        raw = LABEL_SEPARATOR.join(value)  # JSONL's list of a multilabel row's names
     else:
         raise BadRow(
             f"label in column {column!r} must be a number or string, got {type(value).__name__}"
         )
-    if not raw.strip():
+    if not raw.strip() and not getattr(parse_label, "allows_empty", False):
         raise BadRow(f"empty label in column {column!r}")
     try:
         return float(parse_label(raw))

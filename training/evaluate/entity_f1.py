@@ -77,7 +77,24 @@ def f1_comparison(
     confidence: float = 0.95,
 ) -> dict[str, Any]:
     """Paired bootstrap over sentences of F1, reference - variant, in points."""
-    ref, var = counts(gold, reference), counts(gold, variant)
+    comparison = counts_comparison(
+        counts(gold, reference), counts(gold, variant), resamples, seed, confidence
+    )
+    comparison["disagreement"] = float(
+        np.mean([set(r) != set(v) for r, v in zip(reference, variant, strict=True)])
+    )
+    return comparison
+
+
+def counts_comparison(
+    ref: np.ndarray,
+    var: np.ndarray,
+    resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Paired bootstrap over rows of micro F1 from per-row (found, predicted, gold)
+    counts, reference - variant, in points: the same resampled rows for both."""
     n = len(ref)
     rows = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     differences = 100.0 * (_f1(ref[rows].sum(axis=1)) - _f1(var[rows].sum(axis=1)))
@@ -92,7 +109,4 @@ def f1_comparison(
         "confidence": confidence,
         "loss_points": loss,
         "loss_interval_points": [float(low), float(high)],
-        "disagreement": float(
-            np.mean([set(r) != set(v) for r, v in zip(reference, variant, strict=True)])
-        ),
     }

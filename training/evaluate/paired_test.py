@@ -8,6 +8,7 @@ an accuracy there is about 1.7). What matters is the rows where they disagree:
 - classification and binary tasks: the exact McNemar test, a two-sided binomial test
   on the discordant rows (right in fp32 only vs right in the variant only; rows both get
   right or both get wrong say nothing about which graph is better);
+- multilabel tasks (micro F1): a paired bootstrap over rows, as for regression;
 - regression tasks (Pearson's r): a paired bootstrap, with a fixed seed, of the metric
   difference fp32 - variant over resampled rows, and its 95% percentile interval.
 
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from model_store.metric_consistency import mcnemar_exact
+from training.evaluate import multilabel
 
 if TYPE_CHECKING:  # the tests themselves need only numpy: torch-free, like graph choice
     from training.evaluate.store import TaskResult
@@ -106,6 +108,9 @@ def compare_with_reference(result: TaskResult, variant: str) -> dict[str, Any]:
     reference, outputs = result.outputs[REFERENCE], result.outputs[variant]
     if kind == "regression":
         return regression_comparison(result.labels, reference, outputs)
+    if kind == "multilabel":
+        thresholds = result.task.definition.thresholds
+        return multilabel.f1_comparison(result.labels, thresholds, reference, outputs)
     return classification_comparison(kind, result.labels, reference, outputs)
 
 

@@ -142,6 +142,10 @@ def soft_loss(
         targets = F.softmax(teacher / temperature, dim=-1)
         log_probs = F.log_softmax(student / temperature, dim=-1)
         return -(targets * log_probs).sum(dim=-1).mean() * temperature**2
+    if kind == "multilabel":  # each label's sigmoid, as binary's one
+        targets = torch.sigmoid(teacher / temperature)
+        loss = F.binary_cross_entropy_with_logits(student / temperature, targets)
+        return loss * temperature**2
     if kind == "binary":
         targets = torch.sigmoid(teacher[:, 0] / temperature)
         loss = F.binary_cross_entropy_with_logits(student[:, 0] / temperature, targets)

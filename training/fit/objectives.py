@@ -15,8 +15,15 @@ import torch
 from torch.nn import functional as F
 
 from model_store.tasks import TaskDefinition
-from training.data.labels import LabelParser, binary_label, named_class_label, score_label
+from training.data.labels import (
+    LabelParser,
+    binary_label,
+    label_set,
+    named_class_label,
+    score_label,
+)
 from training.data.presets import PRESETS
+from training.evaluate import multilabel
 
 
 def accuracy_of_classes(outputs: np.ndarray, labels: np.ndarray) -> float:
@@ -42,6 +49,23 @@ def _cross_entropy(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def _binary_cross_entropy(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(outputs[:, 0], labels.float())
+
+
+def _multilabel_cross_entropy(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Independent sigmoids: binary cross-entropy per label, on the bitmask's bits."""
+    bits = torch.arange(outputs.shape[1], device=labels.device)
+    targets = ((labels.long().unsqueeze(1) >> bits) & 1).to(outputs.dtype)
+    return F.binary_cross_entropy_with_logits(outputs, targets)
+
+
+@dataclass(frozen=True)
+class _MicroF1:
+    """Micro F1 at the definition's thresholds (0.5 until tuned after training)."""
+
+    thresholds: tuple[float, ...]
+
+    def __call__(self, outputs: np.ndarray, labels: np.ndarray) -> float:
+        return multilabel.f1_scores(outputs, labels, self.thresholds)["micro_f1"]
 
 
 def _mean_squared_error(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -99,6 +123,13 @@ def task_spec(definition: TaskDefinition) -> TaskSpec:
             _cross_entropy,
             accuracy_of_classes,
             named_class_label(definition.label_names),
+        )
+    if definition.kind == "multilabel":
+        return TaskSpec(
+            definition,
+            _multilabel_cross_entropy,
+            _MicroF1(definition.thresholds),
+            label_set(definition.label_names),
         )
     if definition.kind == "binary":
         return TaskSpec(

@@ -23,6 +23,7 @@ from training.fit import distributed
 from training.fit.branch import branch_megabytes, save_branch
 from training.fit.distill import Distillation
 from training.fit.objectives import TaskSpec
+from training.fit.thresholds import tuned_summary, with_tuned_thresholds
 from training.fit.trainer import (
     Checkpoint,
     CheckpointMismatchError,
@@ -144,14 +145,18 @@ def train_task(
         raise UsageError(str(err)) from err
     if not distributed.current().is_main:
         return None
+    if result.val_outputs is not None:
+        spec = with_tuned_thresholds(result, spec, data.val)
     validation = result.validation_summary(spec, len(data.val))
+    if result.val_outputs is not None:
+        validation.update(tuned_summary(result, spec, data.val))
     validation["train_seconds"] = round(result.seconds, 3)
     path = save_branch(result.model, base, tokenizer, out, validation, training_args)
     if checkpoint is not None:
         checkpoint.path.unlink(missing_ok=True)  # the branch is written: nothing to resume
     chosen = " by validation loss" if result.selection == Selection.LOSS else ""
     summary = (
-        f"{spec.name}: validation {spec.metric_name} {result.best.val_metric:.4f} "
+        f"{spec.name}: validation {spec.metric_name} {validation['value']:.4f} "
         f"(epoch {result.best_epoch}/{config.epochs}{chosen}, {result.seconds:.1f}s), "
         f"{branch_megabytes(path):.1f} MB -> {path}"  # the path last: scripts take it
     )

@@ -156,6 +156,9 @@ class TrainResult:
     history: list[EpochStats] = field(default_factory=list)
     seconds: float = 0.0
     selection: str = Selection.METRIC
+    # The kept epoch's raw outputs on validation, where the kind tunes on them after
+    # training (multilabel: its thresholds); None otherwise.
+    val_outputs: np.ndarray | None = None
 
     @property
     def best(self) -> EpochStats:
@@ -531,5 +534,8 @@ def train_branch(
     dist.check_same(result.best_epoch, "the best epoch")
     model.load_state_dict(best_state)
     model.eval()
+    if spec.kind == "multilabel":
+        local = predict(model, val_states, len(val_shard.indices), config.batch_size * 2)
+        result.val_outputs = dist.gather_rows(local, val_shard)
     result.seconds = time.perf_counter() - started
     return result

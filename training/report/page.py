@@ -32,6 +32,7 @@ from model_store.manifest import Manifest, load_manifest
 from model_store.repository import resolve_store
 from model_store.tasks import TaskDefinition
 from training.errors import UsageError
+from training.evaluate import multilabel
 from training.evaluate.store import TaskResult, store_outputs
 from training.fit.objectives import PRESET_SCORE_TASKS, overall_score
 from training.report import plots as report_plots
@@ -173,6 +174,12 @@ def draw_plots(
             )
             files[task.name] = f"{task.name}_confusion.png"
             report_plots.plot_confusion(matrix, task.label_names, out / files[task.name])
+        elif task.kind == "multilabel":  # every label's probability against its truth
+            truth = multilabel.multi_hot(result.labels, task.num_outputs).ravel().astype(np.float64)
+            files[task.name] = f"{task.name}_calibration.png"
+            report_plots.plot_calibration(
+                multilabel.probabilities(outputs).ravel(), truth, out / files[task.name]
+            )
         elif task.kind == "regression":
             files[task.name] = f"{task.name}_residuals.png"
             report_plots.plot_residuals(result.labels, outputs[:, 0], out / files[task.name])
@@ -322,6 +329,11 @@ def caption(task: TaskDefinition) -> str:
     """What a task's figure shows, from its kind."""
     if task.kind == "classification":
         return f"{task.name} ({task.num_outputs} classes): confusion matrix of the fp32 graph."
+    if task.kind == "multilabel":
+        return (
+            f"{task.name} ({task.num_outputs} labels): reliability diagram of every label's "
+            "probability in the fp32 graph."
+        )
     if task.kind == "regression":
         low, high = task.value_range or (0, 0)
         return f"{task.name} ({low:g}-{high:g}): predictions and residuals of the fp32 graph."
