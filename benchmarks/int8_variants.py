@@ -52,7 +52,7 @@ from training.evaluate.store import (
     task_outputs,
     validation_examples,
 )
-from training.graph.int8 import LayerDepths, quantize_int8
+from training.graph.int8 import LayerDepths, fp32_matmuls, quantize_int8
 
 
 def last_layer_nodes(manifest, graph: Path) -> list[str]:
@@ -184,6 +184,14 @@ def sweep(args, source: Path, manifest, fp32: Path) -> None:
     print(markdown_table(headers, rows))
 
 
+def upper_feed_forward(manifest, graph: Path) -> list[str]:
+    """Both feed-forward MatMuls of every layer the shipped rule keeps an output of."""
+    model = onnx.load(str(graph), load_external_data=False)
+    outputs = fp32_matmuls(model, manifest_depths(manifest))
+    inputs = [name.replace("/output/dense/", "/intermediate/dense/") for name in outputs]
+    return outputs + inputs
+
+
 def manifest_depths(manifest) -> LayerDepths:
     """Where the store's layers sit in its base, from its manifest."""
     return LayerDepths(manifest.num_layers, {t.name: t.fork_depth for t in manifest.tasks})
@@ -227,7 +235,7 @@ def main() -> None:
     parser.add_argument("--speed-rounds", type=int, default=0, metavar="N")
     parser.add_argument(
         "--only",
-        choices=("shipped", "8-bit", "7-bit", "gather", "last-layer-fp32"),
+        choices=("shipped", "8-bit", "7-bit", "upper-ffn-fp32", "gather", "last-layer-fp32"),
         action="append",
         help="measure only these quantizations (repeat; default: shipped, 8-bit, 7-bit)",
     )
@@ -253,6 +261,14 @@ def main() -> None:
         "shipped": ("shipped: 7-bit weights, upper-half feed-forward outputs fp32", None),
         "8-bit": ("8-bit weights, every MatMul (shipped until 2026-12-08)", eight_bit),
         "7-bit": ("7-bit weights, every MatMul", {**eight_bit, "reduce_range": True}),
+        "upper-ffn-fp32": (
+            "7-bit weights, upper half's whole feed-forward fp32",
+            {
+                **eight_bit,
+                "reduce_range": True,
+                "nodes_to_exclude": upper_feed_forward(manifest, fp32),
+            },
+        ),
         "gather": ("8-bit, MatMul and the embedding Gather (shipped until 2026-12-02)", {}),
         "last-layer-fp32": (
             "8-bit, each branch's last layer fp32",
