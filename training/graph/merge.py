@@ -52,6 +52,8 @@ from training.graph.fusion import FusionReport, expected_operators, export_graph
 from training.graph.int8 import LayerDepths, quantize_int8
 from training.graph.merged_model import INPUT_NAMES, MergedModel, output_name
 from training.graph.onnx_export import OPSET, convert_fp16
+from training.graph.parity_bounds import FP16_TOLERANCE, FP32_TOLERANCE, GRAPH_BUILD_KEY
+from training.graph.publish_report import check_lines
 from training.graph.splice import (
     LAYOUT_KEY,
     SplicePlan,
@@ -61,9 +63,6 @@ from training.graph.splice import (
 )
 
 log = logging.getLogger(__name__)
-# Stated tolerances of the publish-time check against the merged PyTorch model.
-FP32_TOLERANCE = 1e-4
-FP16_TOLERANCE = 5e-2
 _PROBE = {
     False: [("a gentle, funny and moving film",), ("dull .",), ("it was fine , i guess",)],
     True: [
@@ -294,24 +293,6 @@ def build_manifest(
             **({probes.PROBES_KEY: probe_set} if probe_set else {}),
         },
     )
-
-
-GRAPH_BUILD_KEY = "graph_build"
-
-
-def check_lines(manifest: Manifest) -> list[str]:
-    """What a build logs: how its graphs were made, their parity figures with their
-    meaning and tolerance, and every task's metric per graph (`publish_report`, which
-    `bert-mts-store publish` prints for the changed tasks instead)."""
-    from training.graph.publish_report import build_lines, metric_lines, parity_lines
-
-    tasks = [task.name for task in manifest.tasks]
-    return [
-        "checked against PyTorch:",
-        *build_lines(manifest),
-        *parity_lines(manifest),
-        *metric_lines(manifest, tasks),
-    ]
 
 
 def _task_records(branches: Sequence[LoadedBranch]) -> list[dict]:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from model_store.graph_choice import DEFAULT_TOLERANCE_POINTS, choose_graph, recorded_metrics
 from model_store.manifest import Manifest
-from training.graph.merge import FP16_TOLERANCE, FP32_TOLERANCE, GRAPH_BUILD_KEY
+from training.graph.parity_bounds import FP16_TOLERANCE, FP32_TOLERANCE, GRAPH_BUILD_KEY
 
 TOLERANCES = {"fp32": FP32_TOLERANCE, "fp16": FP16_TOLERANCE}
 
@@ -82,4 +82,17 @@ def publish_summary(manifest: Manifest, changed: Iterable[str]) -> list[str]:
         *parity_lines(manifest),
         *metric_lines(manifest, changed),
         choice_line(manifest),
+    ]
+
+
+def check_lines(manifest: Manifest) -> list[str]:
+    """What a build logs: how its graphs were made, their parity figures with their
+    meaning and tolerance, and every task's metric per graph (`bert-mts-store publish`
+    prints `publish_summary` for the changed tasks instead)."""
+    tasks = [task.name for task in manifest.tasks]
+    return [
+        "checked against PyTorch:",
+        *build_lines(manifest),
+        *parity_lines(manifest),
+        *metric_lines(manifest, tasks),
     ]
