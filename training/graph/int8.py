@@ -14,14 +14,18 @@ default model"; `python -m benchmarks.int8_variants --sweep`):
   hold where it is served (the load-time probe check, `model_store.probes`, still
   guards the rest). `tests/support/saturation.py` computes a graph as a saturating CPU
   does, and a test holds this one to answer identically.
-* **The feed-forward output MatMuls of the upper half of the encoder stay fp32.**
+* **Both feed-forward MatMuls of the upper half of the encoder stay fp32.**
   Quantizing one group at a time on the 12-layer model put almost all of int8's loss
-  there: the feed-forward output alone lost 12.1 points of paraphrase and 2.5 of
-  similarity (the second feed-forward MatMul reads the GELU's output, whose few large
-  activations leave the rest of a per-tensor uint8 scale with little resolution), and
-  by layer, those at depth 6-8 of 12 (frozen or branch alike) lost most; the lower
-  half lost nothing measurable. The rule is by depth in the base (a branch layer's
-  depth is its fork plus its index), so it applies to any store and to a spliced piece.
+  in the feed-forward output (alone: 12.1 points of paraphrase and 2.5 of similarity;
+  the second feed-forward MatMul reads the GELU's output, whose few large activations
+  leave the rest of a per-tensor uint8 scale with little resolution), and by layer in
+  those at depth 6-8 of 12, frozen or branch alike; the lower half lost nothing
+  measurable. Keeping only the upper half's feed-forward outputs fp32 left similarity
+  0.45 points worse, significantly (interval [0.11, 0.83]); keeping the upper half's
+  feed-forward inputs fp32 too left every task within the noise (0.47, 0.43, 0.30
+  [-0.02, 0.62]). The attention's MatMuls are int8 at every depth. The rule is by depth
+  in the base (a branch layer's depth is its fork plus its index), so it applies to any
+  store and to a spliced piece.
 """
 
 from __future__ import annotations
@@ -34,15 +38,16 @@ from pathlib import Path
 
 import onnx
 
-# Feed-forward output MatMuls at depth >= this share of the base's layers stay fp32.
-FP32_FEED_FORWARD_OUT_FROM = 0.5
+# Feed-forward MatMuls at depth >= this share of the base's layers stay fp32.
+FP32_FEED_FORWARD_FROM = 0.5
 
-# A layer's feed-forward output MatMul, as torch exports it: /frozen.{i}/output/dense/
-# for the shared layers, /{scope}/layers.{j}/output/dense/ for a branch (scope: the task
-# in a full graph, "branch" in a spliced piece). A BERT attention output is
-# /attention/output/dense/ and never matches.
-_FEED_FORWARD_OUT = re.compile(
-    r"^/(?:frozen\.(?P<frozen>\d+)|(?P<scope>[^/]+)/layers\.(?P<layer>\d+))/output/dense/MatMul"
+# A layer's feed-forward MatMuls, as torch exports them: /frozen.{i}/intermediate/dense/
+# and /frozen.{i}/output/dense/ for the shared layers, /{scope}/layers.{j}/... for a
+# branch (scope: the task in a full graph, "branch" in a spliced piece). A BERT attention
+# output is /attention/output/dense/ and never matches.
+_FEED_FORWARD = re.compile(
+    r"^/(?:frozen\.(?P<frozen>\d+)|(?P<scope>[^/]+)/layers\.(?P<layer>\d+))"
+    r"/(?:intermediate|output)/dense/MatMul"
 )
 
 
@@ -54,9 +59,9 @@ class LayerDepths:
     num_layers: int
     forks: Mapping[str, int]
 
-    def feed_forward_out_depth(self, node_name: str) -> int | None:
-        """The depth of the layer whose feed-forward output `node_name` is, or None."""
-        match = _FEED_FORWARD_OUT.match(node_name)
+    def feed_forward_depth(self, node_name: str) -> int | None:
+        """The depth of the layer whose feed-forward MatMul `node_name` is, or None."""
+        match = _FEED_FORWARD.match(node_name)
         if match is None:
             return None
         if match["frozen"] is not None:
@@ -67,12 +72,12 @@ class LayerDepths:
 
 def fp32_matmuls(graph: onnx.ModelProto, depths: LayerDepths) -> list[str]:
     """The MatMuls int8 leaves in fp32 (see the module docstring)."""
-    threshold = FP32_FEED_FORWARD_OUT_FROM * depths.num_layers
+    threshold = FP32_FEED_FORWARD_FROM * depths.num_layers
     kept = []
     for node in graph.graph.node:
         if node.op_type != "MatMul":
             continue
-        depth = depths.feed_forward_out_depth(node.name)
+        depth = depths.feed_forward_depth(node.name)
         if depth is not None and depth >= threshold:
             kept.append(node.name)
     return kept
