@@ -4,7 +4,8 @@
 
 Quantizes the store's fp32 graph with ONNX Runtime's `quantize_dynamic` (QInt8,
 per-channel weight scales) several ways: as shipped (`training.graph.int8`: 7-bit
-weights, both feed-forward MatMuls of the encoder's upper half left fp32), every MatMul
+weights, every feed-forward output and the upper half's feed-forward inputs left fp32),
+every MatMul
 with 8-bit weights (shipped before, saturates on CPUs without VNNI) and with 7-bit
 ones; with `--only`, also MatMul and the embedding Gather, or each branch's last layer
 left in fp32; runs every
@@ -52,7 +53,7 @@ from training.evaluate.store import (
     task_outputs,
     validation_examples,
 )
-from training.graph.int8 import LayerDepths, fp32_matmuls, quantize_int8
+from training.graph.int8 import LayerDepths, quantize_int8
 
 
 def last_layer_nodes(manifest, graph: Path) -> list[str]:
@@ -184,10 +185,20 @@ def sweep(args, source: Path, manifest, fp32: Path) -> None:
     print(markdown_table(headers, rows))
 
 
-def upper_outputs(manifest, graph: Path) -> list[str]:
-    """The feed-forward output MatMuls of the layers the shipped rule keeps fp32."""
+def feed_forward_nodes(manifest, graph: Path, outputs_from: float, inputs_from: float) -> list[str]:
+    """Feed-forward output MatMuls at depth >= outputs_from x layers, and input ones at
+    depth >= inputs_from x layers (a share above 1: none)."""
     model = onnx.load(str(graph), load_external_data=False)
-    return [n for n in fp32_matmuls(model, manifest_depths(manifest)) if "/output/" in n]
+    depths, layers = manifest_depths(manifest), manifest.num_layers
+    chosen = []
+    for node in model.graph.node:
+        depth = depths.feed_forward_depth(node.name) if node.op_type == "MatMul" else None
+        if depth is None:
+            continue
+        share = outputs_from if "/output/dense/" in node.name else inputs_from
+        if depth >= share * layers:
+            chosen.append(node.name)
+    return chosen
 
 
 def manifest_depths(manifest) -> LayerDepths:
@@ -233,7 +244,16 @@ def main() -> None:
     parser.add_argument("--speed-rounds", type=int, default=0, metavar="N")
     parser.add_argument(
         "--only",
-        choices=("shipped", "8-bit", "7-bit", "upper-ffn-out-fp32", "gather", "last-layer-fp32"),
+        choices=(
+            "shipped",
+            "8-bit",
+            "7-bit",
+            "ffn-out-fp32",
+            "upper-ffn-out-fp32",
+            "upper-ffn-fp32",
+            "gather",
+            "last-layer-fp32",
+        ),
         action="append",
         help="measure only these quantizations (repeat; default: shipped, 8-bit, 7-bit)",
     )
@@ -254,18 +274,26 @@ def main() -> None:
     # An embedding task has no labels to test on (publish holds it to PyTorch by cosine).
     labelled = [t for t in manifest.tasks if t.kind != "embedding"]
     eight_bit = {"op_types_to_quantize": ["MatMul"]}
+    seven_bit = {**eight_bit, "reduce_range": True}
     options = {
         # What publishing ships: `training.graph.int8.quantize_int8`.
-        "shipped": ("shipped: 7-bit weights, the upper half's feed-forward fp32", None),
+        "shipped": (
+            "shipped: 7-bit weights, feed-forward outputs and the upper half's inputs fp32",
+            None,
+        ),
         "8-bit": ("8-bit weights, every MatMul (shipped until 2026-12-08)", eight_bit),
         "7-bit": ("7-bit weights, every MatMul", {**eight_bit, "reduce_range": True}),
+        "ffn-out-fp32": (
+            "7-bit weights, every feed-forward output fp32",
+            {**seven_bit, "nodes_to_exclude": feed_forward_nodes(manifest, fp32, 0, 2)},
+        ),
         "upper-ffn-out-fp32": (
             "7-bit weights, the upper half's feed-forward outputs fp32",
-            {
-                **eight_bit,
-                "reduce_range": True,
-                "nodes_to_exclude": upper_outputs(manifest, fp32),
-            },
+            {**seven_bit, "nodes_to_exclude": feed_forward_nodes(manifest, fp32, 0.5, 2)},
+        ),
+        "upper-ffn-fp32": (
+            "7-bit weights, the upper half's feed-forward (in and out) fp32",
+            {**seven_bit, "nodes_to_exclude": feed_forward_nodes(manifest, fp32, 0.5, 0.5)},
         ),
         "gather": ("8-bit, MatMul and the embedding Gather (shipped until 2026-12-02)", {}),
         "last-layer-fp32": (

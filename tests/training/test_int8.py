@@ -47,8 +47,11 @@ def test_the_upper_halfs_feed_forward_stays_fp32(store: Path) -> None:
     fp32 = onnx.load(str(manifest.graph_path("fp32")))
     depths = LayerDepths(manifest.num_layers, {t.name: t.fork_depth for t in manifest.tasks})
     expected = sorted(fp32_matmuls(fp32, depths))
-    # The tiny base has 2 layers: depth 1 (every branch's layer) is the upper half.
+    # Every feed-forward output, and the inputs of depth 1 (every branch's layer: the
+    # tiny base has 2 layers) stay fp32; depth 0's feed-forward input is int8.
     assert expected and all("/attention/" not in name for name in expected)
+    assert "/frozen.0/output/dense/MatMul" in expected
+    assert "/frozen.0/intermediate/dense/MatMul" not in expected
     assert float_matmuls == expected
     assert sum(n.op_type == "MatMulInteger" for n in int8.graph.node) > len(expected)
 
