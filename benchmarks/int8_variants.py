@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from benchmarks.common.report import markdown_table, provenance
 from model_store.manifest import GRAPH_FILES, MANIFEST_FILE, load_manifest, sha256_of
@@ -53,7 +52,7 @@ from training.evaluate.store import (
     task_outputs,
     validation_examples,
 )
-from training.graph.int8 import LayerDepths, quantize_int8
+from training.graph.int8 import LayerDepths, quantize_int8, quantize_matmuls
 
 
 def last_layer_nodes(manifest, graph: Path) -> list[str]:
@@ -158,14 +157,8 @@ def sweep(args, source: Path, manifest, fp32: Path) -> None:
             layer_groups(fp32, args.by_layer) if args.by_layer else sweep_groups(manifest, fp32)
         )
         for label, members in groups:
-            quantize_dynamic(
-                str(fp32),
-                str(target),
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                reduce_range=args.reduce_range,
-                nodes_to_quantize=members,
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            quantize_matmuls(
+                fp32, target, reduce_range=args.reduce_range, nodes_to_quantize=members
             )
             graphs = {**manifest.graphs, "int8": target.name}
             quantized = outputs(replace(manifest, directory=Path(tmp), graphs=graphs), "int8")
@@ -273,8 +266,8 @@ def main() -> None:
         return
     # An embedding task has no labels to test on (publish holds it to PyTorch by cosine).
     labelled = [t for t in manifest.tasks if t.kind != "embedding"]
-    eight_bit = {"op_types_to_quantize": ["MatMul"]}
-    seven_bit = {**eight_bit, "reduce_range": True}
+    eight_bit: dict = {}
+    seven_bit = {"reduce_range": True}
     options = {
         # What publishing ships: `training.graph.int8.quantize_int8`.
         "shipped": (
@@ -295,7 +288,10 @@ def main() -> None:
             "7-bit weights, the upper half's feed-forward (in and out) fp32",
             {**seven_bit, "nodes_to_exclude": feed_forward_nodes(manifest, fp32, 0.5, 0.5)},
         ),
-        "gather": ("8-bit, MatMul and the embedding Gather (shipped until 2026-12-02)", {}),
+        "gather": (
+            "8-bit, MatMul and the embedding Gather (shipped until 2026-12-02)",
+            {"op_types_to_quantize": None},  # ONNX Runtime's default list
+        ),
         "last-layer-fp32": (
             "8-bit, each branch's last layer fp32",
             {**eight_bit, "nodes_to_exclude": last_layer_nodes(manifest, fp32)},
@@ -314,14 +310,7 @@ def main() -> None:
             if extra is None:
                 quantize_int8(fp32, target, manifest_depths(manifest))
             else:
-                quantize_dynamic(
-                    str(fp32),
-                    str(target),
-                    weight_type=QuantType.QInt8,
-                    per_channel=True,
-                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-                    **extra,
-                )
+                quantize_matmuls(fp32, target, **extra)
             if "int8" not in manifest.graphs:  # a store built without one (the 12-layer model)
                 raw = json.loads((work / MANIFEST_FILE).read_text())
                 raw["graphs"]["int8"] = target.name

@@ -5,17 +5,13 @@ answer it (label names, one probability and one threshold per label), remove it.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 from model_store.repository import list_versions
-from tests.support.commands import ROOT
 from tests.support.readme import MULTILABEL_TASK, shell_block
 from tests.support.samples import write_tags
-from tests.support.servers import free_port
 from tests.support.tiny_store import TinyBranches
-from tests.training.test_readme_walk import adapt
+from tests.training.test_readme_walk import run_block
 
 
 def test_the_multilabel_block_runs_as_printed(
@@ -25,19 +21,8 @@ def test_the_multilabel_block_runs_as_printed(
     for step in ("--kind multilabel", "bert-mts-serve", "publish", "--remove", "kill $!"):
         assert step in block, step
     write_tags(tmp_path / "tags.csv")
-    script = adapt(block, repository, free_port(), tmp_path, tiny.base_dir)
-    script = script.replace("tags.csv", str(tmp_path / "tags.csv"))
-    script = "trap 'kill $(jobs -p) 2>/dev/null' EXIT\n" + script
-    env = {k: v for k, v in os.environ.items() if k != "BERT_MTS_ADMIN_TOKEN"}
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=ROOT,
-        env={**env, "BERT_MTS_LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, f"{script}\n{result.stdout}\n{result.stderr}"
+    extra = {"tags.csv": str(tmp_path / "tags.csv")}
+    result = run_block(block, repository, tmp_path, tiny.base_dir, extra)
     out = result.stdout
     assert out.count('"result":"loaded"') == 2, out
     # curl prints the answers back to back, without newlines

@@ -45,17 +45,16 @@ def adapt(block: str, repository: Path, port: int, work: Path, base: Path) -> st
     return "\n".join(lines) + "\n"
 
 
-def test_the_add_your_own_task_block_runs_as_printed(
-    tiny: TinyBranches, repository: Path, tmp_path: Path
-) -> None:
-    block = shell_block(ADD_YOUR_OWN_TASK)
-    steps = ("token_urlsafe(32)", "bert-mts-serve", "bert-mts-train", "publish", "--remove")
-    for step in (*steps, "prune"):
-        assert step in block, step
-    write_topics(tmp_path / "topics.csv")
-    script = adapt(block, repository, free_port(), tmp_path, tiny.base_dir)
-    # A command that fails ends the block before its `kill %1`: the service would keep
-    # the output pipes open, and the run would wait for them until its timeout.
+def run_block(
+    block: str, repository: Path, work: Path, base: Path, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """A docs block as `adapt` rewrites it (plus `extra` replacements), run by bash with
+    -euo pipefail from the checkout; its jobs are killed when it ends."""
+    script = adapt(block, repository, free_port(), work, base)
+    for printed, used in (extra or {}).items():
+        script = script.replace(printed, used)
+    # A command that fails ends the block before its `kill`: the service would keep the
+    # output pipes open, and the run would wait for them until its timeout.
     script = "trap 'kill $(jobs -p) 2>/dev/null' EXIT\n" + script
     env = {k: v for k, v in os.environ.items() if k != "BERT_MTS_ADMIN_TOKEN"}
     result = subprocess.run(
@@ -68,6 +67,18 @@ def test_the_add_your_own_task_block_runs_as_printed(
         timeout=600,
     )
     assert result.returncode == 0, f"{script}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def test_the_add_your_own_task_block_runs_as_printed(
+    tiny: TinyBranches, repository: Path, tmp_path: Path
+) -> None:
+    block = shell_block(ADD_YOUR_OWN_TASK)
+    steps = ("token_urlsafe(32)", "bert-mts-serve", "bert-mts-train", "publish", "--remove")
+    for step in (*steps, "prune"):
+        assert step in block, step
+    write_topics(tmp_path / "topics.csv")
+    result = run_block(block, repository, tmp_path, tiny.base_dir)
     out = result.stdout
     assert out.count('"result":"loaded"') == 2, out
     assert '"task":"topic"' in out and '"label_name":' in out, out

@@ -87,24 +87,33 @@ def fp32_matmuls(graph: onnx.ModelProto, depths: LayerDepths) -> list[str]:
 
 def quantize_int8(source: Path, target: Path, depths: LayerDepths) -> None:
     """`source`'s fp32 graph quantized as the module docstring says, written to `target`."""
+    excluded = fp32_matmuls(onnx.load(str(source), load_external_data=False), depths)
+    quantize_matmuls(source, target, reduce_range=True, nodes_to_exclude=excluded)
+
+
+def quantize_matmuls(source: Path, target: Path, **options: object) -> None:
+    """ONNX Runtime's dynamic quantization of `source`'s MatMuls (per-channel int8
+    weights; `options` go to `quantize_dynamic`), checked and written to `target`. The
+    benchmarks call it with other options to compare rules."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    excluded = fp32_matmuls(onnx.load(str(source), load_external_data=False), depths)
     # A fused graph's contrib operators have no ONNX shape inference; their outputs are
     # float, which is what DefaultTensorType tells the quantizer.
     logging.disable(logging.WARNING)
     try:
-        # MatMul only: the embedding tables stay fp32. Quantizing their Gather too cost
-        # the 6-layer model 1.05 points of sentiment and bought no speed (docs/results.md).
+        # MatMul only by default: the embedding tables stay fp32. Quantizing their
+        # Gather too cost the 6-layer model 1.05 points of sentiment and bought no
+        # speed (docs/results.md).
         quantize_dynamic(
             str(source),
             str(target),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            reduce_range=True,
-            op_types_to_quantize=["MatMul"],
-            nodes_to_exclude=excluded,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            **{
+                "weight_type": QuantType.QInt8,
+                "per_channel": True,
+                "op_types_to_quantize": ["MatMul"],
+                "extra_options": {"DefaultTensorType": onnx.TensorProto.FLOAT},
+                **options,
+            },
         )
     finally:
         logging.disable(logging.NOTSET)
