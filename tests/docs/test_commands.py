@@ -43,6 +43,7 @@ PAGES = (
     "docs/scoring.md",
     "docs/deploy.md",
     "docs/development.md",
+    "docs/kinds.md",
     "docs/results.md",
 )
 PRESETS = ("sentiment", "paraphrase", "similarity")
